@@ -1,0 +1,40 @@
+"""The ``deepgmm`` command line: one typer app.
+
+Heavy imports (torch, nibabel) happen inside the commands so that ``--help`` is instant.
+Library errors (:class:`deepgmm.errors.DeepGMMError`) become one line on stderr and exit
+code 2; nothing else is caught, so a real bug still shows its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="deepgmm",
+    help="Unsupervised segmentation of multi-sequence MR images with deep Gaussian mixtures.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Unsupervised segmentation of multi-sequence MR images with deep Gaussian mixtures."""
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning library errors into exit code 2."""
+    from deepgmm.errors import DeepGMMError
+
+    try:
+        app()
+    except DeepGMMError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

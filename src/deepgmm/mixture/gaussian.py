@@ -1,0 +1,53 @@
+"""Gaussian log-densities for every pixel and class, diagonal or full covariance.
+
+All maths in log space; no loops over pixels, classes or sequences.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def log_gaussian_diag(image: torch.Tensor, means: torch.Tensor,
+                      variances: torch.Tensor) -> torch.Tensor:
+    """Log-density of each pixel under each class, diagonal covariance.
+
+    Args:
+        image: ``(B, M, H, W)`` pixel features.
+        means: ``(B, K, M)`` class means.
+        variances: ``(B, K, M)`` class variances, already floored (> 0).
+
+    Returns:
+        ``(B, K, H, W)`` values of ``log N(x_n; mu_k, diag sigma2_k)``.
+    """
+    diff = image.unsqueeze(1) - means[..., None, None]  # (B, K, M, H, W)
+    maha = (diff.square() / variances[..., None, None]).sum(dim=2)  # (B, K, H, W)
+    log_det = variances.log().sum(dim=2)  # (B, K)
+    n_features = image.shape[1]
+    return -0.5 * (maha + log_det[..., None, None] + n_features * LOG_2PI)
+
+
+def log_gaussian_full(image: torch.Tensor, means: torch.Tensor,
+                      covariances: torch.Tensor) -> torch.Tensor:
+    """Log-density of each pixel under each class, full covariance.
+
+    Args:
+        image: ``(B, M, H, W)`` pixel features.
+        means: ``(B, K, M)`` class means.
+        covariances: ``(B, K, M, M)`` symmetric positive definite (already floored).
+
+    Returns:
+        ``(B, K, H, W)`` values of ``log N(x_n; mu_k, Sigma_k)``.
+    """
+    b, m, h, w = image.shape
+    chol = torch.linalg.cholesky(covariances)  # (B, K, M, M)
+    diff = image.reshape(b, 1, m, h * w) - means[..., None]  # (B, K, M, HW)
+    solved = torch.linalg.solve_triangular(chol, diff, upper=False)  # (B, K, M, HW)
+    maha = solved.square().sum(dim=2)  # (B, K, HW)
+    log_det = 2.0 * torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(dim=-1)  # (B, K)
+    out = -0.5 * (maha + log_det[..., None] + m * LOG_2PI)
+    return out.reshape(b, -1, h, w)
