@@ -25,6 +25,20 @@ def _root() -> None:
     """Unsupervised segmentation of multi-sequence MR images with deep Gaussian mixtures."""
 
 
+def _register_commands() -> None:
+    """Import the command modules so they register on ``app`` (each owns one group)."""
+    import importlib
+    import pkgutil
+
+    import deepgmm.commands as commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
+        importlib.import_module(f"deepgmm.commands.{info.name}")
+
+
+_register_commands()
+
+
 def main() -> None:
     """Console-script entry point: run the app, turning library errors into exit code 2."""
     from deepgmm.errors import DeepGMMError
