@@ -33,6 +33,8 @@ def _register_commands() -> None:
     import deepgmm.commands as commands
 
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
         importlib.import_module(f"deepgmm.commands.{info.name}")
 
 

@@ -1,0 +1,49 @@
+"""Option parsing shared by the commands (not a command module itself)."""
+
+from __future__ import annotations
+
+import typer
+
+from deepgmm.errors import InputError
+
+# Allows the documented form ``--patients 109 114`` (several values after one flag) as well
+# as ``--patients 109 --patients 114`` and ``--patients 109,114``.
+MULTI_VALUE_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": False}
+
+
+def patient_list(ctx: typer.Context, values: list[str] | None,
+                 flag: str = "--patients") -> list[str] | None:
+    """Merge a repeatable option with the loose values that followed it on the command line.
+
+    Args:
+        ctx: the command's context (extra arguments land in ``ctx.args``).
+        values: what typer parsed for the option (``None`` when absent).
+        flag: the option's name, for messages.
+
+    Returns:
+        The ids in the order given, or ``None`` when the option was not used.
+    """
+    extra = list(ctx.args)
+    if not values:
+        if extra:
+            raise InputError(f"unexpected argument(s) {' '.join(extra)!r}")
+        return None
+    ids = [part.strip() for value in [*values, *extra] for part in value.split(",")]
+    ids = [i for i in ids if i]
+    if not ids:
+        raise InputError(f"{flag} needs at least one case id")
+    return ids
+
+
+def parse_named_files(values: list[str], flag: str) -> dict[str, str]:
+    """Parse ``NAME=path`` pairs (``--image C0=a.nii.gz``) into an ordered dict."""
+    named: dict[str, str] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        name, path = name.strip(), path.strip()
+        if not sep or not name or not path:
+            raise InputError(f"{flag} expects NAME=FILE (e.g. {flag} T2=t2.nii.gz), got {value!r}")
+        if name in named:
+            raise InputError(f"{flag} names the sequence {name!r} twice")
+        named[name] = path
+    return named
