@@ -1,0 +1,173 @@
+"""Load cases into :class:`deepgmm.types.CaseVolume`: MyoPS cases found on disk, or any set of
+co-registered sequences given explicitly with an ROI mask.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from deepgmm.data.myops import MYOPS_SEQUENCES, CaseFiles, discover_cases, labels_to_classes
+from deepgmm.data.nifti import NiftiVolume, check_same_space, load_nifti
+from deepgmm.errors import InputError
+from deepgmm.types import CaseVolume
+
+PathLike = str | os.PathLike[str]
+
+N_CLASSES_WITH_BACKGROUND = 5
+
+
+def _stack(images: Sequence[NiftiVolume]) -> np.ndarray:
+    """``M`` volumes ``(X, Y, Z)`` -> ``(M, X, Y, Z)`` float32."""
+    return np.stack([v.data for v in images]).astype(np.float32, copy=False)
+
+
+def load_case(case_files: CaseFiles) -> CaseVolume:
+    """Load one MyoPS case: its sequences and its ground truth.
+
+    The ROI is the left ventricle: voxels of class 1..4 (blood, myocardium, edema, scar);
+    the right ventricle (code 600) is background.
+
+    Args:
+        case_files: as found by :func:`deepgmm.data.myops.discover_cases`.
+
+    Returns:
+        The case: image ``(M, X, Y, Z)``, roi and labels ``(X, Y, Z)``.
+
+    Raises:
+        InputError: unreadable files, sequences/labels on different grids, unknown label
+            codes, no ground truth (then no ROI is known: use :func:`load_explicit` with a
+            mask), or an empty ROI.
+    """
+    if case_files.labels is None:
+        raise InputError(f"case {case_files.case_id} has no ground-truth (_gd) file, so its "
+                         f"region of interest is unknown; give an ROI mask explicitly "
+                         f"(load_explicit / --roi)")
+    images = [load_nifti(p, what=f"{name} image") for name, p in case_files.images.items()]
+    gd = load_nifti(case_files.labels, what="ground-truth")
+    check_same_space([*images, gd])
+    labels = labels_to_classes(gd.data, source=f"ground-truth file {str(gd.path)!r}")
+    roi = labels > 0
+    if not roi.any():
+        raise InputError(f"ground-truth file {str(gd.path)!r} has no left-ventricle voxels "
+                         f"(codes 500, 200, 1220, 2221): the region of interest is empty")
+    first = images[0]
+    return CaseVolume(case_id=case_files.case_id, sequences=tuple(case_files.images),
+                      image=_stack(images), roi=roi, labels=labels, affine=first.affine,
+                      zooms=first.zooms, source=str(first.path))
+
+
+def _labels_from_any(data: np.ndarray, source: str) -> np.ndarray:
+    """Class indices 0..4 as they are, otherwise MyoPS codes mapped to classes."""
+    values = np.unique(data)
+    if np.isin(values, np.arange(N_CLASSES_WITH_BACKGROUND)).all():
+        return np.rint(data).astype(np.int64)
+    return labels_to_classes(data, source=f"{source} (neither class indices 0..4 nor MyoPS "
+                                          f"codes)")
+
+
+def load_explicit(images: Mapping[str, PathLike], roi: PathLike,
+                  labels: PathLike | None = None, case_id: str = "case") -> CaseVolume:
+    """Load any co-registered sequences with an ROI mask (and optional ground truth).
+
+    Args:
+        images: sequence name -> NIfTI file, in channel order; any names, any number M >= 1.
+        roi: NIfTI mask of the region of interest: every non-zero voxel is inside.
+        labels: optional ground truth, either class indices 0..4 (0 background, 1 blood,
+            2 myocardium, 3 edema, 4 scar) or MyoPS codes (0, 200, 500, 600, 1220, 2221);
+            a file whose values are all in 0..4 is read as class indices.
+        case_id: the name used in messages and outputs.
+
+    Returns:
+        The case: image ``(M, X, Y, Z)``, roi ``(X, Y, Z)`` bool, labels or ``None``.
+
+    Raises:
+        InputError: no images, unreadable files, files on different grids, an empty ROI,
+            or label values that are neither class indices nor MyoPS codes.
+    """
+    if not images:
+        raise InputError("no image sequences given: expected at least one NAME=FILE")
+    vols = [load_nifti(p, what=f"{name} image") for name, p in images.items()]
+    mask = load_nifti(roi, what="ROI mask")
+    extra = [mask]
+    gd = None
+    if labels is not None:
+        gd = load_nifti(labels, what="ground-truth")
+        extra.append(gd)
+    check_same_space([*vols, *extra])
+    roi_arr = mask.data != 0
+    if not roi_arr.any():
+        raise InputError(f"ROI mask {str(mask.path)!r} is empty: expected non-zero voxels "
+                         f"marking the region to segment")
+    label_arr = None
+    if gd is not None:
+        label_arr = _labels_from_any(gd.data, f"ground-truth file {str(gd.path)!r}")
+    first = vols[0]
+    return CaseVolume(case_id=str(case_id), sequences=tuple(str(k) for k in images),
+                      image=_stack(vols), roi=roi_arr, labels=label_arr, affine=first.affine,
+                      zooms=first.zooms, source=str(first.path))
+
+
+def select_cases(cases: Sequence[CaseFiles], patients: Sequence[str] | None = None,
+                 exclude: Sequence[str] | None = None) -> list[CaseFiles]:
+    """Keep the cases named in ``patients`` (all when ``None``) minus those in ``exclude``.
+
+    Raises:
+        InputError: a requested or excluded id does not exist (the message lists the ids
+            available), or nothing is left.
+    """
+    available = [c.case_id for c in cases]
+    for ids, flag in ((patients, "patient"), (exclude, "excluded patient")):
+        unknown = [p for p in (ids or []) if str(p) not in available]
+        if unknown:
+            raise InputError(f"unknown {flag} id(s) {', '.join(map(str, unknown))}; "
+                             f"available: {', '.join(available)}")
+    keep = set(map(str, patients)) if patients is not None else set(available)
+    keep -= set(map(str, exclude or []))
+    chosen = [c for c in cases if c.case_id in keep]
+    if not chosen:
+        raise InputError("no patients left after --patients/--exclude")
+    return chosen
+
+
+def load_dataset(root: PathLike, patients: Sequence[str] | None = None, *,
+                 exclude: Sequence[str] | None = None,
+                 sequences: Sequence[str] = MYOPS_SEQUENCES) -> list[CaseVolume]:
+    """Load the MyoPS-style cases below ``root``.
+
+    Args:
+        root: folder searched by :func:`deepgmm.data.myops.discover_cases`.
+        patients: case ids to load (e.g. ``["101", "102"]``); all when ``None``.
+        exclude: case ids to leave out (e.g. the held-out test patients).
+        sequences: sequence names, in channel order.
+
+    Returns:
+        One :class:`CaseVolume` per case, sorted by case id.
+
+    Raises:
+        InputError: as :func:`discover_cases` and :func:`load_case`; an unknown patient id
+            (listing the ids available).
+    """
+    cases = select_cases(discover_cases(root, sequences), patients, exclude)
+    return [load_case(c) for c in cases]
+
+
+def case_label_summary(volume: CaseVolume) -> dict[str, object]:
+    """Facts about one loaded case, for ``deepgmm info``.
+
+    Returns:
+        ``shape``, ``spacing``, ``n_slices``, ``roi_slices`` (slices with a non-empty ROI),
+        ``classes`` (class indices present, background included) and ``all_class_slices``.
+    """
+    from deepgmm.data.slices import select_slices
+
+    info: dict[str, object] = {
+        "shape": volume.shape, "spacing": volume.zooms, "n_slices": volume.shape[2],
+        "roi_slices": len(select_slices(volume, mode="roi")),
+    }
+    if volume.labels is not None:
+        info["classes"] = [int(c) for c in np.unique(volume.labels)]
+        info["all_class_slices"] = len(select_slices(volume, mode="all-classes"))
+    return info
