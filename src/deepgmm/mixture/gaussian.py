@@ -9,6 +9,8 @@ import math
 
 import torch
 
+from deepgmm.errors import InputError
+
 LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -42,9 +44,17 @@ def log_gaussian_full(image: torch.Tensor, means: torch.Tensor,
 
     Returns:
         ``(B, K, H, W)`` values of ``log N(x_n; mu_k, Sigma_k)``.
+
+    Raises:
+        InputError: a covariance matrix is not positive definite.
     """
     b, m, h, w = image.shape
-    chol = torch.linalg.cholesky(covariances)  # (B, K, M, M)
+    chol, info = torch.linalg.cholesky_ex(covariances)  # (B, K, M, M), (B, K)
+    if bool((info != 0).any()):
+        bad = torch.nonzero(info != 0)[0].tolist()
+        raise InputError(
+            f"covariance of slice {bad[0]}, class {bad[1]} is not positive definite: "
+            "increase var_floor, decrease the number of classes, or scale the data")
     diff = image.reshape(b, 1, m, h * w) - means[..., None]  # (B, K, M, HW)
     solved = torch.linalg.solve_triangular(chol, diff, upper=False)  # (B, K, M, HW)
     maha = solved.square().sum(dim=2)  # (B, K, HW)
