@@ -1,0 +1,533 @@
+"""EM baselines: one Gaussian mixture (or spatially variant mixture) per slice, many
+slices at once.
+
+Both estimators fit B independent mixtures in one batched loop over EM iterations, on the
+ROI pixels of each slice packed side by side (``(B, M, 1, N)`` with a ``(B, 1, N)`` mask;
+N is the largest ROI). A slice that has converged freezes while the others go on. The
+maths is that of :mod:`deepgmm.mixture.likelihood`, in log space throughout.
+
+- :class:`GaussianMixtureEM` follows scikit-learn's ``GaussianMixture``: E-step, M-step,
+  stop when the mean log-likelihood (computed in the E-step) changes by less than ``tol``.
+- :class:`SpatiallyVariantEM` starts from a GMM fit: per-pixel weights w_nk are its
+  posteriors; then E-step ``w_nk <- w_nk N_k(x_n) / sum_j w_nj N_j(x_n)``, M-step means and
+  (co)variances only; stop when ``|dNLL_V| < tol``.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Literal
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+
+from deepgmm.errors import InputError
+from deepgmm.mixture.kmeans import batched_kmeans
+from deepgmm.mixture.likelihood import (
+    DEFAULT_VAR_FLOOR,
+    Covariance,
+    MixtureParams,
+    _masked_mean,
+    check_inputs,
+    gmm_log_joint,
+    log_densities,
+    m_step,
+)
+from deepgmm.types import SegmentationResult, SliceBatch
+
+Init = Literal["random", "kmeans", "mu_data"]
+_INITS = ("random", "kmeans", "mu_data")
+
+__all__ = ["GaussianMixtureEM", "SpatiallyVariantEM", "em_segment"]
+
+
+def _pack(image: torch.Tensor, roi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
+                                                             torch.Tensor]:
+    """Gather each slice's ROI pixels to the front.
+
+    Args:
+        image: ``(B, M, H, W)``.
+        roi: ``(B, H, W)`` bool.
+
+    Returns:
+        ``(packed (B, M, 1, N), mask (B, 1, N) bool, index (B, N))`` where N is the largest
+        ROI and ``index`` holds the flat pixel index ``h * W + w`` of each packed pixel.
+    """
+    b, m, h, w = image.shape
+    flat = roi.reshape(b, h * w)
+    n = int(flat.sum(dim=1).max())
+    index = torch.argsort((~flat).to(torch.uint8), dim=1, stable=True)[:, :n]  # (B, N)
+    mask = torch.gather(flat, 1, index)  # (B, N)
+    packed = torch.gather(image.reshape(b, m, h * w), 2, index[:, None, :].expand(b, m, n))
+    packed = torch.where(mask[:, None, :], packed, torch.zeros((), dtype=image.dtype,
+                                                              device=image.device))
+    return packed.unsqueeze(2), mask.unsqueeze(1), index
+
+
+def _unpack(values: torch.Tensor, index: torch.Tensor, fill: torch.Tensor,
+            ) -> torch.Tensor:
+    """Scatter packed ``(B, C, 1, N)`` values back onto ``fill (B, C, H, W)`` (a copy)."""
+    b, c, h, w = fill.shape
+    out = fill.reshape(b, c, h * w).clone()
+    out.scatter_(2, index[:, None, :].expand(b, c, index.shape[1]), values[:, :, 0, :])
+    return out.reshape(b, c, h, w)
+
+
+def _where_slices(active: torch.Tensor, new: torch.Tensor, old: torch.Tensor,
+                  ) -> torch.Tensor:
+    """Per slice: ``new`` where ``active (B,)`` else ``old`` (any trailing shape)."""
+    return torch.where(active.reshape(-1, *([1] * (new.ndim - 1))), new, old)
+
+
+def _merge(active: torch.Tensor, new: MixtureParams, old: MixtureParams) -> MixtureParams:
+    return MixtureParams(weights=_where_slices(active, new.weights, old.weights),
+                         means=_where_slices(active, new.means, old.means),
+                         covariances=_where_slices(active, new.covariances,
+                                                   old.covariances),
+                         covariance=new.covariance)
+
+
+def _gmm_e_step(x: torch.Tensor, mask: torch.Tensor, params: MixtureParams,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log_resp (B, K, 1, N), mean log-likelihood (B,))`` of packed ``x (B, M, 1, N)``."""
+    log_joint = gmm_log_joint(x, params)  # (B, K, 1, N)
+    log_norm = torch.logsumexp(log_joint, dim=1)  # (B, 1, N)
+    return log_joint - log_norm.unsqueeze(1), _masked_mean(log_norm, mask)
+
+
+def _history(values: list[torch.Tensor], n_iter: torch.Tensor) -> list[torch.Tensor]:
+    """Per-slice histories from per-iteration ``(B,)`` values: list of B ``(n_iter_b,)``."""
+    if not values:
+        return [torch.zeros(0) for _ in range(int(n_iter.shape[0]))]
+    table = torch.stack(values, dim=1).cpu()  # (B, T)
+    return list(table[torch.arange(table.shape[1]) < n_iter.cpu()[:, None]].split(
+        n_iter.cpu().tolist()))
+
+
+class GaussianMixtureEM:
+    """EM for one Gaussian mixture per slice, B slices at once (scikit-learn-like API).
+
+    Hyperparameters are keyword-only. Defaults follow the published baseline: random
+    initialisation, ``random_state=33``, ``tol=2e-4``, at most 100 iterations.
+
+    Args:
+        n_components: K.
+        covariance: ``"diag"`` or ``"full"``.
+        init: ``"random"`` (M-step from uniform random responsibilities, as scikit-learn's
+            ``init_params="random"``), ``"kmeans"`` (M-step from a batched k-means
+            labelling) or ``"mu_data"`` (as ``"random"``, then means set to ``mu_data``).
+        mu_data: ``(K, M)`` or ``(B, K, M)`` initial means, required for ``"mu_data"``.
+        weights_init: optional ``(K,)`` or ``(B, K)`` initial weights (override ``init``).
+        covariances_init: optional ``(K, M)``/``(B, K, M)`` variances (diag) or
+            ``(K, M, M)``/``(B, K, M, M)`` covariances (full), overriding ``init``.
+        tol: stop a slice when its mean log-likelihood changes by less than this.
+        max_iter: EM iterations at most.
+        var_floor: added to every variance (scikit-learn's ``reg_covar``), > 0.
+        random_state: seed of the initialisation; ``None`` draws a fresh seed.
+        device: where to compute (default: the image's device).
+        n_kmeans_init: k-means restarts for ``init="kmeans"``.
+
+    Fitted attributes: ``means_ (B, K, M)``, ``covariances_ (B, K, M)`` or
+    ``(B, K, M, M)``, ``weights_ (B, K)``, ``n_iter_ (B,)``, ``converged_ (B,)``,
+    ``lower_bound_ (B,)`` (mean log-likelihood of the last E-step), ``lower_bounds_``
+    (list of B ``(n_iter_b,)`` histories).
+    """
+
+    _default_tol = 2e-4
+
+    def __init__(self, *, n_components: int = 4, covariance: Covariance = "diag",
+                 init: Init = "random", mu_data: torch.Tensor | np.ndarray | None = None,
+                 weights_init: torch.Tensor | np.ndarray | None = None,
+                 covariances_init: torch.Tensor | np.ndarray | None = None,
+                 tol: float | None = None, max_iter: int = 100,
+                 var_floor: float = DEFAULT_VAR_FLOOR, random_state: int | None = 33,
+                 device: str | torch.device | None = None, n_kmeans_init: int = 4) -> None:
+        self.n_components = n_components
+        self.covariance = covariance
+        self.init = init
+        self.mu_data = mu_data
+        self.weights_init = weights_init
+        self.covariances_init = covariances_init
+        self.tol = self._default_tol if tol is None else tol
+        self.max_iter = max_iter
+        self.var_floor = var_floor
+        self.random_state = random_state
+        self.device = device
+        self.n_kmeans_init = n_kmeans_init
+
+    # ------------------------------------------------------------------ checks
+    def _check_params(self) -> None:
+        if not isinstance(self.n_components, int) or self.n_components < 1:
+            raise InputError(f"n_components must be a positive int, got {self.n_components!r}")
+        if self.covariance not in ("diag", "full"):
+            raise InputError(f"covariance must be 'diag' or 'full', got {self.covariance!r}")
+        if self.init not in _INITS:
+            raise InputError(f"init must be one of {_INITS}, got {self.init!r}")
+        if self.init == "mu_data" and self.mu_data is None:
+            raise InputError("init='mu_data' needs mu_data, a (K, M) array of class means")
+        if not self.tol >= 0.0:
+            raise InputError(f"tol must be >= 0, got {self.tol}")
+        if not isinstance(self.max_iter, int) or self.max_iter < 1:
+            raise InputError(f"max_iter must be an int >= 1, got {self.max_iter!r}")
+        if not self.var_floor > 0.0:
+            raise InputError(f"var_floor must be > 0, got {self.var_floor}")
+        if not isinstance(self.n_kmeans_init, int) or self.n_kmeans_init < 1:
+            raise InputError(f"n_kmeans_init must be an int >= 1, got {self.n_kmeans_init!r}")
+
+    def _prepare(self, image: torch.Tensor | np.ndarray, roi: torch.Tensor | np.ndarray,
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tensors on the working device, image floating (float32 unless float64), roi bool,
+        checked with :func:`check_inputs`."""
+        try:
+            image_t = torch.as_tensor(image)
+            roi_t = torch.as_tensor(roi)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise InputError(f"image and roi must be arrays or tensors: {err}") from err
+        device = torch.device(self.device) if self.device is not None else image_t.device
+        if image_t.dtype != torch.float64:
+            image_t = image_t.to(torch.float32)
+        image_t = image_t.to(device)
+        if roi_t.dtype != torch.bool:
+            if roi_t.is_floating_point() or roi_t.is_complex():
+                raise InputError(f"roi must be a bool or integer mask, got {roi_t.dtype}")
+            roi_t = roi_t != 0
+        roi_t = roi_t.to(device)
+        check_inputs(image_t, roi_t, n_components=self.n_components)
+        return image_t, roi_t
+
+    def _fitted_check(self, image: torch.Tensor) -> None:
+        if not hasattr(self, "means_"):
+            raise InputError(f"this {type(self).__name__} is not fitted yet: call fit first")
+        if image.shape[0] != self.means_.shape[0] or image.shape[1] != self.means_.shape[2]:
+            raise InputError(
+                f"image must be (B, M, H, W) with B, M = {tuple(self.means_.shape[::2])} as "
+                f"fitted, got {tuple(image.shape)}")
+
+    def _param_tensor(self, value: torch.Tensor | np.ndarray, name: str,
+                      shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """``value`` as a ``(B, *shape)`` tensor like ``like`` (a ``shape`` value is
+        broadcast to every slice)."""
+        t = torch.as_tensor(value).to(dtype=like.dtype, device=like.device)
+        b = like.shape[0]
+        if tuple(t.shape) == shape:
+            t = t.expand(b, *shape)
+        if tuple(t.shape) != (b, *shape):
+            raise InputError(f"{name} must have shape {shape} or {(b, *shape)}, "
+                             f"got {tuple(t.shape)}")
+        if not bool(torch.isfinite(t).all()):
+            raise InputError(f"{name} has NaN or infinite values")
+        return t.clone()
+
+    # ------------------------------------------------------------------ fitting
+    def _generator(self) -> torch.Generator:
+        gen = torch.Generator(device="cpu")
+        if self.random_state is None:
+            gen.seed()
+        else:
+            gen.manual_seed(int(self.random_state))
+        return gen
+
+    def _initial_params(self, x: torch.Tensor, mask: torch.Tensor) -> MixtureParams:
+        """Initial parameters for packed ``x (B, M, 1, N)``, ``mask (B, 1, N)``."""
+        b, m, _, n = x.shape
+        k = self.n_components
+        gen = self._generator()
+        if self.init == "kmeans":
+            _, labels = batched_kmeans(x[:, :, 0, :].transpose(1, 2), mask[:, 0, :], k,
+                                       n_init=self.n_kmeans_init, generator=gen)
+            resp = torch.nn.functional.one_hot(labels, k).to(x.dtype)  # (B, N, K)
+            resp = resp.transpose(1, 2).unsqueeze(2)  # (B, K, 1, N)
+        else:
+            resp = torch.rand((b, k, 1, n), generator=gen, dtype=torch.float64)
+            resp = (resp / resp.sum(dim=1, keepdim=True)).to(x.device, x.dtype)
+        params = m_step(resp, x, mask, covariance=self.covariance,
+                        var_floor=self.var_floor, validate=False)
+        if self.mu_data is not None and self.init == "mu_data":
+            params.means = self._param_tensor(self.mu_data, "mu_data", (k, m), x)
+        if self.weights_init is not None:
+            w = self._param_tensor(self.weights_init, "weights_init", (k,), x)
+            if bool((w < 0).any()) or not torch.allclose(w.sum(dim=1), torch.ones_like(w[:, 0])):
+                raise InputError("weights_init must be non-negative and sum to 1 over K")
+            params.weights = w
+        if self.covariances_init is not None:
+            shape = (k, m) if self.covariance == "diag" else (k, m, m)
+            params.covariances = self._param_tensor(self.covariances_init,
+                                                    "covariances_init", shape, x)
+        return params
+
+    def _run_gmm(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[MixtureParams,
+                                                                     torch.Tensor]:
+        """EM on packed pixels; sets the fitted attributes; returns the final parameters and
+        the ``(B, K, 1, N)`` log-responsibilities under them."""
+        params = self._initial_params(x, mask)
+        b = x.shape[0]
+        lower = torch.full((b,), -torch.inf, dtype=x.dtype, device=x.device)
+        active = torch.ones(b, dtype=torch.bool, device=x.device)
+        n_iter = torch.zeros(b, dtype=torch.long, device=x.device)
+        history: list[torch.Tensor] = []
+        for _ in range(self.max_iter):
+            log_resp, new_lower = _gmm_e_step(x, mask, params)
+            new_params = m_step(log_resp.exp(), x, mask, covariance=self.covariance,
+                                var_floor=self.var_floor, validate=False)
+            params = _merge(active, new_params, params)
+            change = new_lower - lower
+            lower = torch.where(active, new_lower, lower)
+            history.append(new_lower)
+            n_iter += active.long()
+            active = active & ~(change.abs() < self.tol)
+            if not bool(active.any()):
+                break
+        self.means_ = params.means
+        self.covariances_ = params.covariances
+        self.weights_ = params.weights
+        self.n_iter_ = n_iter
+        self.converged_ = ~active
+        self.lower_bound_ = lower
+        self.lower_bounds_ = _history(history, n_iter)
+        log_resp, _ = _gmm_e_step(x, mask, params)
+        return params, log_resp
+
+    def _warn_convergence(self) -> None:
+        if not bool(self.converged_.all()):
+            bad = torch.nonzero(~self.converged_).flatten().tolist()
+            warnings.warn(
+                f"{type(self).__name__}: {len(bad)} of {self.converged_.numel()} slices "
+                f"did not converge in {self.max_iter} iterations (slices {bad[:10]}); "
+                "increase max_iter or tol, or check for degenerate data",
+                ConvergenceWarning, stacklevel=3)
+
+    def fit(self, image: torch.Tensor | np.ndarray, roi: torch.Tensor | np.ndarray,
+            ) -> GaussianMixtureEM:
+        """Fit one mixture per slice.
+
+        Args:
+            image: ``(B, M, H, W)`` features.
+            roi: ``(B, H, W)`` bool (or integer) mask; only these pixels are modelled.
+
+        Returns:
+            ``self``, fitted.
+
+        Raises:
+            InputError: bad hyperparameters or inputs.
+        """
+        self._check_params()
+        image_t, roi_t = self._prepare(image, roi)
+        x, mask, _ = _pack(image_t, roi_t)
+        self._run_gmm(x, mask)
+        self._warn_convergence()
+        return self
+
+    # ------------------------------------------------------------------ predicting
+    def _params(self) -> MixtureParams:
+        return MixtureParams(weights=self.weights_, means=self.means_,
+                             covariances=self.covariances_, covariance=self.covariance)
+
+    def _log_joint(self, image: torch.Tensor, roi: torch.Tensor) -> torch.Tensor:
+        """``(B, K, H, W)`` log weight + log density under the fitted model."""
+        x = torch.where(roi.unsqueeze(1), image, torch.zeros((), dtype=image.dtype,
+                                                             device=image.device))
+        params = self._params()
+        params = MixtureParams(weights=params.weights.to(x.dtype), means=params.means.to(
+            x.dtype), covariances=params.covariances.to(x.dtype), covariance=self.covariance)
+        return gmm_log_joint(x, params)
+
+    def predict_proba(self, image: torch.Tensor | np.ndarray,
+                      roi: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Posterior class probabilities.
+
+        Args:
+            image: ``(B, M, H, W)``, B as fitted.
+            roi: ``(B, H, W)`` mask.
+
+        Returns:
+            ``(B, K, H, W)`` responsibilities (outside the ROI: the posterior of the zero
+            vector, to be masked by the caller).
+        """
+        image_t, roi_t = self._prepare(image, roi)
+        self._fitted_check(image_t)
+        return torch.softmax(self._log_joint(image_t, roi_t), dim=1)
+
+    def predict(self, image: torch.Tensor | np.ndarray,
+                roi: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """``(B, H, W)`` int64 most probable component (0..K-1) per pixel."""
+        return self.predict_proba(image, roi).argmax(dim=1)
+
+    def score(self, image: torch.Tensor | np.ndarray,
+              roi: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """``(B,)`` mean log-likelihood over each slice's ROI pixels (minus the NLL)."""
+        image_t, roi_t = self._prepare(image, roi)
+        self._fitted_check(image_t)
+        return _masked_mean(torch.logsumexp(self._log_joint(image_t, roi_t), dim=1), roi_t)
+
+
+class SpatiallyVariantEM(GaussianMixtureEM):
+    """EM for the spatially variant GMM, one per slice, B slices at once.
+
+    The per-pixel weights start from the posteriors of a :class:`GaussianMixtureEM` fit
+    (same ``init``, ``random_state`` etc., with ``gmm_tol`` and ``gmm_max_iter``); then
+    E-step ``w_nk <- w_nk N_k(x_n) / sum_j w_nj N_j(x_n)`` and M-step of means and
+    (co)variances from w, until ``|dNLL_V| < tol`` (default 1e-3) or ``max_iter``.
+
+    Args:
+        gmm_tol: ``tol`` of the initialising GMM fit.
+        gmm_max_iter: ``max_iter`` of the initialising GMM fit.
+        **others: as :class:`GaussianMixtureEM`.
+
+    Fitted attributes as :class:`GaussianMixtureEM`, with ``weights_ (B, K)`` the ROI mean
+    of the per-pixel weights ``pixel_weights_ (B, K, H, W)`` (outside the ROI set to
+    ``weights_``), ``lower_bound_ (B,)`` = -NLL_V of the last E-step, ``lower_bounds_`` its
+    per-slice history, and ``gmm_n_iter_ (B,)`` the iterations of the initialising GMM.
+    ``predict``/``predict_proba``/``score`` apply to the fitted slices only (the weights
+    are per pixel).
+    """
+
+    _default_tol = 1e-3
+
+    def __init__(self, *, n_components: int = 4, covariance: Covariance = "diag",
+                 init: Init = "random", mu_data: torch.Tensor | np.ndarray | None = None,
+                 weights_init: torch.Tensor | np.ndarray | None = None,
+                 covariances_init: torch.Tensor | np.ndarray | None = None,
+                 tol: float | None = None, max_iter: int = 100,
+                 var_floor: float = DEFAULT_VAR_FLOOR, random_state: int | None = 33,
+                 device: str | torch.device | None = None, n_kmeans_init: int = 4,
+                 gmm_tol: float = GaussianMixtureEM._default_tol,
+                 gmm_max_iter: int = 100) -> None:
+        super().__init__(n_components=n_components, covariance=covariance, init=init,
+                         mu_data=mu_data, weights_init=weights_init,
+                         covariances_init=covariances_init, tol=tol, max_iter=max_iter,
+                         var_floor=var_floor, random_state=random_state, device=device,
+                         n_kmeans_init=n_kmeans_init)
+        self.gmm_tol = gmm_tol
+        self.gmm_max_iter = gmm_max_iter
+
+    def _gmm(self) -> GaussianMixtureEM:
+        return GaussianMixtureEM(
+            n_components=self.n_components, covariance=self.covariance, init=self.init,
+            mu_data=self.mu_data, weights_init=self.weights_init,
+            covariances_init=self.covariances_init, tol=self.gmm_tol,
+            max_iter=self.gmm_max_iter, var_floor=self.var_floor,
+            random_state=self.random_state, device=self.device,
+            n_kmeans_init=self.n_kmeans_init)
+
+    def fit(self, image: torch.Tensor | np.ndarray, roi: torch.Tensor | np.ndarray,
+            ) -> SpatiallyVariantEM:
+        """Fit one spatially variant mixture per slice.
+
+        Args:
+            image: ``(B, M, H, W)`` features.
+            roi: ``(B, H, W)`` bool (or integer) mask.
+
+        Returns:
+            ``self``, fitted.
+
+        Raises:
+            InputError: bad hyperparameters or inputs.
+        """
+        self._check_params()
+        gmm = self._gmm()
+        gmm._check_params()
+        image_t, roi_t = self._prepare(image, roi)
+        x, mask, index = _pack(image_t, roi_t)
+        _, log_w = gmm._run_gmm(x, mask)  # (B, K, 1, N)
+        self.gmm_n_iter_ = gmm.n_iter_
+        params = m_step(log_w.exp(), x, mask, covariance=self.covariance,
+                        var_floor=self.var_floor, validate=False)
+        b = x.shape[0]
+        nll = torch.full((b,), torch.inf, dtype=x.dtype, device=x.device)
+        active = torch.ones(b, dtype=torch.bool, device=x.device)
+        n_iter = torch.zeros(b, dtype=torch.long, device=x.device)
+        history: list[torch.Tensor] = []
+        for _ in range(self.max_iter):
+            log_joint = log_w + log_densities(x, params)  # (B, K, 1, N)
+            log_norm = torch.logsumexp(log_joint, dim=1, keepdim=True)  # (B, 1, 1, N)
+            new_nll = -_masked_mean(log_norm[:, 0], mask)  # (B,)
+            new_log_w = log_joint - log_norm
+            new_params = m_step(new_log_w.exp(), x, mask, covariance=self.covariance,
+                                var_floor=self.var_floor, validate=False)
+            log_w = _where_slices(active, new_log_w, log_w)
+            params = _merge(active, new_params, params)
+            change = new_nll - nll
+            nll = torch.where(active, new_nll, nll)
+            history.append(-new_nll)
+            n_iter += active.long()
+            active = active & ~(change.abs() < self.tol)
+            if not bool(active.any()):
+                break
+        self.means_ = params.means
+        self.covariances_ = params.covariances
+        self.weights_ = params.weights  # the ROI mean of w, from the M-step
+        fill = self.weights_[..., None, None].expand(-1, -1, *image_t.shape[2:])
+        self.pixel_weights_ = _unpack(log_w.exp(), index, fill.contiguous())
+        self.n_iter_ = n_iter
+        self.converged_ = ~active
+        self.lower_bound_ = -nll
+        self.lower_bounds_ = _history(history, n_iter)
+        self._warn_convergence()
+        return self
+
+    def _fitted_check(self, image: torch.Tensor) -> None:
+        super()._fitted_check(image)
+        if tuple(image.shape[2:]) != tuple(self.pixel_weights_.shape[2:]):
+            raise InputError(
+                f"image must be (B, M, H, W) with H, W = {tuple(self.pixel_weights_.shape[2:])}"
+                f" as fitted (the weights are per pixel), got {tuple(image.shape)}")
+
+    def _log_joint(self, image: torch.Tensor, roi: torch.Tensor) -> torch.Tensor:
+        """``(B, K, H, W)`` log w_nk + log N_k(x_n) under the fitted model."""
+        x = torch.where(roi.unsqueeze(1), image, torch.zeros((), dtype=image.dtype,
+                                                             device=image.device))
+        params = MixtureParams(weights=self.weights_.to(x.dtype),
+                               means=self.means_.to(x.dtype),
+                               covariances=self.covariances_.to(x.dtype),
+                               covariance=self.covariance)
+        log_w = self.pixel_weights_.to(x.dtype).clamp_min(
+            torch.finfo(x.dtype).tiny).log()
+        return log_w + log_densities(x, params)
+
+    def score(self, image: torch.Tensor | np.ndarray,
+              roi: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """``(B,)`` -NLL_V: mean over ROI pixels of ``log sum_k w_nk N_k(x_n)``."""
+        return super().score(image, roi)
+
+
+def em_segment(batch: SliceBatch, model: Literal["gmm", "svgmm"] = "gmm",
+               **estimator_kwargs: object) -> SegmentationResult:
+    """Segment a batch of slices with EM-GMM or EM-SVGMM.
+
+    Args:
+        batch: slices with ``image (B, M, H, W)`` and ``roi (B, H, W)``.
+        model: ``"gmm"`` (:class:`GaussianMixtureEM`) or ``"svgmm"``
+            (:class:`SpatiallyVariantEM`).
+        **estimator_kwargs: hyperparameters of the estimator (``n_components``, ``init``,
+            ``mu_data``, ``tol``, ``device``, ...).
+
+    Returns:
+        :class:`SegmentationResult` with ``responsibilities (B, K, H, W)`` float32,
+        ``nll (B,)`` (NLL for gmm, NLL_V for svgmm), ``n_iter (B,)``, ``seconds (B,)``
+        (batch time shared equally), ``means (B, K, M)``, method ``"em-gmm"`` or
+        ``"em-svgmm"``.
+
+    Raises:
+        InputError: unknown model, bad hyperparameters or inputs.
+    """
+    if model not in ("gmm", "svgmm"):
+        raise InputError(f"model must be 'gmm' or 'svgmm', got {model!r}")
+    cls = GaussianMixtureEM if model == "gmm" else SpatiallyVariantEM
+    try:
+        estimator = cls(**estimator_kwargs)  # type: ignore[arg-type]
+    except TypeError as err:
+        raise InputError(f"bad option for em_segment: {err}") from err
+    start = time.perf_counter()
+    estimator.fit(batch.image, batch.roi)
+    resp = estimator.predict_proba(batch.image, batch.roi)
+    nll = -estimator.score(batch.image, batch.roi)
+    if resp.device.type == "cuda":
+        torch.cuda.synchronize(resp.device)
+    seconds = time.perf_counter() - start
+    b = len(batch)
+    return SegmentationResult(
+        responsibilities=resp.float(), nll=nll.float(), n_iter=estimator.n_iter_,
+        seconds=torch.full((b,), seconds / max(b, 1), dtype=torch.float64),
+        means=estimator.means_.float(), method=f"em-{model}")
