@@ -1,0 +1,329 @@
+"""Checkpoints of a trained network: ``RUN/model.safetensors`` + ``RUN/config.json``.
+
+A run folder holds
+
+- ``model.safetensors``: the network's weights;
+- ``optimizer.safetensors``: the optimiser's state (tensors; hyperparameters in metadata),
+  so that training can resume where it stopped;
+- ``config.json``: everything needed to use the weights on new data (network
+  configuration, K, class names, sequence names and order, normalisation, crop size,
+  mu_data, training patients, model type, lambda, epoch, training history, package and
+  torch versions, seed) and the SHA-256 of both tensor files.
+
+Writing is journalled so that a checkpoint written halfway is never the current one: the
+three files are first written completely into ``RUN/.checkpoint.staging/`` (``config.json``
+last, which marks the set complete), then moved over the current files. A crash before the
+set is complete leaves the previous checkpoint untouched (the staging folder is discarded
+the next time the run is opened); a crash while moving leaves a complete staging folder that
+is moved into place the next time the run is opened. Loading also checks both hashes, so a
+truncated or edited tensor file is refused with :class:`~deepgmm.errors.CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deepgmm.errors import CheckpointError
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
+CONFIG_FILE = "config.json"
+STAGING_DIR = ".checkpoint.staging"
+
+REQUIRED_KEYS: tuple[str, ...] = (
+    "format_version", "network", "n_classes", "class_names", "sequences", "normalisation",
+    "crop_size", "mu_data", "train_patients", "model", "lam", "epoch", "files",
+)
+"""Keys every ``config.json`` must have."""
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint.
+
+    Attributes:
+        config: the parsed ``config.json``.
+        model_state: the network's ``state_dict`` (CPU tensors unless mapped elsewhere).
+        optimizer_state: the optimiser's ``state_dict``, or ``None`` when not asked for.
+        run_dir: the folder it came from.
+    """
+
+    config: dict[str, Any]
+    model_state: dict[str, torch.Tensor]
+    optimizer_state: dict[str, Any] | None
+    run_dir: Path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Optimizer ``state_dict`` -> (tensors ``state.<param>.<name>``, metadata strings)."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for param_id, entries in state["state"].items():
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{param_id}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(param_id), {})[name] = value
+    metadata = {"param_groups": json.dumps(state["param_groups"]),
+                "scalars": json.dumps(scalars)}
+    return tensors, metadata
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor],
+                         metadata: dict[str, str]) -> dict[str, Any]:
+    """Inverse of :func:`_flatten_optimizer`."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        _, param_id, name = key.split(".", 2)
+        state.setdefault(int(param_id), {})[name] = value
+    for param_id, entries in json.loads(metadata["scalars"]).items():
+        state.setdefault(int(param_id), {}).update(entries)
+    return {"state": state, "param_groups": json.loads(metadata["param_groups"])}
+
+
+def recover_checkpoint(run_dir: str | os.PathLike[str]) -> None:
+    """Finish or discard an interrupted checkpoint write (see the module docstring).
+
+    Only the process that writes checkpoints calls this (saving and resuming); readers never
+    modify a run folder, so a prediction may run beside a training run.
+    """
+    run_dir = Path(run_dir)
+    staging = run_dir / STAGING_DIR
+    if not staging.is_dir():
+        return
+    config_path = staging / CONFIG_FILE
+    complete = False
+    if config_path.is_file():
+        try:
+            files = json.loads(config_path.read_text())["files"]
+            complete = all(
+                (staging / name).is_file() and _sha256(staging / name) == digest
+                or (not (staging / name).exists() and (run_dir / name).is_file()
+                    and _sha256(run_dir / name) == digest)
+                for name, digest in files.items())
+        except (OSError, ValueError, KeyError, TypeError):
+            complete = False
+    if complete:
+        # Tensor files first, config.json (the commit record) last.
+        for name in (MODEL_FILE, OPTIMIZER_FILE, CONFIG_FILE):
+            if (staging / name).exists():
+                os.replace(staging / name, run_dir / name)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def has_checkpoint(run_dir: str | os.PathLike[str]) -> bool:
+    """Whether ``run_dir`` holds a (possibly interrupted) checkpoint."""
+    run = Path(run_dir)
+    return (run / CONFIG_FILE).is_file() or (run / STAGING_DIR / CONFIG_FILE).is_file()
+
+
+def save_checkpoint(run_dir: str | os.PathLike[str], *, config: dict[str, Any],
+                    model_state: dict[str, torch.Tensor],
+                    optimizer_state: dict[str, Any] | None = None) -> Path:
+    """Write weights, optimiser state and configuration as one journalled checkpoint.
+
+    Args:
+        run_dir: the run folder (created when missing).
+        config: JSON-serialisable configuration; must hold :data:`REQUIRED_KEYS` except
+            ``files`` and ``format_version``, which are filled in here.
+        model_state: the network's ``state_dict``.
+        optimizer_state: the optimiser's ``state_dict`` (for resuming), or ``None``.
+
+    Returns:
+        The path of the written ``config.json``.
+    """
+    from safetensors.torch import save_file
+
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    staging = run / STAGING_DIR
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    model_tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model_state.items()}
+    save_file(model_tensors, str(staging / MODEL_FILE),
+              metadata={"format_version": str(FORMAT_VERSION)})
+    files = {MODEL_FILE: _sha256(staging / MODEL_FILE)}
+    _fsync(staging / MODEL_FILE)
+    if optimizer_state is not None:
+        opt_tensors, opt_meta = _flatten_optimizer(optimizer_state)
+        save_file(opt_tensors, str(staging / OPTIMIZER_FILE), metadata=opt_meta)
+        files[OPTIMIZER_FILE] = _sha256(staging / OPTIMIZER_FILE)
+        _fsync(staging / OPTIMIZER_FILE)
+    full = {**config, "format_version": FORMAT_VERSION, "files": files}
+    tmp = staging / f".{CONFIG_FILE}.tmp"
+    tmp.write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
+    _fsync(tmp)
+    os.replace(tmp, staging / CONFIG_FILE)  # the set is complete from here on
+    recover_checkpoint(run)
+    if optimizer_state is None:
+        (run / OPTIMIZER_FILE).unlink(missing_ok=True)
+    return run / CONFIG_FILE
+
+
+def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parse and check ``RUN/config.json``; reads only, never modifies the folder.
+
+    Raises:
+        CheckpointError: missing folder or file, not JSON, other format version, or
+            missing keys.
+    """
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise CheckpointError(f"run folder {str(run)!r} does not exist")
+    path = run / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{str(run)!r} holds no checkpoint ({CONFIG_FILE} is missing); "
+                              "pass the --out folder of a `deepgmm train` run")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"checkpoint config {str(path)!r} is not valid JSON: {err}"
+                              ) from err
+    if not isinstance(config, dict):
+        raise CheckpointError(f"checkpoint config {str(path)!r} must hold a JSON object")
+    missing = [key for key in REQUIRED_KEYS if key not in config]
+    if missing:
+        raise CheckpointError(f"checkpoint config {str(path)!r} lacks the key(s) "
+                              f"{', '.join(missing)}")
+    if config["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {str(path)!r} has format version "
+                              f"{config['format_version']}, this package reads "
+                              f"{FORMAT_VERSION}")
+    return config
+
+
+def _load_tensors(path: Path, digest: str | None,
+                  device: str | torch.device) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file {str(path)!r} is missing")
+    if digest is not None and _sha256(path) != digest:
+        raise CheckpointError(f"checkpoint file {str(path)!r} is corrupt or was written "
+                              f"halfway (its SHA-256 does not match {CONFIG_FILE}); if "
+                              "training stopped while saving, `deepgmm train --resume` "
+                              "finishes the save")
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as fh:
+            tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118
+            metadata = fh.metadata() or {}
+    except Exception as err:  # safetensors raises its own error types
+        raise CheckpointError(f"checkpoint file {str(path)!r} is not a readable "
+                              f"safetensors file: {err}") from err
+    return tensors, metadata
+
+
+def check_compatible(config: dict[str, Any], *, sequences: Sequence[str] | None = None,
+                     n_classes: int | None = None, source: str = "checkpoint") -> None:
+    """Refuse data or settings that do not match a checkpoint.
+
+    Args:
+        config: a checkpoint's configuration.
+        sequences: the data's sequence names in channel order, or ``None`` to skip.
+        n_classes: the wanted number of classes K, or ``None`` to skip.
+        source: how to name the checkpoint in messages.
+
+    Raises:
+        CheckpointError: other sequences (names or order) or another K.
+    """
+    if sequences is not None and list(sequences) != list(config["sequences"]):
+        raise CheckpointError(
+            f"{source} was trained on the sequences {', '.join(config['sequences'])} (in this "
+            f"order); the data has {', '.join(sequences)}")
+    if n_classes is not None and int(n_classes) != int(config["n_classes"]):
+        raise CheckpointError(f"{source} has K = {config['n_classes']} classes, "
+                              f"{n_classes} were asked for")
+
+
+def load_checkpoint(run_dir: str | os.PathLike[str], *, sequences: Sequence[str] | None = None,
+                    n_classes: int | None = None, with_optimizer: bool = False,
+                    device: str | torch.device = "cpu") -> Checkpoint:
+    """Load and validate a checkpoint.
+
+    Args:
+        run_dir: the run folder.
+        sequences: when given, the data's sequence names in channel order; must match.
+        n_classes: when given, the expected K; must match.
+        with_optimizer: also load the optimiser state (for resuming).
+        device: where to place the tensors.
+
+    Raises:
+        CheckpointError: missing or corrupt files, missing keys, tensors that do not fit
+            the stored network configuration, other sequences, other K.
+    """
+    run = Path(run_dir)
+    config = read_config(run)
+    source = f"checkpoint {str(run)!r}"
+    check_compatible(config, sequences=sequences, n_classes=n_classes, source=source)
+    k = int(config["n_classes"])
+    if len(config["class_names"]) != k or int(config["network"].get("n_classes", k)) != k:
+        raise CheckpointError(f"{source} is inconsistent: K = {k} but class_names / network "
+                              "disagree")
+    mu = config["mu_data"]
+    if mu is not None and (len(mu) != k or any(len(row) != len(config["sequences"])
+                                               for row in mu)):
+        raise CheckpointError(f"{source} has mu_data of the wrong shape for K = {k} classes "
+                              f"and {len(config['sequences'])} sequences")
+    files = config["files"]
+    model_state, _ = _load_tensors(run / MODEL_FILE, files.get(MODEL_FILE), device)
+    optimizer_state = None
+    if with_optimizer:
+        if OPTIMIZER_FILE not in files:
+            raise CheckpointError(f"{source} holds no optimiser state, so it cannot be "
+                                  "resumed")
+        tensors, metadata = _load_tensors(run / OPTIMIZER_FILE, files[OPTIMIZER_FILE], device)
+        try:
+            optimizer_state = _unflatten_optimizer(tensors, metadata)
+        except (KeyError, ValueError) as err:
+            raise CheckpointError(f"optimiser state in {source} is malformed: {err}") from err
+    return Checkpoint(config=config, model_state=model_state,
+                      optimizer_state=optimizer_state, run_dir=run)
+
+
+def build_network(checkpoint: Checkpoint, device: str | torch.device = "cpu",
+                  ) -> torch.nn.Module:
+    """The U-Net described by ``config["network"]`` with the checkpoint's weights loaded.
+
+    Raises:
+        CheckpointError: the network configuration is not understood, or the weights have
+            missing, unexpected or wrongly shaped tensors.
+    """
+    from deepgmm.nets.unet import UNet
+
+    source = f"checkpoint {str(checkpoint.run_dir)!r}"
+    try:
+        net = UNet(**checkpoint.config["network"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{source} has a network configuration this package cannot "
+                              f"build ({checkpoint.config['network']}): {err}") from err
+    try:
+        net.load_state_dict(checkpoint.model_state, strict=True)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        detail = "; ".join(line.strip() for line in first[:4])
+        raise CheckpointError(f"weights in {source} do not fit its network: {detail}"
+                              ) from err
+    return net.to(device)
