@@ -1,0 +1,180 @@
+"""write_segmentation on tiny hand-made cases: files, geometry, codes, tables, atomicity."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from deepgmm.errors import InputError
+from deepgmm.report import outputs
+from deepgmm.report.outputs import write_segmentation
+from deepgmm.report.tables import RESULT_COLUMNS
+from deepgmm.types import CLASS_TO_MYOPS
+
+SUMMARY_KEYS = {"method", "n_slices", "matching", "dice", "dice_sd", "hd95", "nll",
+                "seconds_per_slice"}
+CLASS_KEYS = {"blood", "myocardium", "edema", "scar"}
+
+
+@pytest.fixture
+def case(synth):
+    volumes = synth.default_cases()
+    batch = synth.hand_batch(volumes, synth.SLICES, synth.ORIGINS)
+    result, perm = synth.shuffled_onehot_result(batch.labels, seed=4)
+    return volumes, batch, result, perm
+
+
+@pytest.mark.parametrize("matching", ["hungarian", "greedy"])
+def test_onehot_truth_round_trips_to_the_input_labels(tmp_path, case, synth, matching):
+    volumes, batch, result, _ = case
+    out = tmp_path / "out"
+    summary = write_segmentation(out, volumes, batch, result, matching=matching,
+                                 progress=False)
+    codes = np.asarray(CLASS_TO_MYOPS)
+    for v in volumes:
+        seg_img = nib.load(str(out / f"{v.case_id}_seg.nii.gz"))
+        prob_img = nib.load(str(out / f"{v.case_id}_prob.nii.gz"))
+        np.testing.assert_allclose(seg_img.affine, v.affine, atol=1e-5)
+        np.testing.assert_allclose(prob_img.affine, v.affine, atol=1e-5)
+        for img in (seg_img, prob_img):
+            assert int(img.header["qform_code"]) > 0 and int(img.header["sform_code"]) > 0
+            np.testing.assert_allclose(img.get_qform(), v.affine, atol=1e-5)
+        seg = np.asanyarray(seg_img.dataobj)
+        assert seg.dtype == np.int16 and seg.shape == v.shape
+        prob = np.asanyarray(prob_img.dataobj)
+        assert prob.dtype == np.float32 and prob.shape == (*v.shape, 4)
+        for z in range(v.shape[2]):
+            if z in synth.SLICES[v.case_id]:
+                np.testing.assert_array_equal(seg[:, :, z], codes[v.labels[:, :, z]])
+                inside = v.roi[:, :, z]
+                np.testing.assert_array_equal(prob[:, :, z].argmax(-1)[inside] + 1,
+                                              v.labels[:, :, z][inside])
+                assert np.all(prob[:, :, z][~inside] == 0)
+                np.testing.assert_allclose(prob[:, :, z][inside].max(-1), 0.925, rtol=1e-6)
+            else:
+                assert np.all(seg[:, :, z] == 0) and np.all(prob[:, :, z] == 0)
+    assert set(np.unique(np.asanyarray(nib.load(str(out / "101_seg.nii.gz")).dataobj))) == {
+        0, 200, 500, 1220, 2221}
+    assert set(summary) == SUMMARY_KEYS
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert summary["n_slices"] == 3 and summary["matching"] == matching
+    assert summary["method"] == "test"
+    assert summary["dice"] == dict.fromkeys(CLASS_KEYS, 1.0)
+    assert summary["dice_sd"] == dict.fromkeys(CLASS_KEYS, 0.0)
+    assert summary["hd95"] == dict.fromkeys(CLASS_KEYS, 0.0)
+    assert summary["nll"] == pytest.approx(1.5)
+    assert summary["seconds_per_slice"] == pytest.approx(0.5)
+
+
+def test_results_csv_rows(tmp_path, case):
+    volumes, batch, result, _ = case
+    out = tmp_path / "out"
+    write_segmentation(out, volumes, batch, result, progress=False)
+    with open(out / "results.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames) == RESULT_COLUMNS
+        rows = list(reader)
+    assert [(r["case"], r["slice"]) for r in rows] == [("101", "1"), ("101", "2"), ("102", "1")]
+    assert all(float(r["dice_scar"]) == 1.0 and float(r["hd95_blood"]) == 0.0 for r in rows)
+    assert [int(r["iterations"]) for r in rows] == [10, 11, 12]
+    assert [float(r["nll"]) for r in rows] == pytest.approx([1.0, 1.5, 2.0])
+    assert {r["matching"] for r in rows} == {"hungarian"} and {r["method"] for r in rows} == {
+        "test"}
+    figs = sorted(p.name for p in (out / "figures").iterdir())
+    assert figs == ["101_slice1.png", "101_slice2.png", "102_slice1.png"]
+    assert (out / "figures" / "101_slice1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_wrong_matching_lowers_dice_by_hand(tmp_path, synth, case):
+    # identity matching of shuffled clusters: class c gets cluster c, i.e. the true class
+    # perm^-1[c]; Dice is 1 where perm[b, c] == c and 0 elsewhere (classes are disjoint)
+    volumes, batch, result, perm = case
+    summary = write_segmentation(tmp_path / "out", volumes, batch, result, matching="none",
+                                 figures=False, progress=False)
+    expected = (perm == np.arange(4)).astype(float).mean(axis=0)
+    got = [summary["dice"][k] for k in ("blood", "myocardium", "edema", "scar")]
+    np.testing.assert_allclose(got, expected)
+    assert not (tmp_path / "out" / "figures").exists()
+
+
+def test_without_ground_truth(tmp_path, synth):
+    volumes = synth.default_cases()
+    batch = synth.hand_batch(volumes, synth.SLICES, synth.ORIGINS, with_labels=False)
+    labelled = synth.hand_batch(volumes, synth.SLICES, synth.ORIGINS)
+    result, _ = synth.shuffled_onehot_result(labelled.labels)
+    with pytest.raises(InputError, match="needs ground-truth"):
+        write_segmentation(tmp_path / "a", volumes, batch, result, progress=False)
+    assert not (tmp_path / "a").exists()
+    summary = write_segmentation(tmp_path / "b", volumes, batch, result, matching="none",
+                                 progress=False)
+    assert summary["dice"] == dict.fromkeys(CLASS_KEYS) and summary["hd95"] == dict.fromkeys(
+        CLASS_KEYS)
+    with open(tmp_path / "b" / "results.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows[0]["dice_blood"] == "" and rows[0]["hd95_scar"] == ""
+    assert rows[0]["nll"] != ""
+    assert len(list((tmp_path / "b" / "figures").iterdir())) == 3
+
+
+def test_failure_leaves_no_half_output(tmp_path, case, monkeypatch):
+    volumes, batch, result, _ = case
+    calls = []
+
+    def broken_figure(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        path.write_bytes(b"png")
+
+    monkeypatch.setattr(outputs, "slice_figure", broken_figure)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_segmentation(tmp_path / "out", volumes, batch, result, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_folder_checks(tmp_path, case):
+    volumes, batch, result, _ = case
+    data = tmp_path / "data"
+    data.mkdir()
+    source = data / "x_101_C0.nii.gz"
+    source.write_bytes(b"input")
+    volumes[0].source = str(source)
+    for bad in (data, tmp_path):
+        with pytest.raises(InputError, match="contains the input"):
+            write_segmentation(bad, volumes, batch, result, progress=False)
+    assert source.read_bytes() == b"input"
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="not an earlier deepgmm output"):
+        write_segmentation(foreign, volumes, batch, result, progress=False)
+    assert (foreign / "notes.txt").read_text() == "mine"
+    # an earlier output is replaced as a whole
+    out = tmp_path / "out"
+    write_segmentation(out, volumes, batch, result, figures=False, progress=False)
+    (out / "stale.txt").write_text("old")
+    write_segmentation(out, volumes, batch, result, figures=False, progress=False)
+    assert not (out / "stale.txt").exists() and (out / "summary.json").is_file()
+
+
+def test_mismatched_inputs(tmp_path, case):
+    volumes, batch, result, _ = case
+    bad = type(result)(**{**result.__dict__,
+                          "responsibilities": result.responsibilities[:, :, :4]})
+    with pytest.raises(InputError, match="do not match the batch"):
+        write_segmentation(tmp_path / "o", volumes, batch, bad, progress=False)
+    k5 = type(result)(**{**result.__dict__, "responsibilities": torch.cat(
+        [result.responsibilities, result.responsibilities[:, :1]], 1)})
+    with pytest.raises(InputError, match="K = 4"):
+        write_segmentation(tmp_path / "o", volumes, batch, k5, progress=False)
+    with pytest.raises(InputError, match="no volume given for case"):
+        write_segmentation(tmp_path / "o", volumes[:1], batch, result, progress=False)
+    with pytest.raises(InputError, match="matching must be one of"):
+        write_segmentation(tmp_path / "o", volumes, batch, result, matching="oracle",
+                           progress=False)
+    assert not (tmp_path / "o").exists()
