@@ -1,0 +1,154 @@
+"""Recompute Dice and HD95 from a saved output folder against ground truth on disk.
+
+Reads ``OUT/results.csv`` (which slices were segmented) and ``OUT/<case>_seg.nii.gz``
+(label maps with MyoPS codes), finds the ``_gd`` ground truth of the same cases below a
+MyoPS-style root, checks that the grids agree, and writes ``OUT/evaluation.csv`` (one row
+per slice) and ``OUT/evaluation.json`` (means over slices), each atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepgmm.errors import InputError
+from deepgmm.evaluate.metrics import dice_per_class, hd95_per_class
+from deepgmm.report.outputs import RESULTS_CSV, SEG_SUFFIX
+from deepgmm.report.tables import (
+    EVALUATION_COLUMNS,
+    slice_rows,
+    summarize,
+    write_csv,
+    write_json,
+)
+
+EVALUATION_CSV = "evaluation.csv"
+EVALUATION_JSON = "evaluation.json"
+AFFINE_ATOL_MM = 1e-3
+"""Largest difference (mm) between the label map's and the truth's affines."""
+
+
+def read_results(out_dir: Path) -> tuple[dict[str, list[int]], str, str]:
+    """The segmented slices of an output folder.
+
+    Args:
+        out_dir: a folder written by :func:`deepgmm.report.outputs.write_segmentation`.
+
+    Returns:
+        case id -> slice indices (in file order), the method and the matching rule.
+
+    Raises:
+        InputError: missing folder, no or malformed ``results.csv``.
+    """
+    if not out_dir.is_dir():
+        raise InputError(f"output folder {str(out_dir)!r} does not exist or is not a folder")
+    path = out_dir / RESULTS_CSV
+    if not path.is_file():
+        raise InputError(f"{str(out_dir)!r} is not a deepgmm output folder: it has no "
+                         f"{RESULTS_CSV}")
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        slices: dict[str, list[int]] = {}
+        for row in rows:
+            slices.setdefault(str(row["case"]), []).append(int(row["slice"]))
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError, csv.Error) as err:
+        raise InputError(f"{str(path)!r} is not a deepgmm results table (expected columns "
+                         f"case and slice with integer slices): {err}") from err
+    if not rows:
+        raise InputError(f"{str(path)!r} lists no segmented slices")
+    method = str(rows[0].get("method") or "unknown")
+    matching = str(rows[0].get("matching") or "unknown")
+    return slices, method, matching
+
+
+def _case_metrics(seg_path: Path, gd_path: Path, case: str, slices: Sequence[int]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``(S, 4)`` Dice and HD95 of one case's segmented slices."""
+    from deepgmm.data.myops import labels_to_classes
+    from deepgmm.data.nifti import load_nifti
+
+    seg = load_nifti(seg_path, what="label map")
+    gd = load_nifti(gd_path, what="ground-truth")
+    if seg.shape != gd.shape:
+        raise InputError(f"label map {str(seg_path)!r} has shape {seg.shape} but the ground "
+                         f"truth {str(gd_path)!r} has shape {gd.shape}: they are not on one "
+                         f"grid (wrong ROOT or case?)")
+    diff = float(np.abs(seg.affine - gd.affine).max())
+    if diff > AFFINE_ATOL_MM:
+        raise InputError(f"label map {str(seg_path)!r} and ground truth {str(gd_path)!r} have "
+                         f"different affines (up to {diff:.4g} mm apart): not the same grid")
+    z = np.asarray(slices, dtype=np.int64)
+    if z.min() < 0 or z.max() >= seg.shape[2]:
+        raise InputError(f"{RESULTS_CSV} lists slice {int(z.max())} of case {case}, but its "
+                         f"label map has {seg.shape[2]} slices")
+    pred = labels_to_classes(np.moveaxis(seg.data[:, :, z], -1, 0),
+                             source=f"label map {str(seg_path)!r}")
+    truth = labels_to_classes(np.moveaxis(gd.data[:, :, z], -1, 0),
+                              source=f"ground-truth file {str(gd_path)!r}")
+    spacing = np.broadcast_to(np.asarray(gd.zooms[:2], dtype=np.float64), (len(z), 2))
+    return dice_per_class(pred, truth), hd95_per_class(pred, truth, spacing)
+
+
+def evaluate_outputs(out_dir: str | os.PathLike[str], root: str | os.PathLike[str],
+                     patients: Sequence[str] | None = None, *,
+                     write: bool = True) -> dict[str, Any]:
+    """Recompute the metrics of saved label maps against the ground truth below ``root``.
+
+    Args:
+        out_dir: output folder with ``results.csv`` and ``<case>_seg.nii.gz``.
+        root: MyoPS-style data folder holding the ``_gd`` files of those cases.
+        patients: evaluate only these case ids (all cases of ``out_dir`` when None).
+        write: also write ``evaluation.csv`` and ``evaluation.json`` into ``out_dir``.
+
+    Returns:
+        ``{"method", "n_slices", "matching", "dice", "dice_sd", "hd95", "cases"}`` with
+        class-name dicts of means over slices (``null`` where undefined).
+
+    Raises:
+        InputError: missing or foreign output folder, unknown patients, missing label maps
+            or ground truth, grids that do not match.
+    """
+    from deepgmm.data.myops import discover_cases
+
+    out = Path(out_dir)
+    slices, method, matching = read_results(out)
+    if patients is not None:
+        unknown = [p for p in map(str, patients) if p not in slices]
+        if unknown:
+            raise InputError(f"case(s) {', '.join(unknown)} are not in {str(out_dir)!r}; it "
+                             f"holds {', '.join(slices)}")
+        slices = {p: slices[p] for p in map(str, patients)}
+    gd_files = {c.case_id: c.labels for c in discover_cases(root)}
+    dice_parts, hd_parts, case_col, slice_col = [], [], [], []
+    for case, zs in slices.items():  # one volume per case; metrics vectorised over slices
+        seg_path = out / f"{case}{SEG_SUFFIX}"
+        if not seg_path.is_file():
+            raise InputError(f"{str(out_dir)!r} lists case {case} but has no label map "
+                             f"{seg_path.name}")
+        gd_path = gd_files.get(case)
+        if gd_path is None:
+            why = "is not below" if case not in gd_files else "has no ground-truth (_gd) file in"
+            raise InputError(f"case {case} {why} {str(root)!r}: no ground truth to evaluate "
+                             f"against")
+        dice, hd = _case_metrics(seg_path, gd_path, case, zs)
+        dice_parts.append(dice)
+        hd_parts.append(hd)
+        case_col += [case] * len(zs)
+        slice_col += list(zs)
+    dice_all = np.concatenate(dice_parts)
+    hd_all = np.concatenate(hd_parts)
+    summary = summarize(method=method, matching=matching, dice=dice_all, hd95=hd_all)
+    del summary["nll"], summary["seconds_per_slice"]
+    summary["cases"] = list(slices)
+    if write:
+        rows = slice_rows(case_col, slice_col, dice=dice_all, hd95=hd_all)
+        write_csv(out / EVALUATION_CSV, rows, EVALUATION_COLUMNS)
+        write_json(out / EVALUATION_JSON, summary)
+    return summary
+
