@@ -8,7 +8,13 @@ import math
 import numpy as np
 import pytest
 
-from deepgmm.report.tables import class_means, format_dice_table, slice_rows, summarize
+from deepgmm.report.tables import (
+    class_means,
+    format_dice_table,
+    format_summary,
+    slice_rows,
+    summarize,
+)
 
 
 def test_class_means_ignore_nan_and_inf():
@@ -39,6 +45,9 @@ def test_summary_is_strict_json_and_table_formats():
     assert lines[1].split() == ["blood", "0.800", "0.141", "2.00"]
     assert lines[3].split() == ["edema", "0.100", "-", "5.00"]
     assert "2 slices" in lines[-1] and "greedy" in lines[-1]
+    full = format_summary(s).splitlines()
+    assert full[:-1] == lines and full[-1] == "nll 2.0000, 2.000 s per slice"
+    assert format_summary({**s, "nll": None}).splitlines()[-1].startswith("nll -,")
 
 
 def test_slice_rows_cells():

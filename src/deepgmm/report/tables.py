@@ -178,3 +178,14 @@ def format_dice_table(summary: Mapping[str, Any]) -> str:
     lines.append(f"{summary.get('n_slices', 0)} slices, method {summary.get('method', '?')}, "
                  f"matching {summary.get('matching', '?')}")
     return "\n".join(lines)
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """The Dice table of :func:`format_dice_table` plus mean NLL and seconds per slice."""
+
+    def fmt(v: float | None, spec: str) -> str:
+        return "-" if v is None else format(v, spec)
+
+    return (f"{format_dice_table(summary)}\n"
+            f"nll {fmt(summary.get('nll'), '.4f')}, "
+            f"{fmt(summary.get('seconds_per_slice'), '.3f')} s per slice")
