@@ -7,7 +7,10 @@ code 2; nothing else is caught, so a real bug still shows its traceback.
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import typer
 
@@ -23,6 +26,33 @@ app = typer.Typer(
 @app.callback()
 def _root() -> None:
     """Unsupervised segmentation of multi-sequence MR images with deep Gaussian mixtures."""
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
+    """Register a function as a command of ``app`` that reports library errors cleanly.
+
+    A :class:`deepgmm.errors.DeepGMMError` raised inside the command becomes one line
+    ``error: <message>`` on stderr and exit code 2, also under ``typer.testing.CliRunner``.
+    """
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kw: Any) -> Any:
+            from deepgmm.errors import DeepGMMError
+
+            try:
+                return func(*args, **kw)
+            except DeepGMMError as err:
+                typer.echo(f"error: {err}", err=True)
+                raise typer.Exit(2) from None
+
+        app.command(name, **kwargs)(wrapper)
+        return func
+
+    return decorate
 
 
 def _register_commands() -> None:

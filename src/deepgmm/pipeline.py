@@ -1,0 +1,173 @@
+"""From inputs to outputs: load slices, run one method, write maps and tables.
+
+This is the one place that chains the stages (data -> method -> outputs); the CLI commands
+and the Python API call it. Nothing here does maths of its own.
+
+Example:
+    >>> from deepgmm import segment_dataset
+    >>> summary = segment_dataset("myops2020", "out", method="deepsvg",
+    ...                           patients=["109", "114"], matching="hungarian")
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from deepgmm.errors import InputError
+from deepgmm.types import CaseVolume, SegmentationResult, SliceBatch
+
+Method = Literal["em-gmm", "em-svgmm", "deepg", "deepsvg"]
+METHODS: tuple[str, ...] = ("em-gmm", "em-svgmm", "deepg", "deepsvg")
+Matching = Literal["hungarian", "greedy", "none"]
+MATCHINGS: tuple[str, ...] = ("hungarian", "greedy", "none")
+
+PathLike = str | os.PathLike[str]
+
+
+def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise an InputError naming ``name``."""
+    if value not in choices:
+        raise InputError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def prepare_slices(volumes: Sequence[CaseVolume], *, selection: str = "all-classes",
+                   crop_size: int | tuple[int, int] = 160,
+                   normalise: str = "crop") -> SliceBatch:
+    """Cut the selected slices of ``volumes`` into one :class:`SliceBatch` ``(B, M, H, W)``."""
+    from deepgmm.data.slices import make_batch
+
+    size = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
+    return make_batch(list(volumes), selection=selection, crop_size=size, normalise=normalise)
+
+
+def load_mu(mu_data: PathLike | np.ndarray | None, sequences: Sequence[str]) -> np.ndarray | None:
+    """μ_data ``(K, M)`` from a JSON file or an array; ``None`` passes through."""
+    if mu_data is None:
+        return None
+    if isinstance(mu_data, np.ndarray | torch.Tensor):
+        return np.asarray(mu_data, dtype=np.float32)
+    from deepgmm.data.mu_data import load_mu_data
+
+    return load_mu_data(mu_data, sequences=tuple(sequences))
+
+
+def run_method(batch: SliceBatch, method: str, *, mu_data: np.ndarray | None = None,
+               options: Mapping[str, Any] | None = None) -> SegmentationResult:
+    """Segment every slice of ``batch`` with one method.
+
+    Args:
+        batch: slices ``(B, M, H, W)`` with ROI ``(B, H, W)``.
+        method: ``"em-gmm"``, ``"em-svgmm"``, ``"deepg"`` or ``"deepsvg"``.
+        mu_data: ``(K, M)`` class means: EM initialisation (``init="mu_data"``) or the
+            deepG/deepSVG penalty target (with ``lam > 0``).
+        options: keyword options of the method (see :func:`deepgmm.fit.single.fit_slices`
+            and :func:`deepgmm.mixture.em.em_segment`).
+
+    Returns:
+        :class:`SegmentationResult` with responsibilities ``(B, K, H, W)``.
+    """
+    check_choice("method", method, METHODS)
+    from deepgmm.device import resolve_device
+
+    opts = dict(options or {})
+    opts["device"] = resolve_device(opts.get("device", "auto"))
+    if method.startswith("em-"):
+        from deepgmm.mixture.em import em_segment
+
+        return em_segment(batch, model=method.removeprefix("em-"), mu_data=mu_data, **opts)
+    from deepgmm.fit.single import fit_slices
+
+    return fit_slices(batch, model=method, mu_data=mu_data, **opts)
+
+
+def write_result(out: PathLike, volumes: Sequence[CaseVolume], batch: SliceBatch,
+                 result: SegmentationResult, *, matching: str = "hungarian",
+                 figures: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Write label/probability NIfTI maps, ``results.csv``, ``summary.json`` and PNGs."""
+    from deepgmm.report.outputs import write_segmentation
+
+    check_choice("--matching", matching, MATCHINGS)
+    return write_segmentation(Path(out), list(volumes), batch, result, matching=matching,
+                              figures=figures, progress=progress)
+
+
+def segment_dataset(root: PathLike, out: PathLike, *, method: str = "deepsvg",
+                    patients: Sequence[str] | None = None, selection: str = "all-classes",
+                    crop_size: int | tuple[int, int] = 160,
+                    mu_data: PathLike | np.ndarray | None = None,
+                    matching: str = "hungarian", figures: bool = True,
+                    progress: bool = True, **options: Any) -> dict[str, Any]:
+    """Segment the cases below ``root`` (MyoPS layout) and write the outputs to ``out``.
+
+    Args:
+        root: folder holding ``<prefix>_<n>_{C0,DE,T2}.nii.gz`` (+ ``_gd`` ground truth).
+        out: output folder (created; replaced atomically once complete).
+        method: ``"em-gmm"``, ``"em-svgmm"``, ``"deepg"`` or ``"deepsvg"``.
+        patients: case ids to use (default: all).
+        selection: ``"all-classes"`` (slices with all classes) or ``"roi"`` (non-empty ROI).
+        mu_data: JSON file or ``(K, M)`` array of class means.
+        matching: cluster-to-class rule for evaluation and label maps.
+        **options: forwarded to the method (e.g. ``lam``, ``max_iter``, ``seed``).
+
+    Returns:
+        The summary written to ``out/summary.json``.
+    """
+    from deepgmm.data.dataset import load_dataset
+    from deepgmm.report.outputs import check_output_dir
+
+    check_choice("method", method, METHODS)
+    check_choice("--matching", matching, MATCHINGS)
+    check_output_dir(Path(out), [root])
+    volumes = load_dataset(root, patients=list(patients) if patients else None)
+    batch = prepare_slices(volumes, selection=selection, crop_size=crop_size)
+    mu = load_mu(mu_data, batch.sequences)
+    result = run_method(batch, method, mu_data=mu, options=options)
+    return write_result(out, volumes, batch, result, matching=matching, figures=figures,
+                        progress=progress)
+
+
+def segment_case(images: Mapping[str, PathLike], roi: PathLike, out: PathLike, *,
+                 labels: PathLike | None = None, method: str = "deepsvg",
+                 case_id: str = "case", selection: str = "roi",
+                 crop_size: int | tuple[int, int] = 160,
+                 mu_data: PathLike | np.ndarray | None = None, matching: str | None = None,
+                 figures: bool = True, progress: bool = True,
+                 **options: Any) -> dict[str, Any]:
+    """Segment one case of any co-registered sequences given explicitly.
+
+    Args:
+        images: sequence name -> NIfTI file (any names, any number M).
+        roi: NIfTI mask of the region to segment (non-zero = inside).
+        labels: optional ground truth (MyoPS codes) for Dice.
+        matching: defaults to ``"hungarian"`` with labels and ``"none"`` without.
+
+    Returns:
+        The summary written to ``out/summary.json``.
+    """
+    from deepgmm.data.dataset import load_explicit
+    from deepgmm.report.outputs import check_output_dir
+
+    check_choice("method", method, METHODS)
+    if matching is None:
+        matching = "hungarian" if labels is not None else "none"
+    check_choice("--matching", matching, MATCHINGS)
+    if matching != "none" and labels is None:
+        raise InputError(f"--matching {matching} needs ground truth: pass --gt, or use "
+                         "--matching none")
+    inputs = [Path(p) for p in images.values()] + [Path(roi)]
+    if labels is not None:
+        inputs.append(Path(labels))
+    check_output_dir(Path(out), inputs)
+    volume = load_explicit(dict(images), roi, labels, case_id=case_id)
+    batch = prepare_slices([volume], selection=selection, crop_size=crop_size)
+    mu = load_mu(mu_data, batch.sequences)
+    result = run_method(batch, method, mu_data=mu, options=options)
+    return write_result(out, [volume], batch, result, matching=matching, figures=figures,
+                        progress=progress)
