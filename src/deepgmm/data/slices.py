@@ -49,11 +49,11 @@ def select_slices(volume: CaseVolume, mode: str = "all-classes") -> list[int]:
     if volume.labels is None:
         raise InputError(f"case {volume.case_id} has no ground truth, so 'all-classes' slices "
                          f"cannot be chosen; use the 'roi' selection")
-    labels = np.clip(volume.labels, 0, N_LABELS)
+    labels = np.clip(volume.labels, 0, N_LABELS)  # values > 4 (invalid) land in bin 5
+    n_z = labels.shape[2]
     # (Z, N_LABELS + 1) voxel counts per slice and label, without a loop over labels.
-    z_index = np.broadcast_to(np.arange(labels.shape[2]), labels.shape)
-    counts = np.zeros((labels.shape[2], N_LABELS + 1), dtype=np.int64)
-    np.add.at(counts, (z_index.ravel(), labels.ravel()), 1)
+    flat = (np.arange(n_z) * (N_LABELS + 1) + labels).ravel()
+    counts = np.bincount(flat, minlength=n_z * (N_LABELS + 1)).reshape(n_z, N_LABELS + 1)
     return [int(z) for z in np.flatnonzero((counts[:, :N_LABELS] > 0).all(axis=1))]
 
 
