@@ -91,3 +91,18 @@ def test_bad_arguments(tmp_path: Path, kwargs, match):
     with pytest.raises(InputError, match=match):
         write_phantom(tmp_path / "p", **kwargs)
     assert not (tmp_path / "p").exists()
+
+
+def test_refuses_to_write_into_other_data(tmp_path: Path):
+    (tmp_path / "train25").mkdir()
+    (tmp_path / "train25" / "myops_training_101_C0.nii.gz").write_bytes(b"")
+    with pytest.raises(InputError, match=r"already holds other data.*myops_training_101_C0"):
+        write_phantom(tmp_path)
+    assert [p.name for p in (tmp_path / "train25").iterdir()] == ["myops_training_101_C0.nii.gz"]
+
+
+def test_rewrite_same_folder(tmp_path: Path):
+    first = _arrays(write_phantom(tmp_path / "p", n_cases=1, seed=1))
+    second = _arrays(write_phantom(tmp_path / "p", n_cases=1, seed=1))
+    assert all(np.array_equal(first[k], second[k]) for k in first)
+    assert len(list((tmp_path / "p").rglob("*"))) == 2 + 4

@@ -131,6 +131,11 @@ def test_phantom_batch_fixture(phantom_batch):
     np.testing.assert_allclose(phantom_batch.image.std(dim=(2, 3), correction=0), 1, atol=1e-4)
 
 
+def test_make_batch_int_crop_is_square():
+    batch = make_batch([_volume()], crop_size=16)
+    assert batch.image.shape == (1, 2, 16, 16)
+
+
 def test_make_batch_without_labels():
     batch = make_batch([_volume(labels=False)], selection="roi", crop_size=(16, 16))
     assert batch.labels is None
@@ -166,7 +171,7 @@ def test_make_batch_empty_batch():
         make_batch([])
 
 
-@pytest.mark.parametrize("size", [(0, 16), (-4, 16), (16.5, 16), ("a", 16), (16,)])
+@pytest.mark.parametrize("size", [(0, 16), (-4, 16), (16.5, 16), ("a", 16), (16,), 0, True])
 def test_make_batch_invalid_crop_size(size):
     with pytest.raises(InputError, match="crop size must be two positive integers"):
         make_batch([_volume()], crop_size=size)

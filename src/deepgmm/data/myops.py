@@ -28,7 +28,9 @@ MYOPS_DEV_TEST: tuple[str, ...] = ("109", "114", "117", "120", "122")
 
 LABEL_TOKEN = "gd"
 
-_NAME = re.compile(r"^(?P<prefix>.+?)_(?P<case>\d+)_(?P<token>[A-Za-z0-9]+)\.nii(?:\.gz)?$")
+FILE_PATTERN = re.compile(
+    r"^(?P<prefix>.+?)_(?P<case>\d+)_(?P<token>[A-Za-z0-9]+)\.nii(?:\.gz)?$")
+"""``<prefix>_<number>_<token>.nii[.gz]``; token is a sequence name or ``gd``."""
 
 
 @dataclass
@@ -80,7 +82,7 @@ def discover_cases(root: PathLike,
     for path in sorted(root.rglob("*.nii*")):
         if any(part.startswith(".") for part in path.relative_to(root).parts):
             continue
-        match = _NAME.match(path.name)
+        match = FILE_PATTERN.match(path.name)
         if match is None or match["token"] not in wanted or not path.is_file():
             continue
         case, token, prefix = match["case"], match["token"], match["prefix"]

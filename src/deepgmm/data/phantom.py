@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from deepgmm.data.myops import FILE_PATTERN
 from deepgmm.data.nifti import save_nifti
 from deepgmm.errors import InputError
 
@@ -172,6 +173,17 @@ def _affine(rng: np.random.Generator, shape: tuple[int, int, int],
     return affine
 
 
+def _refuse_foreign_data(out: Path) -> None:
+    """Refuse to write the phantom into a folder that holds other MyoPS-style images."""
+    if not out.is_dir():
+        return
+    for path in out.rglob("*_*_*.nii*"):
+        match = FILE_PATTERN.match(path.name)
+        if match and match["prefix"] != PHANTOM_PREFIX and not path.name.startswith("."):
+            raise InputError(f"phantom output {str(out)!r} already holds other data (e.g. "
+                             f"{str(path)!r}); choose a new or empty folder")
+
+
 def write_phantom(out_dir: PathLike, n_cases: int = 4, seed: int = 0,
                   shape: Sequence[int] = (128, 128), n_slices: int = 3,
                   spacing: Sequence[float] = (1.5, 1.5, 10.0)) -> Path:
@@ -212,6 +224,7 @@ def write_phantom(out_dir: PathLike, n_cases: int = 4, seed: int = 0,
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"phantom output {str(out)!r} exists and is not a folder")
+    _refuse_foreign_data(out)
     for i in range(int(n_cases)):
         rng = np.random.default_rng([int(seed), i])
         images, codes = simulate_case(rng, shape_t, int(n_slices), spacing_t)  # type: ignore[arg-type]

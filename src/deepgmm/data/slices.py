@@ -71,7 +71,9 @@ def crop_center(volume: CaseVolume) -> tuple[int, int]:
     return int(np.floor(xy[0] + 0.5)), int(np.floor(xy[1] + 0.5))
 
 
-def _check_crop_size(crop_size: Sequence[int]) -> tuple[int, int]:
+def _check_crop_size(crop_size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(crop_size, int | np.integer) and not isinstance(crop_size, bool):
+        crop_size = (int(crop_size), int(crop_size))
     try:
         h, w = (int(s) for s in crop_size)
         ok = all(float(s) == int(s) for s in crop_size)
@@ -182,7 +184,7 @@ def _selection_for(volume: CaseVolume,
 
 def make_batch(volumes: Sequence[CaseVolume], *,
                selection: str | Mapping[str, Sequence[int]] = "all-classes",
-               crop_size: Sequence[int] = (160, 160), normalise: str = "crop",
+               crop_size: int | Sequence[int] = (160, 160), normalise: str = "crop",
                require_labels: bool = False) -> SliceBatch:
     """Cut the selected slices of every case into one normalised batch.
 
@@ -190,8 +192,9 @@ def make_batch(volumes: Sequence[CaseVolume], *,
         volumes: cases with the same sequences.
         selection: ``"all-classes"`` or ``"roi"`` (see :func:`select_slices`), or a mapping
             case id -> slice indices (cases not in it contribute nothing).
-        crop_size: ``(H, W)`` of the crop around the case's ROI centre; where it leaves the
-            image the crop is zero-padded (at most ``MAX_PAD_FACTOR`` times the image side).
+        crop_size: ``(H, W)`` of the crop around the case's ROI centre (an int means a
+            square); where it leaves the image the crop is zero-padded (at most
+            ``MAX_PAD_FACTOR`` times the image side).
         normalise: z-score each slice and sequence over the ``"crop"`` (the pixels of the
             crop inside the image) or over the ``"roi"``; padding is set to 0.
         require_labels: refuse cases without ground truth (for evaluation and ``mu_data``).
