@@ -115,3 +115,24 @@ def test_hd95_bad_spacing():
         hd95_per_class(x, x, np.ones((3, 2)))
     with pytest.raises(InputError, match="positive"):
         hd95_per_class(x, x, np.array([[1.0, 0.0], [1.0, 1.0]]))
+
+
+def test_hd95_unchanged_by_cutting_to_the_foreground():
+    # small blobs in a large image, one touching the image border: the cut to the
+    # foreground box must give the full-image reference distances
+    rng = np.random.default_rng(5)
+    pred = np.zeros((2, 60, 50), dtype=np.int64)
+    truth = np.zeros_like(pred)
+    blobs = ndimage.gaussian_filter(rng.standard_normal((2, 2, 12, 10)), (0, 0, 1.5, 1.5))
+    pred[:, 0:12, 20:30] = np.where(blobs[:, 0] > 0, 1, 0)
+    truth[:, 1:13, 21:31] = np.where(blobs[:, 1] > -0.05, 1, 0)
+    truth[1, 40:44, 5:9] = 2
+    pred[1, 41:45, 5:8] = 2
+    spacing = np.array([[0.7, 1.3], [1.1, 0.9]])
+    hd = hd95_per_class(pred, truth, spacing)
+    for b in range(2):
+        ref = _reference_hd95(pred[b] == 1, truth[b] == 1, spacing[b])
+        assert hd[b, 0] == pytest.approx(ref, rel=1e-5, abs=1e-5)
+    assert hd[1, 1] == pytest.approx(_reference_hd95(pred[1] == 2, truth[1] == 2, spacing[1]),
+                                     rel=1e-5)
+    assert np.isnan(hd[0, 1])
