@@ -174,7 +174,31 @@ def test_mismatched_inputs(tmp_path, case):
         write_segmentation(tmp_path / "o", volumes, batch, k5, progress=False)
     with pytest.raises(InputError, match="no volume given for case"):
         write_segmentation(tmp_path / "o", volumes[:1], batch, result, progress=False)
+    nan = result.responsibilities.clone()
+    nan[2, 1, 3, 3] = float("nan")  # inside the ROI of case 102, slice 1
+    assert bool(batch.roi[2, 3, 3])
+    with pytest.raises(InputError, match="NaN or infinite inside the ROI of case 102 slice 1"):
+        write_segmentation(tmp_path / "o", volumes, batch,
+                           type(result)(**{**result.__dict__, "responsibilities": nan}),
+                           progress=False)
     with pytest.raises(InputError, match="matching must be one of"):
         write_segmentation(tmp_path / "o", volumes, batch, result, matching="oracle",
                            progress=False)
     assert not (tmp_path / "o").exists()
+
+
+def test_nan_outside_roi_is_ignored_and_missing_spacing_uses_zooms(tmp_path, case):
+    volumes, batch, result, _ = case
+    resp = result.responsibilities.clone()
+    resp[:, :, 0, 0] = float("nan")  # the crop corner is outside every ROI
+    assert not bool(batch.roi[:, 0, 0].any())
+    nan_out = type(result)(**{**result.__dict__, "responsibilities": resp})
+    with_spacing = write_segmentation(tmp_path / "a", volumes, batch, nan_out,
+                                      matching="none", figures=False, progress=False)
+    batch.spacing = np.ones((0, 2))
+    without = write_segmentation(tmp_path / "b", volumes, batch, nan_out, matching="none",
+                                 figures=False, progress=False)
+    assert without["hd95"] == with_spacing["hd95"]
+    assert any(v not in (None, 0.0) for v in without["hd95"].values())
+    prob = np.asanyarray(nib.load(str(tmp_path / "a" / "101_prob.nii.gz")).dataobj)
+    assert np.isfinite(prob).all()

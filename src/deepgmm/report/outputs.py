@@ -116,6 +116,13 @@ def _check_inputs(volumes: Sequence[CaseVolume], batch: SliceBatch,
     if resp.shape[1] != len(CLASS_NAMES):
         raise InputError(f"writing label maps needs K = {len(CLASS_NAMES)} classes, "
                          f"got K = {resp.shape[1]}")
+    roi = _numpy(batch.roi).astype(bool)
+    bad = ~np.isfinite(_numpy(resp)).all(axis=1) & roi                     # (B, H, W)
+    if bad.any():
+        where = [f"case {batch.case_ids[b]} slice {batch.slice_indices[b]}"
+                 for b in np.flatnonzero(bad.any(axis=(1, 2)))]
+        raise InputError(f"responsibilities are NaN or infinite inside the ROI of "
+                         f"{', '.join(where)}: the fit diverged; nothing was written")
     for name in ("nll", "n_iter", "seconds"):
         v = getattr(result, name)
         if len(v) != n_b:
@@ -173,8 +180,8 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
     probs, labels = class_maps(result.responsibilities, roi, perm)
     n_b = len(batch)
     spacing = np.asarray(batch.spacing, dtype=np.float64)
-    if spacing.shape != (n_b, 2):
-        spacing = np.ones((n_b, 2))
+    if spacing.shape != (n_b, 2):  # a hand-made batch without spacing: the volumes' zooms
+        spacing = np.array([by_id[c].zooms[:2] for c in batch.case_ids], dtype=np.float64)
     dice = hd95 = None
     if truth is not None:
         dice = dice_per_class(labels, truth)
