@@ -11,6 +11,13 @@ from deepgmm.errors import InputError
 MULTI_VALUE_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": False}
 
 
+def split_ids(values: list[str] | None) -> list[str] | None:
+    """``["109,114", "117"]`` -> ``["109", "114", "117"]``; ``None`` stays ``None``."""
+    if not values:
+        return None
+    return [part.strip() for v in values for part in v.split(",") if part.strip()]
+
+
 def patient_list(ctx: typer.Context, values: list[str] | None,
                  flag: str = "--patients") -> list[str] | None:
     """Merge a repeatable option with the loose values that followed it on the command line.
@@ -28,8 +35,7 @@ def patient_list(ctx: typer.Context, values: list[str] | None,
         if extra:
             raise InputError(f"unexpected argument(s) {' '.join(extra)!r}")
         return None
-    ids = [part.strip() for value in [*values, *extra] for part in value.split(",")]
-    ids = [i for i in ids if i]
+    ids = split_ids([*values, *extra])
     if not ids:
         raise InputError(f"{flag} needs at least one case id")
     return ids

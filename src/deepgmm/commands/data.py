@@ -3,40 +3,19 @@ holds), ``mu-data`` (class means for the μ_data regulariser) and ``demo``."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from deepgmm.cli import app
-from deepgmm.commands._options import MULTI_VALUE_CONTEXT, patient_list
+from deepgmm.cli import command
+from deepgmm.commands._options import MULTI_VALUE_CONTEXT, patient_list, split_ids
 
 DEMO_CROP = 64
 """Crop of the demo batch: 96 mm at the phantom's 1.5 mm spacing."""
 
 
-@contextlib.contextmanager
-def _user_errors() -> Iterator[None]:
-    """Turn library errors into ``error: <msg>`` on stderr and exit code 2 (no traceback)."""
-    from deepgmm.errors import DeepGMMError
-
-    try:
-        yield
-    except DeepGMMError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
-
-
-def _split_ids(values: list[str] | None) -> list[str] | None:
-    """``["109,114", "117"]`` -> ``["109", "114", "117"]``; ``None`` stays ``None``."""
-    if not values:
-        return None
-    return [part.strip() for v in values for part in v.split(",") if part.strip()]
-
-
-@app.command("phantom")
+@command("phantom")
 def phantom_command(
     out: Annotated[Path, typer.Argument(help="Folder to write the phantom into (created; "
                                         "phantom files already there are replaced).")],
@@ -50,13 +29,12 @@ def phantom_command(
 ) -> None:
     """Write a synthetic multi-sequence cardiac phantom (C0, DE, T2 + ground truth) in the
     MyoPS 2020 layout: OUT/train25/ and OUT/train25_myops_gd/."""
-    with _user_errors():
-        from deepgmm.data.phantom import write_phantom
+    from deepgmm.data.phantom import write_phantom
 
-        root = write_phantom(out, n_cases=cases, seed=seed, shape=(size, size),
-                             n_slices=slices)
-        typer.echo(f"wrote {cases} phantom case(s), {slices} slice(s) of {size} x {size} "
-                   f"voxels each, to {root}")
+    root = write_phantom(out, n_cases=cases, seed=seed, shape=(size, size),
+                         n_slices=slices)
+    typer.echo(f"wrote {cases} phantom case(s), {slices} slice(s) of {size} x {size} "
+               f"voxels each, to {root}")
 
 
 def _fmt_triple(values: tuple[float, ...] | tuple[int, ...], fmt: str) -> str:
@@ -97,7 +75,7 @@ def describe_data(root: Path, patients: list[str] | None = None) -> list[dict[st
     return rows
 
 
-@app.command("info", context_settings=MULTI_VALUE_CONTEXT)
+@command("info", context_settings=MULTI_VALUE_CONTEXT)
 def info_command(
     ctx: typer.Context,
     root: Annotated[Path, typer.Argument(help="Folder with <prefix>_<n>_{C0,DE,T2}.nii.gz "
@@ -108,30 +86,29 @@ def info_command(
 ) -> None:
     """Describe a data folder: per case the sequences, grid, spacing, slices and classes
     present; totals including the slices where all four classes occur."""
-    with _user_errors():
-        rows = describe_data(root, patient_list(ctx, patients))
-        header = (f"{'case':>6}  {'sequences':<12} {'shape':<15} {'spacing (mm)':<22} "
-                  f"{'slices':>6} {'ROI':>4} {'all-class':>9}  classes")
-        typer.echo(header)
-        for r in rows:
-            roi = "-" if r["roi_slices"] is None else str(r["roi_slices"])
-            allc = "-" if r["all_class_slices"] is None else str(r["all_class_slices"])
-            classes = "no ground truth" if r["classes"] is None else " ".join(r["classes"])
-            typer.echo(f"{r['case']:>6}  {' '.join(r['sequences']):<12} "
-                       f"{_fmt_triple(r['shape'], 'd'):<15} "
-                       f"{_fmt_triple(r['spacing'], '.3f'):<22} {r['n_slices']:>6} {roi:>4} "
-                       f"{allc:>9}  {classes}")
-        labelled = [r for r in rows if r["classes"] is not None]
-        total = sum(r["n_slices"] for r in rows)
-        line = f"{len(rows)} patients, {total} slices"
-        if labelled:
-            line += (f"; with ground truth: {len(labelled)} patients, "
-                     f"{sum(r['roi_slices'] for r in labelled)} slices with ROI, "
-                     f"{sum(r['all_class_slices'] for r in labelled)} all-class slices")
-        typer.echo(line)
+    rows = describe_data(root, patient_list(ctx, patients))
+    header = (f"{'case':>6}  {'sequences':<12} {'shape':<15} {'spacing (mm)':<22} "
+              f"{'slices':>6} {'ROI':>4} {'all-class':>9}  classes")
+    typer.echo(header)
+    for r in rows:
+        roi = "-" if r["roi_slices"] is None else str(r["roi_slices"])
+        allc = "-" if r["all_class_slices"] is None else str(r["all_class_slices"])
+        classes = "no ground truth" if r["classes"] is None else " ".join(r["classes"])
+        typer.echo(f"{r['case']:>6}  {' '.join(r['sequences']):<12} "
+                   f"{_fmt_triple(r['shape'], 'd'):<15} "
+                   f"{_fmt_triple(r['spacing'], '.3f'):<22} {r['n_slices']:>6} {roi:>4} "
+                   f"{allc:>9}  {classes}")
+    labelled = [r for r in rows if r["classes"] is not None]
+    total = sum(r["n_slices"] for r in rows)
+    line = f"{len(rows)} patients, {total} slices"
+    if labelled:
+        line += (f"; with ground truth: {len(labelled)} patients, "
+                 f"{sum(r['roi_slices'] for r in labelled)} slices with ROI, "
+                 f"{sum(r['all_class_slices'] for r in labelled)} all-class slices")
+    typer.echo(line)
 
 
-@app.command("mu-data", context_settings=MULTI_VALUE_CONTEXT)
+@command("mu-data", context_settings=MULTI_VALUE_CONTEXT)
 def mu_data_command(
     ctx: typer.Context,
     root: Annotated[Path, typer.Argument(help="Data folder (MyoPS layout, with ground "
@@ -156,24 +133,23 @@ def mu_data_command(
     """Compute μ_data: the mean normalised intensity of each class (blood, myocardium,
     edema, scar) in each sequence, from the ground truth of N random slices; written as
     JSON for --mu-data."""
-    with _user_errors():
-        from deepgmm.data.dataset import load_dataset
-        from deepgmm.data.mu_data import compute_mu_data, save_mu_data
-        from deepgmm.data.slices import make_batch
-        from deepgmm.types import CLASS_NAMES
+    from deepgmm.data.dataset import load_dataset
+    from deepgmm.data.mu_data import compute_mu_data, save_mu_data
+    from deepgmm.data.slices import make_batch
+    from deepgmm.types import CLASS_NAMES
 
-        ids = patient_list(ctx, patients)
-        volumes = load_dataset(root, ids, exclude=_split_ids(exclude))
-        batch = make_batch(volumes, selection=selection, crop_size=(crop, crop),
-                           normalise=normalise, require_labels=True)
-        mu = compute_mu_data(batch, n_slices=n_slices, seed=seed)
-        path = save_mu_data(mu, batch.sequences, out)
-        typer.echo(f"μ_data from {min(n_slices, len(batch))} of {len(batch)} slices "
-                   f"({len(volumes)} patients), seed {seed}:")
-        typer.echo(f"{'class':<12}" + "".join(f"{s:>9}" for s in batch.sequences))
-        for name, row in zip(CLASS_NAMES, mu, strict=True):
-            typer.echo(f"{name:<12}" + "".join(f"{v:>9.3f}" for v in row))
-        typer.echo(f"written to {path}")
+    ids = patient_list(ctx, patients)
+    volumes = load_dataset(root, ids, exclude=split_ids(exclude))
+    batch = make_batch(volumes, selection=selection, crop_size=(crop, crop),
+                       normalise=normalise, require_labels=True)
+    mu = compute_mu_data(batch, n_slices=n_slices, seed=seed)
+    path = save_mu_data(mu, batch.sequences, out)
+    typer.echo(f"μ_data from {min(n_slices, len(batch))} of {len(batch)} slices "
+               f"({len(volumes)} patients), seed {seed}:")
+    typer.echo(f"{'class':<12}" + "".join(f"{s:>9}" for s in batch.sequences))
+    for name, row in zip(CLASS_NAMES, mu, strict=True):
+        typer.echo(f"{name:<12}" + "".join(f"{v:>9.3f}" for v in row))
+    typer.echo(f"written to {path}")
 
 
 def run_demo(out: Path, *, n_cases: int = 4, seed: int = 0,
@@ -213,7 +189,7 @@ def run_demo(out: Path, *, n_cases: int = 4, seed: int = 0,
     }
 
 
-@app.command("demo")
+@command("demo")
 def demo_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (the phantom is "
                                       "written to OUT/phantom).")] = Path("demo-output"),
@@ -221,16 +197,15 @@ def demo_command(
 ) -> None:
     """Run the demo on the built-in phantom: build it, prepare the slices, print a
     summary."""
-    with _user_errors():
-        from deepgmm.types import CLASS_NAMES
+    from deepgmm.types import CLASS_NAMES
 
-        s = run_demo(out, seed=seed)
-        typer.echo(f"phantom: {len(s['cases'])} cases in {s['phantom']}")
-        b, m, h, w = s["batch_shape"]
-        typer.echo(f"batch: {b} all-class slices, {m} sequences "
-                   f"({', '.join(s['sequences'])}), {h} x {w} crops")
-        typer.echo("class share of the ROI: " + ", ".join(
-            f"{k} {v:.1%}" for k, v in s["class_fractions"].items()))
-        typer.echo(f"{'μ_data':<12}" + "".join(f"{q:>9}" for q in s["sequences"]))
-        for name, row in zip(CLASS_NAMES, s["mu_data"], strict=True):
-            typer.echo(f"{name:<12}" + "".join(f"{v:>9.3f}" for v in row))
+    s = run_demo(out, seed=seed)
+    typer.echo(f"phantom: {len(s['cases'])} cases in {s['phantom']}")
+    b, m, h, w = s["batch_shape"]
+    typer.echo(f"batch: {b} all-class slices, {m} sequences "
+               f"({', '.join(s['sequences'])}), {h} x {w} crops")
+    typer.echo("class share of the ROI: " + ", ".join(
+        f"{k} {v:.1%}" for k, v in s["class_fractions"].items()))
+    typer.echo(f"{'μ_data':<12}" + "".join(f"{q:>9}" for q in s["sequences"]))
+    for name, row in zip(CLASS_NAMES, s["mu_data"], strict=True):
+        typer.echo(f"{name:<12}" + "".join(f"{v:>9.3f}" for v in row))
