@@ -1,0 +1,118 @@
+"""Segment slices with a trained network: one forward pass per slice, optionally refined.
+
+``predict(run_dir, batch)`` loads the checkpoint of a ``train`` run, checks that the data
+have the sequences (names and order) it was trained on, and runs the network over the
+slices in chunks without gradients. The responsibilities are the network's softmax; the
+NLL and means per slice come from the closed-form M-step on them, as in training.
+
+``refine=N`` continues per-slice fitting from the trained weights for N iterations
+(:func:`deepgmm.fit.single.fit_slices` with ``init_state``): every slice gets its own copy
+of the trained network, fine-tuned on that slice alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import torch
+
+from deepgmm.errors import InputError
+from deepgmm.fit.checkpoint import build_network, load_checkpoint
+from deepgmm.fit.train import batch_nll
+from deepgmm.types import SegmentationResult, SliceBatch
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_REFINE_LR = 1e-4
+"""Learning rate of the per-slice refinement (the published single-image setting)."""
+
+
+def _check_refine(refine: int) -> int:
+    if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
+        raise InputError(f"refine must be an integer >= 0 (iterations per slice), got "
+                         f"{refine!r}")
+    return refine
+
+
+def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int = 0,
+            device: str | torch.device = "auto", chunk_size: int = 16,
+            refine_lr: float = DEFAULT_REFINE_LR, progress: bool = False,
+            ) -> SegmentationResult:
+    """Apply a trained deepG / deepSVG network to a batch of slices.
+
+    Args:
+        run_dir: folder written by :func:`deepgmm.fit.train.train_network` (``deepgmm
+            train --out``).
+        batch: slices to segment: image ``(B, M, H, W)`` normalised as in training, roi
+            ``(B, H, W)``; the sequences must match the checkpoint's, in order.
+        refine: per-slice fitting iterations started from the trained weights (0: none).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a :class:`torch.device`.
+        chunk_size: slices per forward pass.
+        refine_lr: AdamW learning rate of the refinement.
+        progress: show a progress bar during refinement.
+
+    Returns:
+        :class:`~deepgmm.types.SegmentationResult` with responsibilities ``(B, K, H, W)``,
+        NLL ``(B,)`` (NLL_V for deepSVG), means ``(B, K, M)``, iterations ``(B,)`` (0
+        without refinement) and seconds ``(B,)``; ``method`` is the trained model's name.
+
+    Raises:
+        CheckpointError: a missing, corrupt or incompatible checkpoint (other sequences).
+        InputError: bad ``refine`` or ``chunk_size``; H and W not multiples of
+            ``2 ** depth``.
+    """
+    from deepgmm.device import resolve_device
+
+    refine = _check_refine(refine)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise InputError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(run_dir, sequences=batch.sequences, device="cpu")
+    config = ckpt.config
+    crop = [int(batch.image.shape[2]), int(batch.image.shape[3])]
+    if crop != list(config["crop_size"]):
+        logger.warning("slices are %d x %d, the network was trained on %d x %d crops",
+                       *crop, *config["crop_size"])
+    if refine > 0:
+        return _refine(ckpt.config, ckpt.model_state, batch, refine=refine, device=dev,
+                       lr=refine_lr, progress=progress)
+
+    network = build_network(ckpt, device=dev).eval()
+    network.check_input(batch.image[:1])
+    model = str(config["model"])
+    t0 = time.perf_counter()
+    resp_parts, nll_parts, mean_parts = [], [], []
+    with torch.inference_mode():
+        for start in range(0, len(batch), chunk_size):
+            img = batch.image[start:start + chunk_size].to(dev, dtype=torch.float32)
+            roi = batch.roi[start:start + chunk_size].to(dev, dtype=torch.bool)
+            nll, resp, means = batch_nll(network, img, roi, model)
+            resp_parts.append(resp.cpu())
+            nll_parts.append(nll.cpu())
+            mean_parts.append(means.cpu())
+    seconds = time.perf_counter() - t0
+    n = len(batch)
+    return SegmentationResult(
+        responsibilities=torch.cat(resp_parts), nll=torch.cat(nll_parts),
+        n_iter=torch.zeros(n, dtype=torch.int64),
+        seconds=torch.full((n,), seconds / n, dtype=torch.float64),
+        means=torch.cat(mean_parts), method=model)
+
+
+def _refine(config: dict[str, Any], state: dict[str, torch.Tensor], batch: SliceBatch, *,
+            refine: int, device: torch.device, lr: float,
+            progress: bool) -> SegmentationResult:
+    """Exactly ``refine`` per-slice iterations from the trained weights (``min_iter`` =
+    ``max_iter``, so the stopping tolerance never ends a slice earlier)."""
+    from deepgmm.fit.single import fit_slices
+
+    mu = config["mu_data"]
+    lam = float(config["lam"]) if mu is not None else 0.0
+    return fit_slices(batch, model=config["model"], lam=lam,
+                      mu_data=None if mu is None else torch.tensor(mu, dtype=torch.float32),
+                      tol=1e-3, min_iter=refine, max_iter=refine, lr=lr,
+                      seed=int(config["seed"]), device=device, init_state=state,
+                      net_config=config["network"], progress=progress)

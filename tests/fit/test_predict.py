@@ -1,0 +1,87 @@
+"""Prediction from a checkpoint: same answers as the trained network, refinement, refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from deepgmm.data.slices import make_batch
+from deepgmm.errors import CheckpointError, InputError
+from deepgmm.fit.predict import predict
+from deepgmm.fit.train import TrainResult, batch_nll, train_network
+from deepgmm.types import SliceBatch
+
+
+@pytest.fixture(scope="module")
+def batch(phantom_volumes) -> SliceBatch:  # noqa: ANN001
+    """The 12 all-class phantom slices, 64 x 64 crops, with labels."""
+    return make_batch(phantom_volumes, crop_size=(64, 64), require_labels=True)
+
+
+@pytest.fixture(scope="module")
+def trained(batch: SliceBatch, tmp_path_factory: pytest.TempPathFactory
+            ) -> tuple[Path, TrainResult]:
+    run = tmp_path_factory.mktemp("predict") / "run"
+    half = SliceBatch(**{**batch.__dict__, "image": batch.image[:6], "roi": batch.roi[:6],
+                         "labels": batch.labels[:6], "case_ids": batch.case_ids[:6],
+                         "slice_indices": batch.slice_indices[:6]})
+    res = train_network(half, model="deepsvg", lam=1.0, epochs=1, min_epochs=1, seed=0,
+                        depth=2, base_filters=4, device="cpu", progress=False, run_dir=run)
+    return run, res
+
+
+def test_checkpoint_gives_the_trained_networks_answers(batch: SliceBatch, trained) -> None:  # noqa: ANN001
+    run, res = trained
+    out = predict(run, batch, device="cpu", chunk_size=5)
+    with torch.no_grad():
+        nll, resp, means = batch_nll(res.network.cpu().eval(), batch.image, batch.roi,
+                                     "deepsvg")
+    assert out.method == "deepsvg"
+    assert out.responsibilities.shape == (12, 4, 64, 64)
+    assert torch.allclose(out.responsibilities, resp, atol=1e-6)
+    assert torch.allclose(out.nll, nll, atol=1e-5)
+    assert torch.allclose(out.means, means, atol=1e-5)
+    assert torch.equal(out.n_iter, torch.zeros(12, dtype=torch.int64))
+    assert out.seconds.shape == (12,) and bool((out.seconds > 0).all())
+    # Responsibilities are a distribution over K at every pixel.
+    assert torch.allclose(out.responsibilities.sum(dim=1), torch.ones(12, 64, 64), atol=1e-5)
+    # Chunking does not change the answer.
+    whole = predict(run, batch, device="cpu", chunk_size=64)
+    assert torch.allclose(whole.responsibilities, out.responsibilities, atol=1e-6)
+
+
+def test_other_sequences_refused(batch: SliceBatch, trained) -> None:  # noqa: ANN001
+    run, _ = trained
+    swapped = SliceBatch(**{**batch.__dict__, "sequences": ("DE", "C0", "T2")})
+    with pytest.raises(CheckpointError, match="trained on the sequences C0, DE, T2"):
+        predict(run, swapped, device="cpu")
+    with pytest.raises(CheckpointError, match="holds no checkpoint"):
+        predict(run.parent, batch, device="cpu")
+
+
+def test_bad_options_refused(batch: SliceBatch, trained) -> None:  # noqa: ANN001
+    run, _ = trained
+    with pytest.raises(InputError, match="refine"):
+        predict(run, batch, refine=-1, device="cpu")
+    with pytest.raises(InputError, match="chunk_size"):
+        predict(run, batch, chunk_size=0, device="cpu")
+
+
+def test_refine_starts_from_the_trained_weights(batch: SliceBatch, trained) -> None:  # noqa: ANN001
+    pytest.importorskip("deepgmm.fit.single")
+    run, _ = trained
+    few = SliceBatch(image=batch.image[:2], roi=batch.roi[:2], labels=batch.labels[:2],
+                     case_ids=batch.case_ids[:2], slice_indices=batch.slice_indices[:2],
+                     crop_origins=batch.crop_origins[:2], full_shapes=batch.full_shapes[:2],
+                     sequences=batch.sequences, spacing=batch.spacing[:2])
+    plain = predict(run, few, device="cpu")
+    # A negligible learning rate: the refined slices stay where the trained network was.
+    still = predict(run, few, refine=1, refine_lr=1e-12, device="cpu")
+    assert torch.equal(still.n_iter, torch.ones(2, dtype=still.n_iter.dtype))
+    assert torch.allclose(still.responsibilities, plain.responsibilities, atol=1e-4)
+    # Real refinement runs exactly N iterations per slice and moves the answer.
+    moved = predict(run, few, refine=2, refine_lr=1e-3, device="cpu")
+    assert torch.equal(moved.n_iter, torch.full((2,), 2, dtype=moved.n_iter.dtype))
+    assert (moved.responsibilities - plain.responsibilities).abs().max() > 1e-3
