@@ -1,0 +1,159 @@
+"""``train`` (one network for many slices) and ``predict`` (apply a trained network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from deepgmm.cli import command
+from deepgmm.commands._options import MULTI_VALUE_CONTEXT, patient_list
+
+RootArg = Annotated[Path, typer.Argument(help="Folder with <prefix>_<n>_{C0,DE,T2}.nii.gz "
+                                              "images and <prefix>_<n>_gd.nii.gz labels.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress",
+                                           help="Show progress bars.")]
+SEQUENCES_HELP = "Sequence names in channel order (comma-separated)."
+
+
+def default_train_patients(case_ids: list[str]) -> list[str]:
+    """The paper's split: every case except the held-out 109 114 117 120 122 when those
+    exist (MyoPS 2020 training data), otherwise every case."""
+    from deepgmm.data.myops import MYOPS_DEV_TEST
+
+    held_out = set(MYOPS_DEV_TEST)
+    if held_out & set(case_ids):
+        kept = [c for c in case_ids if c not in held_out]
+        if kept:
+            return kept
+    return list(case_ids)
+
+
+def _sequences(value: str) -> tuple[str, ...]:
+    from deepgmm.errors import InputError
+
+    names = tuple(s.strip() for s in value.split(",") if s.strip())
+    if not names:
+        raise InputError(f"--sequences needs at least one name, got {value!r}")
+    return names
+
+
+@command("train", context_settings=MULTI_VALUE_CONTEXT)
+def train_command(
+    ctx: typer.Context,
+    root: RootArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: model.safetensors, "
+                                      "config.json, optimizer.safetensors, "
+                                      "training_curve.png.")],
+    model: Annotated[str, typer.Option("--model", help="deepg or deepsvg.")] = "deepg",
+    lam: Annotated[float, typer.Option("--lam", help="Weight of the μ_data penalty (fixes "
+                                       "the class order).")] = 1.0,
+    mu_data: Annotated[Path | None, typer.Option(
+        "--mu-data", help="JSON of class means (default: from 10 training slices' ground "
+        "truth, seed 42).")] = None,
+    train_patients: Annotated[list[str] | None, typer.Option(
+        "--train-patients", help="Case ids to train on (default: all but 109 114 117 120 "
+        "122 when those exist, else all).")] = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="Maximum epochs.")] = 100,
+    min_epochs: Annotated[int, typer.Option("--min-epochs", help="Epochs before the "
+                                            "stopping rule applies.")] = 10,
+    batch: Annotated[int, typer.Option("--batch", help="Slices per optimiser step.")] = 4,
+    lr: Annotated[float, typer.Option("--lr", help="Initial AdamW learning rate.")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight "
+                                                "decay.")] = 1e-3,
+    tol: Annotated[float, typer.Option("--tol", help="Stop when the epoch NLL changes by "
+                                       "less.")] = 5e-3,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Elastic "
+                                          "deformation, flips and noise.")] = True,
+    crop: Annotated[int, typer.Option("--crop", help="Square crop size around the "
+                                      "ROI.")] = 160,
+    base_filters: Annotated[int, typer.Option("--base-filters", help="U-Net channels of "
+                                              "the first level.")] = 32,
+    depth: Annotated[int, typer.Option("--depth", help="U-Net down-sampling steps.")] = 4,
+    sequences: Annotated[str, typer.Option("--sequences", help=SEQUENCES_HELP)] = "C0,DE,T2",
+    device: DeviceOpt = "auto",
+    seed: Annotated[int, typer.Option("--seed", help="Seeds weights, order and "
+                                      "augmentation.")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from "
+                                         "its last saved epoch.")] = False,
+    progress: ProgressOpt = True,
+) -> None:
+    """Train one deepG / deepSVG U-Net on the all-class slices of many cases."""
+    from deepgmm.data.dataset import load_dataset
+    from deepgmm.data.myops import discover_cases
+    from deepgmm.data.slices import make_batch
+    from deepgmm.fit.train import MODELS, train_network
+    from deepgmm.pipeline import check_choice, load_mu
+
+    check_choice("--model", model, MODELS)
+    seqs = _sequences(sequences)
+    ids = patient_list(ctx, train_patients, flag="--train-patients")
+    if ids is None:
+        ids = default_train_patients([c.case_id for c in discover_cases(root, seqs)])
+    volumes = load_dataset(root, ids, sequences=seqs)
+    slices = make_batch(volumes, selection="all-classes", crop_size=(crop, crop))
+    mu = load_mu(mu_data, seqs)
+    result = train_network(slices, model=model, lam=lam, mu_data=mu, epochs=epochs,
+                           min_epochs=min_epochs, batch_size=batch, lr=lr,
+                           weight_decay=weight_decay, tol=tol, seed=seed, device=device,
+                           augment=augment, run_dir=out, resume=resume, progress=progress,
+                           depth=depth, base_filters=base_filters)
+    state = "converged" if result.converged else "stopped at the epoch limit"
+    typer.echo(f"trained {model} on {len(slices)} slices of {len(volumes)} case(s): "
+               f"{result.n_epochs} epochs ({state}), final NLL "
+               f"{result.nll_history[-1]:.4f}, {result.seconds:.1f} s")
+    typer.echo(f"run folder: {out}")
+
+
+@command("predict", context_settings=MULTI_VALUE_CONTEXT)
+def predict_command(
+    ctx: typer.Context,
+    run: Annotated[Path, typer.Argument(help="Run folder written by `deepgmm train`.")],
+    root: RootArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (label and "
+                                      "probability maps, results.csv, summary.json, "
+                                      "PNGs).")],
+    patients: Annotated[list[str] | None, typer.Option(
+        "--patients", help="Case ids to segment (default: the cases not trained on, or all "
+        "when every case was).")] = None,
+    refine: Annotated[int, typer.Option("--refine", help="Per-slice fitting iterations "
+                                        "started from the trained weights.")] = 0,
+    selection: Annotated[str, typer.Option(
+        "--selection", help="all-classes (slices with every class, as in the paper; needs "
+        "ground truth) or roi (every slice with a non-empty ROI).")] = "all-classes",
+    device: DeviceOpt = "auto",
+    figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Write one PNG "
+                                          "per slice.")] = True,
+    progress: ProgressOpt = True,
+) -> None:
+    """Segment cases with a trained network; prints a Dice table when ground truth exists."""
+    from deepgmm.data.dataset import load_dataset
+    from deepgmm.data.myops import discover_cases
+    from deepgmm.data.slices import make_batch
+    from deepgmm.fit.checkpoint import read_config
+    from deepgmm.fit.predict import predict
+    from deepgmm.report.outputs import write_segmentation
+    from deepgmm.report.tables import format_dice_table
+
+    config = read_config(run)
+    seqs = tuple(config["sequences"])
+    ids = patient_list(ctx, patients)
+    if ids is None:
+        available = [c.case_id for c in discover_cases(root, seqs)]
+        trained = set(config["train_patients"])
+        ids = [c for c in available if c not in trained] or available
+    volumes = load_dataset(root, ids, sequences=seqs)
+    slices = make_batch(volumes, selection=selection,
+                        crop_size=tuple(config["crop_size"]),
+                        normalise=config["normalisation"])
+    result = predict(run, slices, refine=refine, device=device, progress=progress)
+    summary = write_segmentation(out, volumes, slices, result, matching="none",
+                                 figures=figures, progress=progress)
+    if slices.labels is not None:
+        typer.echo(format_dice_table(summary))
+    else:
+        typer.echo(f"{len(slices)} slices segmented (no ground truth: no Dice)")
+    typer.echo(f"outputs: {out}  (results.csv, summary.json, NIfTI maps"
+               f"{', figures/' if figures else ''})")

@@ -1,0 +1,84 @@
+"""``deepgmm train`` and ``deepgmm predict`` through the CLI on the phantom."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from deepgmm.cli import app
+from deepgmm.commands.train import default_train_patients
+from deepgmm.types import CLASS_NAMES
+
+TINY = ["--crop", "64", "--depth", "2", "--base-filters", "4", "--epochs", "1",
+        "--min-epochs", "1", "--device", "cpu", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def run(phantom_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "run"
+    result = CliRunner().invoke(app, ["train", str(phantom_root), "--out", str(out),
+                                      "--model", "deepg", "--train-patients", "101", "102",
+                                      *TINY])
+    assert result.exit_code == 0, result.output
+    assert "trained deepg on 6 slices of 2 case(s): 1 epochs" in result.output
+    return out
+
+
+def test_train_writes_a_complete_run(run: Path) -> None:
+    assert {p.name for p in run.iterdir()} == {"config.json", "model.safetensors",
+                                               "optimizer.safetensors", "training_curve.png"}
+    config = json.loads((run / "config.json").read_text())
+    assert config["train_patients"] == ["101", "102"]
+    assert config["sequences"] == ["C0", "DE", "T2"]
+    assert config["crop_size"] == [64, 64] and config["epoch"] == 1
+    assert config["network"]["base_filters"] == 4 and config["network"]["depth"] == 2
+    assert len(config["mu_data"]) == 4 and config["lam"] == 1.0
+
+
+def test_predict_defaults_to_cases_not_trained_on(run: Path, phantom_root: Path,
+                                                  tmp_path: Path) -> None:
+    out = tmp_path / "pred"
+    result = CliRunner().invoke(app, ["predict", str(run), str(phantom_root), "--out",
+                                      str(out), "--device", "cpu", "--no-progress",
+                                      "--no-figures"])
+    assert result.exit_code == 0, result.output
+    for name in CLASS_NAMES:  # the Dice table
+        assert any(line.startswith(name) for line in result.output.splitlines())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "deepg" and summary["matching"] == "none"
+    assert summary["n_slices"] == 6  # 3 all-class slices in each of 103 and 104
+    assert sorted(p.name for p in out.glob("*_seg.nii.gz")) == ["103_seg.nii.gz",
+                                                                "104_seg.nii.gz"]
+    sub = CliRunner().invoke(app, ["predict", str(run), str(phantom_root), "--out",
+                                   str(tmp_path / "one"), "--patients", "101",
+                                   "--no-progress", "--no-figures", "--device", "cpu"])
+    assert sub.exit_code == 0, sub.output
+    assert json.loads((tmp_path / "one" / "summary.json").read_text())["n_slices"] == 3
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["predict", "{tmp}", "{root}", "--out", "{tmp}/o"], "holds no checkpoint"),
+    (["predict", "{run}", "{root}", "--out", "{tmp}/o", "--refine", "-2"], "refine"),
+    (["train", "{root}", "--out", "{run}", *TINY], "already holds a checkpoint"),
+    (["train", "{root}", "--out", "{tmp}/r", "--model", "deepq", *TINY], "--model"),
+    (["train", "{root}", "--out", "{tmp}/r", "--train-patients", "999", *TINY], "999"),
+    (["train", "{root}", "--out", "{run}", "--resume", "--lam", "0.5", *TINY], "lam"),
+])
+def test_bad_input_is_one_error_line(argv: list[str], message: str, run: Path,
+                                     phantom_root: Path, tmp_path: Path) -> None:
+    args = [a.format(tmp=tmp_path, root=phantom_root, run=run) for a in argv]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+def test_default_split() -> None:
+    ids = [str(i) for i in range(101, 126)]
+    train = default_train_patients(ids)
+    assert len(train) == 20 and not {"109", "114", "117", "120", "122"} & set(train)
+    assert default_train_patients(["101", "102"]) == ["101", "102"]
+    assert default_train_patients(["109"]) == ["109"]
