@@ -107,6 +107,10 @@ def test_cli_prints_table_and_writes_files(written):
     sub = CliRunner().invoke(app, ["evaluate", str(out), str(root), "--patients", "102"])
     assert sub.exit_code == 0, sub.output
     assert json.loads((out / "evaluation.json").read_text())["cases"] == ["102"]
+    both = CliRunner().invoke(app, ["evaluate", str(out), str(root), "--patients", "102",
+                                    "101"])
+    assert both.exit_code == 0, both.output
+    assert json.loads((out / "evaluation.json").read_text())["cases"] == ["102", "101"]
 
 
 @pytest.mark.parametrize("args, message", [
