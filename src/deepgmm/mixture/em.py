@@ -2,9 +2,10 @@
 slices at once.
 
 Both estimators fit B independent mixtures in one batched loop over EM iterations, on the
-ROI pixels of each slice packed side by side (``(B, M, 1, N)`` with a ``(B, 1, N)`` mask;
-N is the largest ROI). A slice that has converged freezes while the others go on. The
-maths is that of :mod:`deepgmm.mixture.likelihood`, in log space throughout.
+ROI pixels of each slice packed side by side (``(B, M, N)`` with a ``(B, N)`` mask; N is
+the largest ROI, see :func:`deepgmm.mixture.likelihood.pack_roi`). A slice that has
+converged freezes while the others go on. The maths is that of
+:mod:`deepgmm.mixture.likelihood`, in log space throughout.
 
 - :class:`GaussianMixtureEM` follows scikit-learn's ``GaussianMixture``: E-step, M-step,
   stop when the mean log-likelihood (computed in the E-step) changes by less than ``tol``.
@@ -30,10 +31,15 @@ from deepgmm.mixture.likelihood import (
     Covariance,
     MixtureParams,
     _masked_mean,
+    _roi_counts,
     check_inputs,
+    gather_roi,
     gmm_log_joint,
     log_densities,
-    m_step,
+    log_densities_packed,
+    m_step_packed,
+    pack_roi,
+    scatter_roi,
 )
 from deepgmm.types import SegmentationResult, SliceBatch
 
@@ -43,36 +49,10 @@ _INITS = ("random", "kmeans", "mu_data")
 __all__ = ["GaussianMixtureEM", "SpatiallyVariantEM", "em_segment"]
 
 
-def _pack(image: torch.Tensor, roi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
-                                                             torch.Tensor]:
-    """Gather each slice's ROI pixels to the front.
-
-    Args:
-        image: ``(B, M, H, W)``.
-        roi: ``(B, H, W)`` bool.
-
-    Returns:
-        ``(packed (B, M, 1, N), mask (B, 1, N) bool, index (B, N))`` where N is the largest
-        ROI and ``index`` holds the flat pixel index ``h * W + w`` of each packed pixel.
-    """
-    b, m, h, w = image.shape
-    flat = roi.reshape(b, h * w)
-    n = int(flat.sum(dim=1).max())
-    index = torch.argsort((~flat).to(torch.uint8), dim=1, stable=True)[:, :n]  # (B, N)
-    mask = torch.gather(flat, 1, index)  # (B, N)
-    packed = torch.gather(image.reshape(b, m, h * w), 2, index[:, None, :].expand(b, m, n))
-    packed = torch.where(mask[:, None, :], packed, torch.zeros((), dtype=image.dtype,
-                                                              device=image.device))
-    return packed.unsqueeze(2), mask.unsqueeze(1), index
-
-
-def _unpack(values: torch.Tensor, index: torch.Tensor, fill: torch.Tensor,
-            ) -> torch.Tensor:
-    """Scatter packed ``(B, C, 1, N)`` values back onto ``fill (B, C, H, W)`` (a copy)."""
-    b, c, h, w = fill.shape
-    out = fill.reshape(b, c, h * w).clone()
-    out.scatter_(2, index[:, None, :].expand(b, c, index.shape[1]), values[:, :, 0, :])
-    return out.reshape(b, c, h, w)
+def _zero_padding(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``(B, C, N)`` values with the padding of ``mask (B, N)`` set to 0."""
+    return torch.where(mask.unsqueeze(1), values, torch.zeros((), dtype=values.dtype,
+                                                             device=values.device))
 
 
 def _where_slices(active: torch.Tensor, new: torch.Tensor, old: torch.Tensor,
@@ -91,9 +71,10 @@ def _merge(active: torch.Tensor, new: MixtureParams, old: MixtureParams) -> Mixt
 
 def _gmm_e_step(x: torch.Tensor, mask: torch.Tensor, params: MixtureParams,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(log_resp (B, K, 1, N), mean log-likelihood (B,))`` of packed ``x (B, M, 1, N)``."""
-    log_joint = gmm_log_joint(x, params)  # (B, K, 1, N)
-    log_norm = torch.logsumexp(log_joint, dim=1)  # (B, 1, N)
+    """``(log_resp (B, K, N), mean log-likelihood (B,))`` of packed ``x (B, M, N)``."""
+    log_w = params.weights.clamp_min(torch.finfo(params.weights.dtype).tiny).log()
+    log_joint = log_densities_packed(x, params) + log_w[..., None]  # (B, K, N)
+    log_norm = torch.logsumexp(log_joint, dim=1)  # (B, N)
     return log_joint - log_norm.unsqueeze(1), _masked_mean(log_norm, mask)
 
 
@@ -230,20 +211,20 @@ class GaussianMixtureEM:
         return gen
 
     def _initial_params(self, x: torch.Tensor, mask: torch.Tensor) -> MixtureParams:
-        """Initial parameters for packed ``x (B, M, 1, N)``, ``mask (B, 1, N)``."""
-        b, m, _, n = x.shape
+        """Initial parameters for packed ``x (B, M, N)``, ``mask (B, N)``."""
+        b, m, n = x.shape
         k = self.n_components
         gen = self._generator()
         if self.init == "kmeans":
-            _, labels = batched_kmeans(x[:, :, 0, :].transpose(1, 2), mask[:, 0, :], k,
+            _, labels = batched_kmeans(x.transpose(1, 2), mask, k,
                                        n_init=self.n_kmeans_init, generator=gen)
             resp = torch.nn.functional.one_hot(labels, k).to(x.dtype)  # (B, N, K)
-            resp = resp.transpose(1, 2).unsqueeze(2)  # (B, K, 1, N)
+            resp = resp.transpose(1, 2)  # (B, K, N)
         else:
-            resp = torch.rand((b, k, 1, n), generator=gen, dtype=torch.float64)
+            resp = torch.rand((b, k, n), generator=gen, dtype=torch.float64)
             resp = (resp / resp.sum(dim=1, keepdim=True)).to(x.device, x.dtype)
-        params = m_step(resp, x, mask, covariance=self.covariance,
-                        var_floor=self.var_floor, validate=False)
+        params = m_step_packed(_zero_padding(resp, mask), x, _roi_counts(mask, x.dtype),
+                               covariance=self.covariance, var_floor=self.var_floor)
         if self.mu_data is not None and self.init == "mu_data":
             params.means = self._param_tensor(self.mu_data, "mu_data", (k, m), x)
         if self.weights_init is not None:
@@ -260,8 +241,9 @@ class GaussianMixtureEM:
     def _run_gmm(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[MixtureParams,
                                                                      torch.Tensor]:
         """EM on packed pixels; sets the fitted attributes; returns the final parameters and
-        the ``(B, K, 1, N)`` log-responsibilities under them."""
+        the ``(B, K, N)`` log-responsibilities under them."""
         params = self._initial_params(x, mask)
+        n_roi = _roi_counts(mask, x.dtype)
         b = x.shape[0]
         lower = torch.full((b,), -torch.inf, dtype=x.dtype, device=x.device)
         active = torch.ones(b, dtype=torch.bool, device=x.device)
@@ -269,8 +251,8 @@ class GaussianMixtureEM:
         history: list[torch.Tensor] = []
         for _ in range(self.max_iter):
             log_resp, new_lower = _gmm_e_step(x, mask, params)
-            new_params = m_step(log_resp.exp(), x, mask, covariance=self.covariance,
-                                var_floor=self.var_floor, validate=False)
+            new_params = m_step_packed(_zero_padding(log_resp.exp(), mask), x, n_roi,
+                                       covariance=self.covariance, var_floor=self.var_floor)
             params = _merge(active, new_params, params)
             change = new_lower - lower
             lower = torch.where(active, new_lower, lower)
@@ -314,8 +296,8 @@ class GaussianMixtureEM:
         """
         self._check_params()
         image_t, roi_t = self._prepare(image, roi)
-        x, mask, _ = _pack(image_t, roi_t)
-        self._run_gmm(x, mask)
+        index, mask = pack_roi(roi_t)
+        self._run_gmm(gather_roi(image_t, index, mask), mask)
         self._warn_convergence()
         return self
 
@@ -429,23 +411,25 @@ class SpatiallyVariantEM(GaussianMixtureEM):
         gmm = self._gmm()
         gmm._check_params()
         image_t, roi_t = self._prepare(image, roi)
-        x, mask, index = _pack(image_t, roi_t)
-        _, log_w = gmm._run_gmm(x, mask)  # (B, K, 1, N)
+        index, mask = pack_roi(roi_t)
+        x = gather_roi(image_t, index, mask)  # (B, M, N)
+        n_roi = _roi_counts(mask, x.dtype)
+        _, log_w = gmm._run_gmm(x, mask)  # (B, K, N)
         self.gmm_n_iter_ = gmm.n_iter_
-        params = m_step(log_w.exp(), x, mask, covariance=self.covariance,
-                        var_floor=self.var_floor, validate=False)
+        params = m_step_packed(_zero_padding(log_w.exp(), mask), x, n_roi,
+                               covariance=self.covariance, var_floor=self.var_floor)
         b = x.shape[0]
         nll = torch.full((b,), torch.inf, dtype=x.dtype, device=x.device)
         active = torch.ones(b, dtype=torch.bool, device=x.device)
         n_iter = torch.zeros(b, dtype=torch.long, device=x.device)
         history: list[torch.Tensor] = []
         for _ in range(self.max_iter):
-            log_joint = log_w + log_densities(x, params)  # (B, K, 1, N)
-            log_norm = torch.logsumexp(log_joint, dim=1, keepdim=True)  # (B, 1, 1, N)
+            log_joint = log_w + log_densities_packed(x, params)  # (B, K, N)
+            log_norm = torch.logsumexp(log_joint, dim=1, keepdim=True)  # (B, 1, N)
             new_nll = -_masked_mean(log_norm[:, 0], mask)  # (B,)
             new_log_w = log_joint - log_norm
-            new_params = m_step(new_log_w.exp(), x, mask, covariance=self.covariance,
-                                var_floor=self.var_floor, validate=False)
+            new_params = m_step_packed(_zero_padding(new_log_w.exp(), mask), x, n_roi,
+                                       covariance=self.covariance, var_floor=self.var_floor)
             log_w = _where_slices(active, new_log_w, log_w)
             params = _merge(active, new_params, params)
             change = new_nll - nll
@@ -459,7 +443,7 @@ class SpatiallyVariantEM(GaussianMixtureEM):
         self.covariances_ = params.covariances
         self.weights_ = params.weights  # the ROI mean of w, from the M-step
         fill = self.weights_[..., None, None].expand(-1, -1, *image_t.shape[2:])
-        self.pixel_weights_ = _unpack(log_w.exp(), index, fill.contiguous())
+        self.pixel_weights_ = scatter_roi(log_w.exp(), index, mask, fill.contiguous())
         self.n_iter_ = n_iter
         self.converged_ = ~active
         self.lower_bound_ = -nll

@@ -26,11 +26,16 @@ def log_gaussian_diag(image: torch.Tensor, means: torch.Tensor,
     Returns:
         ``(B, K, H, W)`` values of ``log N(x_n; mu_k, diag sigma2_k)``.
     """
-    diff = image.unsqueeze(1) - means[..., None, None]  # (B, K, M, H, W)
-    maha = (diff.square() / variances[..., None, None]).sum(dim=2)  # (B, K, H, W)
-    log_det = variances.log().sum(dim=2)  # (B, K)
-    n_features = image.shape[1]
-    return -0.5 * (maha + log_det[..., None, None] + n_features * LOG_2PI)
+    b, m, h, w = image.shape
+    x = image.reshape(b, m, h * w)  # (B, M, HW)
+    precision = 1.0 / variances  # (B, K, M)
+    # sum_m (x_m - mu_km)^2 / s_km expanded into three small matrix products, as
+    # scikit-learn does: no (B, K, M, HW) temporary.
+    maha = (torch.bmm(precision, x.square()) - 2.0 * torch.bmm(means * precision, x)
+            + (means.square() * precision).sum(dim=2, keepdim=True))  # (B, K, HW)
+    log_det = variances.log().sum(dim=2, keepdim=True)  # (B, K, 1)
+    out = -0.5 * (maha.clamp_min(0.0) + log_det + m * LOG_2PI)
+    return out.reshape(b, -1, h, w)
 
 
 def log_gaussian_full(image: torch.Tensor, means: torch.Tensor,

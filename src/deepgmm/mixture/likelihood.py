@@ -95,6 +95,16 @@ def check_inputs(image: torch.Tensor, roi: torch.Tensor, *,
         log_maps: ``maps`` holds log-probabilities.
     """
     _check_shapes(image, roi, maps, maps_name)
+    index, mask = pack_roi(roi)
+    _check_packed(gather_roi(image, index, mask), mask, n_components=n_components,
+                  maps=None if maps is None else gather_roi(maps, index, mask),
+                  maps_name=maps_name, log_maps=log_maps)
+
+
+def _check_packed(x: torch.Tensor, mask: torch.Tensor, *, n_components: int | None,
+                  maps: torch.Tensor | None, maps_name: str, log_maps: bool) -> None:
+    """:func:`check_inputs` on packed ROI pixels: ``x (B, M, N)``, ``mask (B, N)``,
+    ``maps (B, K, N)`` (shapes already checked)."""
     k = n_components if n_components is not None else (
         maps.shape[1] if maps is not None else 1)
     if maps is not None and n_components is not None and maps.shape[1] != n_components:
@@ -102,17 +112,21 @@ def check_inputs(image: torch.Tensor, roi: torch.Tensor, *,
     if k < 1:
         raise InputError(f"the number of classes must be >= 1, got {k}")
     with torch.no_grad():
-        inside = roi.unsqueeze(1)  # (B, 1, H, W)
-        count = roi.sum(dim=(1, 2))  # (B,)
-        nonfinite = (~torch.isfinite(image) & inside).any(dim=(2, 3))  # (B, M)
-        big = torch.finfo(image.dtype).max
-        hi = torch.where(inside, image, -big).amax(dim=(2, 3))  # (B, M)
-        lo = torch.where(inside, image, big).amin(dim=(2, 3))  # (B, M)
-        constant = (hi <= lo) & (count[:, None] > 0)  # (B, M)
-        if maps is not None:
+        inside = mask.unsqueeze(1)  # (B, 1, N)
+        count = mask.sum(dim=1)  # (B,)
+        if x.shape[2] == 0:  # no slice has any ROI pixel
+            nonfinite = constant = torch.zeros(x.shape[:2], dtype=torch.bool,
+                                               device=x.device)
+        else:
+            nonfinite = (~torch.isfinite(x) & inside).any(dim=2)  # (B, M)
+            big = torch.finfo(x.dtype).max
+            hi = torch.where(inside, x, -big).amax(dim=2)  # (B, M)
+            lo = torch.where(inside, x, big).amin(dim=2)  # (B, M)
+            constant = (hi <= lo) & (count[:, None] > 0)  # (B, M)
+        if maps is not None and maps.shape[2] > 0:
             bad = torch.isnan(maps) | (torch.isposinf(maps) if log_maps
                                       else ~torch.isfinite(maps))
-            bad_maps = (bad & inside).any(dim=(1, 2, 3))  # (B,)
+            bad_maps = (bad & inside).any(dim=(1, 2))  # (B,)
         else:
             bad_maps = torch.zeros_like(count, dtype=torch.bool)
         flags = torch.stack([count < max(k, 2), nonfinite.any(dim=1), constant.any(dim=1),
@@ -120,8 +134,8 @@ def check_inputs(image: torch.Tensor, roi: torch.Tensor, *,
         if not bool(flags.any()):
             return
         flags_list = flags.tolist()
-    b = flags_list[0].index(True) if True in flags_list[0] else None
-    if b is not None:
+    if True in flags_list[0]:
+        b = flags_list[0].index(True)
         raise InputError(f"slice {b}: the ROI has {int(count[b])} pixels, needs at least "
                          f"{max(k, 2)} for {k} classes (check the ROI mask)")
     if True in flags_list[1]:
@@ -154,6 +168,97 @@ def _zero_outside(values: torch.Tensor, roi: torch.Tensor) -> torch.Tensor:
                                                              device=values.device))
 
 
+def pack_roi(roi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each slice's ROI pixels go when packed side by side.
+
+    The likelihoods only need the ROI pixels (about a tenth of a cardiac crop), so they
+    work on ``(B, C, N)`` tensors holding each slice's ROI pixels first, N being the
+    largest ROI; the rest is padding, excluded by ``mask``.
+
+    Args:
+        roi: ``(B, H, W)`` bool.
+
+    Returns:
+        ``(index (B, N) int64, mask (B, N) bool)``: flat pixel index ``h * W + w`` of each
+        packed pixel (0 on padding) and which packed entries are ROI pixels.
+    """
+    b = roi.shape[0]
+    flat = roi.reshape(b, -1)
+    counts = flat.sum(dim=1)  # (B,)
+    rows, cols = flat.nonzero(as_tuple=True)  # (P,), row-major: ROI pixels slice by slice
+    n = int(counts.max()) if b else 0
+    start = counts.cumsum(0) - counts  # (B,)
+    pos = torch.arange(rows.shape[0], device=roi.device) - start[rows]
+    index = torch.zeros((b, n), dtype=torch.long, device=roi.device)
+    index[rows, pos] = cols
+    mask = torch.arange(n, device=roi.device)[None, :] < counts[:, None]
+    return index, mask
+
+
+def gather_roi(values: torch.Tensor, index: torch.Tensor, mask: torch.Tensor,
+               fill: float = 0.0) -> torch.Tensor:
+    """Packed ROI pixels of ``values (B, C, H, W)`` -> ``(B, C, N)``, padding = ``fill``.
+
+    ``index`` and ``mask`` come from :func:`pack_roi`; differentiable in ``values``.
+    """
+    b, c = values.shape[:2]
+    out = torch.gather(values.reshape(b, c, -1), 2,
+                       index[:, None, :].expand(b, c, index.shape[1]))
+    return torch.where(mask[:, None, :], out, torch.full((), fill, dtype=values.dtype,
+                                                         device=values.device))
+
+
+def scatter_roi(packed: torch.Tensor, index: torch.Tensor, mask: torch.Tensor,
+                fill: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`gather_roi`: packed ``(B, C, N)`` onto a copy of ``fill
+    (B, C, H, W)`` (pixels outside the ROI keep ``fill``)."""
+    b, c, h, w = fill.shape
+    src = torch.where(mask[:, None, :], packed,
+                      torch.gather(fill.reshape(b, c, h * w), 2,
+                                   index[:, None, :].expand(b, c, index.shape[1])))
+    out = fill.reshape(b, c, h * w).scatter(2, index[:, None, :].expand_as(src), src)
+    return out.reshape(b, c, h, w)
+
+
+def m_step_packed(p: torch.Tensor, x: torch.Tensor, n_roi: torch.Tensor, *,
+                  covariance: Covariance = "diag",
+                  var_floor: float = DEFAULT_VAR_FLOOR) -> MixtureParams:
+    """The M-step on packed ROI pixels (see :func:`pack_roi`).
+
+    Args:
+        p: ``(B, K, N)`` responsibilities, exactly 0 on padding.
+        x: ``(B, M, N)`` features, finite (0) on padding.
+        n_roi: ``(B,)`` ROI pixel counts (>= 1), dtype of ``p``.
+        covariance: ``"diag"`` or ``"full"``.
+        var_floor: added to each variance / the covariance diagonal.
+
+    Returns:
+        :class:`MixtureParams`, as :func:`m_step`.
+    """
+    n_k = p.sum(dim=2)  # (B, K)
+    weights = n_k / n_roi[:, None]
+    denom = (n_k + _mass_eps(p.dtype))[..., None]  # (B, K, 1)
+    means = torch.bmm(p, x.transpose(1, 2)) / denom  # (B, K, M)
+    if covariance == "diag":
+        # E_p[x^2] - mu^2 as scikit-learn: two small matrix products, no (B, K, M, N) temporary
+        second = torch.bmm(p, x.square().transpose(1, 2)) / denom  # (B, K, M)
+        covs = (second - means.square()).clamp_min(0.0) + var_floor
+    else:
+        diff = x.unsqueeze(1) - means.unsqueeze(3)  # (B, K, M, N)
+        b, k, m, n = diff.shape
+        weighted = (diff * p.unsqueeze(2)).reshape(b * k, m, n)
+        cov = torch.bmm(weighted, diff.reshape(b * k, m, n).transpose(1, 2))
+        eye = torch.eye(m, dtype=x.dtype, device=x.device)
+        covs = cov.reshape(b, k, m, m) / denom[..., None] + var_floor * eye
+    return MixtureParams(weights=weights, means=means, covariances=covs,
+                         covariance=covariance)
+
+
+def log_densities_packed(x: torch.Tensor, params: MixtureParams) -> torch.Tensor:
+    """``(B, K, N)`` log N(x_n; mu_k, Sigma_k) of packed ``x (B, M, N)``."""
+    return log_densities(x.unsqueeze(2), params).squeeze(2)
+
+
 def m_step(resp: torch.Tensor, image: torch.Tensor, roi: torch.Tensor, *,
            covariance: Covariance = "diag",
            var_floor: float = DEFAULT_VAR_FLOOR, validate: bool = True) -> MixtureParams:
@@ -176,25 +281,19 @@ def m_step(resp: torch.Tensor, image: torch.Tensor, roi: torch.Tensor, *,
         InputError: bad shapes, options or values (see :func:`check_inputs`).
     """
     _check_options(covariance, var_floor)
+    _check_shapes(image, roi, resp, "resp")
+    index, mask = pack_roi(roi)
+    x = gather_roi(image, index, mask)  # (B, M, N)
+    p = gather_roi(resp, index, mask)  # (B, K, N)
     if validate:
-        check_inputs(image, roi, maps=resp, maps_name="resp")
-    image = _zero_outside(image, roi)
-    p = _zero_outside(resp, roi)  # (B, K, H, W)
-    n_k = p.sum(dim=(2, 3))  # (B, K)
-    n_roi = roi.sum(dim=(1, 2)).to(resp.dtype).clamp_min(1.0)  # (B,)
-    weights = n_k / n_roi[:, None]
-    denom = n_k + _mass_eps(resp.dtype)  # (B, K)
-    means = torch.einsum("bkhw,bmhw->bkm", p, image) / denom[..., None]
-    diff = image.unsqueeze(1) - means[..., None, None]  # (B, K, M, H, W)
-    if covariance == "diag":
-        var = torch.einsum("bkhw,bkmhw->bkm", p, diff.square()) / denom[..., None]
-        covs = var + var_floor
-    else:
-        cov = torch.einsum("bkhw,bkmhw,bknhw->bkmn", p, diff, diff) / denom[..., None, None]
-        eye = torch.eye(image.shape[1], dtype=image.dtype, device=image.device)
-        covs = cov + var_floor * eye
-    return MixtureParams(weights=weights, means=means, covariances=covs,
-                         covariance=covariance)
+        _check_packed(x, mask, n_components=None, maps=p, maps_name="resp", log_maps=False)
+    return m_step_packed(p, x, _roi_counts(mask, resp.dtype), covariance=covariance,
+                         var_floor=var_floor)
+
+
+def _roi_counts(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``(B,)`` number of ROI pixels per slice (at least 1) from a ``(B, N)`` mask."""
+    return mask.sum(dim=1).to(dtype).clamp_min(1.0)
 
 
 def log_densities(image: torch.Tensor, params: MixtureParams) -> torch.Tensor:
@@ -209,14 +308,15 @@ def log_densities(image: torch.Tensor, params: MixtureParams) -> torch.Tensor:
 
 
 def _masked_mean(values: torch.Tensor, roi: torch.Tensor) -> torch.Tensor:
-    """Mean of ``(B, H, W)`` values over ROI pixels -> ``(B,)``; non-ROI values ignored."""
-    mask = roi.to(values.dtype)
+    """Mean of ``(B, ...)`` values over ``roi`` (same shape, bool) -> ``(B,)``."""
+    dims = tuple(range(1, values.ndim))
     safe = torch.where(roi, values, torch.zeros((), dtype=values.dtype, device=values.device))
-    return (safe * mask).sum(dim=(1, 2)) / mask.sum(dim=(1, 2)).clamp_min(1.0)
+    return safe.sum(dim=dims) / roi.sum(dim=dims).to(values.dtype).clamp_min(1.0)
 
 
 def gmm_log_joint(image: torch.Tensor, params: MixtureParams) -> torch.Tensor:
-    """``(B, K, H, W)`` log pi_k + log N(x_n; mu_k, Sigma_k) for ``image (B, M, H, W)``."""
+    """``(B, K, ...)`` log pi_k + log N(x_n; mu_k, Sigma_k) for ``image (B, M, H, W)``
+    (or packed ``(B, M, 1, N)``)."""
     log_w = params.weights.clamp_min(torch.finfo(params.weights.dtype).tiny).log()
     return log_densities(image, params) + log_w[..., None, None]
 
@@ -226,7 +326,8 @@ def gmm_nll(resp: torch.Tensor, image: torch.Tensor, roi: torch.Tensor, *,
             validate: bool = True) -> tuple[torch.Tensor, MixtureParams]:
     """deepG loss: GMM negative log-likelihood with parameters from the M-step.
 
-    ``NLL = -(1/|Omega|) sum_n log sum_k pi_k N(x_n; mu_k, Sigma_k)``.
+    ``NLL = -(1/|Omega|) sum_n log sum_k pi_k N(x_n; mu_k, Sigma_k)``, computed on the
+    ROI pixels only (packed, see :func:`pack_roi`).
 
     Args:
         resp: ``(B, K, H, W)`` responsibilities (the network's softmax).
@@ -243,12 +344,16 @@ def gmm_nll(resp: torch.Tensor, image: torch.Tensor, roi: torch.Tensor, *,
         InputError: bad shapes, options or values (see :func:`check_inputs`).
     """
     _check_options(covariance, var_floor)
+    _check_shapes(image, roi, resp, "resp")
+    index, mask = pack_roi(roi)
+    x = gather_roi(image, index, mask)  # (B, M, N)
+    p = gather_roi(resp, index, mask)  # (B, K, N)
     if validate:
-        check_inputs(image, roi, maps=resp, maps_name="resp")
-    params = m_step(resp, image, roi, covariance=covariance, var_floor=var_floor,
-                    validate=False)
-    log_mix = torch.logsumexp(gmm_log_joint(_zero_outside(image, roi), params), dim=1)
-    return -_masked_mean(log_mix, roi), params
+        _check_packed(x, mask, n_components=None, maps=p, maps_name="resp", log_maps=False)
+    params = m_step_packed(p, x, _roi_counts(mask, resp.dtype), covariance=covariance,
+                           var_floor=var_floor)
+    log_mix = torch.logsumexp(gmm_log_joint(x.unsqueeze(2), params), dim=1)  # (B, 1, N)
+    return -_masked_mean(log_mix.squeeze(1), mask), params
 
 
 def svgmm_nll(log_resp: torch.Tensor, image: torch.Tensor, roi: torch.Tensor, *,
@@ -258,7 +363,8 @@ def svgmm_nll(log_resp: torch.Tensor, image: torch.Tensor, roi: torch.Tensor, *,
 
     ``NLL_V = -(1/|Omega|) sum_n log sum_k p_nk N(x_n; mu_k, Sigma_k)`` with the per-pixel
     weights p_nk given as log-probabilities (e.g. ``log_softmax`` of the network's logits);
-    means and (co)variances come from the M-step with the same p_nk.
+    means and (co)variances come from the M-step with the same p_nk. Computed on the ROI
+    pixels only (packed, see :func:`pack_roi`).
 
     Args:
         log_resp: ``(B, K, H, W)`` log p_nk (``-inf`` allowed for p_nk = 0).
@@ -275,14 +381,19 @@ def svgmm_nll(log_resp: torch.Tensor, image: torch.Tensor, roi: torch.Tensor, *,
         InputError: bad shapes, options or values (see :func:`check_inputs`).
     """
     _check_options(covariance, var_floor)
+    _check_shapes(image, roi, log_resp, "log_resp")
+    index, mask = pack_roi(roi)
+    x = gather_roi(image, index, mask)  # (B, M, N)
+    log_p = gather_roi(log_resp, index, mask)  # (B, K, N), 0 on padding
     if validate:
-        check_inputs(image, roi, maps=log_resp, maps_name="log_resp", log_maps=True)
-    log_resp = _zero_outside(log_resp, roi)
-    params = m_step(log_resp.exp(), image, roi, covariance=covariance, var_floor=var_floor,
-                    validate=False)
-    log_mix = torch.logsumexp(log_resp + log_densities(_zero_outside(image, roi), params),
-                              dim=1)
-    return -_masked_mean(log_mix, roi), params
+        _check_packed(x, mask, n_components=None, maps=log_p, maps_name="log_resp",
+                      log_maps=True)
+    p = torch.where(mask.unsqueeze(1), log_p.exp(), torch.zeros((), dtype=log_p.dtype,
+                                                                device=log_p.device))
+    params = m_step_packed(p, x, _roi_counts(mask, log_resp.dtype),
+                           covariance=covariance, var_floor=var_floor)
+    log_mix = torch.logsumexp(log_p + log_densities_packed(x, params), dim=1)  # (B, N)
+    return -_masked_mean(log_mix, mask), params
 
 
 def mu_penalty(means: torch.Tensor, mu_data: torch.Tensor) -> torch.Tensor:
