@@ -202,3 +202,18 @@ def test_nan_outside_roi_is_ignored_and_missing_spacing_uses_zooms(tmp_path, cas
     assert any(v not in (None, 0.0) for v in without["hd95"].values())
     prob = np.asanyarray(nib.load(str(tmp_path / "a" / "101_prob.nii.gz")).dataobj)
     assert np.isfinite(prob).all()
+
+
+def test_zoom_box_frames_the_labels_with_a_margin() -> None:
+    from deepgmm.report.figures import zoom_box
+
+    pred = np.zeros((64, 64), dtype=int)
+    pred[20:30, 30:40] = 1  # 10 x 10 foreground
+    rows, cols = zoom_box([pred], margin=0.5, min_size=4)
+    assert (rows.start, rows.stop, cols.start, cols.stop) == (15, 35, 25, 45)
+    # Small foreground grows to min_size; the window never leaves the map.
+    corner = np.zeros((64, 64), dtype=int)
+    corner[0:2, 62:64] = 3
+    rows, cols = zoom_box([corner], margin=0.0, min_size=24)
+    assert rows.start == 0 and cols.stop == 64 and rows.stop - rows.start >= 12
+    assert zoom_box([np.zeros((8, 8), dtype=int)]) == (slice(0, 8), slice(0, 8))

@@ -19,10 +19,40 @@ CLASS_COLOURS: tuple[str, ...] = ("#000000", "#e41a1c", "#4daf4a", "#ffd92f", "#
 yellow, scar blue."""
 
 
+def zoom_box(masks: Sequence[np.ndarray], margin: float = 0.35,
+             min_size: int = 24) -> tuple[slice, slice]:
+    """Square-ish window around the union of the non-zero pixels of ``masks``.
+
+    Args:
+        masks: ``(H, W)`` label maps; their foreground decides the window.
+        margin: extra space on each side, as a fraction of the foreground's extent.
+        min_size: smallest side of the window in pixels.
+
+    Returns:
+        ``(rows, cols)`` slices into ``(H, W)``; the whole map when nothing is foreground.
+    """
+    union = np.zeros(np.shape(masks[0]), dtype=bool)
+    for mask in masks:
+        union |= np.asarray(mask) > 0
+    h, w = union.shape
+    if not union.any():
+        return slice(0, h), slice(0, w)
+    windows = []
+    for axis, full in ((1, h), (0, w)):
+        idx = np.flatnonzero(union.any(axis=axis))
+        lo, hi = int(idx[0]), int(idx[-1]) + 1
+        pad = max(int(round(margin * (hi - lo))), (min_size - (hi - lo) + 1) // 2, 0)
+        windows.append(slice(max(lo - pad, 0), min(hi + pad, full)))
+    return windows[0], windows[1]
+
+
 def slice_figure(path: str | os.PathLike[str], image: np.ndarray, sequences: Sequence[str],
                  pred: np.ndarray, truth: np.ndarray | None = None, *, title: str = "",
-                 dpi: int = 80) -> Path:
+                 dpi: int = 100) -> Path:
     """Save one slice as a row of panels: each sequence, the prediction, the truth.
+
+    All panels show the same window around the labelled region; the label maps are drawn
+    semi-transparently over the first sequence.
 
     Args:
         path: the ``.png`` to write (written directly; callers write into a temporary
@@ -46,6 +76,11 @@ def slice_figure(path: str | os.PathLike[str], image: np.ndarray, sequences: Seq
     maps = [("prediction", np.asarray(pred))]
     if truth is not None:
         maps.append(("ground truth", np.asarray(truth)))
+    # Zoom on the segmented region: the ROI is small in the crop, and the labels are the
+    # point of the figure. Label panels are drawn over the first sequence.
+    rows, cols = zoom_box([m for _, m in maps])
+    image = image[:, rows, cols]
+    maps = [(name, m[rows, cols]) for name, m in maps]
     n_panels = image.shape[0] + len(maps)
     fig = Figure(figsize=(2.4 * n_panels, 2.9))
     FigureCanvasAgg(fig)
@@ -57,9 +92,14 @@ def slice_figure(path: str | os.PathLike[str], image: np.ndarray, sequences: Seq
         ax.imshow(channel.T, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1.0,
                   origin="lower", interpolation="nearest")
         ax.set_title(str(name), fontsize=9)
+    lo, hi = np.percentile(image[0], [1.0, 99.0])
     for ax, (name, labels) in zip(axes[image.shape[0]:], maps, strict=True):
-        ax.imshow(labels.T, cmap=cmap, norm=norm, origin="lower", interpolation="nearest")
-        ax.set_title(name, fontsize=9)
+        ax.imshow(image[0].T, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1.0,
+                  origin="lower", interpolation="nearest")
+        overlay = np.ma.masked_equal(labels, 0)
+        ax.imshow(overlay.T, cmap=cmap, norm=norm, origin="lower", interpolation="nearest",
+                  alpha=0.6)
+        ax.set_title(f"{name} (over {sequences[0]})", fontsize=9)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
