@@ -249,3 +249,16 @@ def test_batched_kmeans_finds_blobs_and_ignores_masked_points() -> None:
         valid = mask[b]
         mapping = dist.argmin(dim=1)
         assert torch.equal(mapping[labels[b][valid]], truth[valid])
+
+
+def test_batched_kmeans_on_a_subsample_labels_every_point() -> None:
+    gen = torch.Generator().manual_seed(2)
+    centers = torch.tensor([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0], [8.0, 8.0]])
+    truth = torch.arange(400) % 4
+    x = (centers[truth] + 0.5 * torch.randn(400, 2, generator=gen))[None]  # (1, 400, 2)
+    mask = torch.ones(1, 400, dtype=torch.bool)
+    found, labels = batched_kmeans(x, mask, 4, max_points=40, n_init=3,
+                                   generator=torch.Generator().manual_seed(3))
+    dist = torch.cdist(found[0], centers)
+    assert dist.min(dim=1).values.max() < 0.6
+    assert torch.equal(dist.argmin(dim=1)[labels[0]], truth)

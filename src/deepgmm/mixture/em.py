@@ -55,18 +55,38 @@ def _zero_padding(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
                                                              device=values.device))
 
 
-def _where_slices(active: torch.Tensor, new: torch.Tensor, old: torch.Tensor,
-                  ) -> torch.Tensor:
-    """Per slice: ``new`` where ``active (B,)`` else ``old`` (any trailing shape)."""
-    return torch.where(active.reshape(-1, *([1] * (new.ndim - 1))), new, old)
+def _select(params: MixtureParams, keep: torch.Tensor) -> MixtureParams:
+    """The slices ``keep`` (bool ``(B,)`` or indices) of ``params``."""
+    return MixtureParams(weights=params.weights[keep], means=params.means[keep],
+                         covariances=params.covariances[keep],
+                         covariance=params.covariance)
 
 
-def _merge(active: torch.Tensor, new: MixtureParams, old: MixtureParams) -> MixtureParams:
-    return MixtureParams(weights=_where_slices(active, new.weights, old.weights),
-                         means=_where_slices(active, new.means, old.means),
-                         covariances=_where_slices(active, new.covariances,
-                                                   old.covariances),
-                         covariance=new.covariance)
+def _store(into: MixtureParams, params: MixtureParams, idx: torch.Tensor) -> None:
+    """Write ``params`` (one entry per index) into slices ``idx`` of ``into``, in place."""
+    into.weights[idx] = params.weights
+    into.means[idx] = params.means
+    into.covariances[idx] = params.covariances
+
+
+class _ActiveSlices:
+    """The slices still iterating, as indices into the batch.
+
+    Converged slices are dropped from the working tensors (which also lose the padding
+    beyond the largest remaining ROI), so later iterations only pay for the slices that
+    still move; their final state is written back by the caller.
+    """
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        self.count = mask.sum(dim=1)  # (B,)
+        self.idx = torch.arange(mask.shape[0], device=mask.device)  # (A,)
+
+    def drop(self, done: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Forget slices ``done (A,)``; returns ``(keep (A,) bool, N of the rest)``."""
+        keep = ~done
+        self.idx = self.idx[keep]
+        n = int(self.count[self.idx].max()) if self.idx.numel() else 0
+        return keep, n
 
 
 def _gmm_e_step(x: torch.Tensor, mask: torch.Tensor, params: MixtureParams,
@@ -245,31 +265,41 @@ class GaussianMixtureEM:
         params = self._initial_params(x, mask)
         n_roi = _roi_counts(mask, x.dtype)
         b = x.shape[0]
+        final = _select(params, torch.arange(b, device=x.device))  # a copy, filled below
         lower = torch.full((b,), -torch.inf, dtype=x.dtype, device=x.device)
-        active = torch.ones(b, dtype=torch.bool, device=x.device)
         n_iter = torch.zeros(b, dtype=torch.long, device=x.device)
+        converged = torch.zeros(b, dtype=torch.bool, device=x.device)
         history: list[torch.Tensor] = []
+        active = _ActiveSlices(mask)
+        xa, ma, na, pa = x, mask, n_roi, params  # the active slices' working copies
         for _ in range(self.max_iter):
-            log_resp, new_lower = _gmm_e_step(x, mask, params)
-            new_params = m_step_packed(_zero_padding(log_resp.exp(), mask), x, n_roi,
-                                       covariance=self.covariance, var_floor=self.var_floor)
-            params = _merge(active, new_params, params)
-            change = new_lower - lower
-            lower = torch.where(active, new_lower, lower)
-            history.append(new_lower)
-            n_iter += active.long()
-            active = active & ~(change.abs() < self.tol)
-            if not bool(active.any()):
-                break
-        self.means_ = params.means
-        self.covariances_ = params.covariances
-        self.weights_ = params.weights
+            idx = active.idx
+            log_resp, new_lower = _gmm_e_step(xa, ma, pa)
+            pa = m_step_packed(_zero_padding(log_resp.exp(), ma), xa, na,
+                               covariance=self.covariance, var_floor=self.var_floor)
+            change = new_lower - lower[idx]
+            lower[idx] = new_lower
+            history.append(torch.full_like(lower, torch.nan).index_copy(0, idx, new_lower))
+            n_iter[idx] += 1
+            done = change.abs() < self.tol
+            if bool(done.any()):
+                _store(final, _select(pa, done), idx[done])
+                converged[idx[done]] = True
+                keep, n = active.drop(done)
+                if n == 0:
+                    break
+                xa, ma, na, pa = xa[keep, :, :n], ma[keep, :n], na[keep], _select(pa, keep)
+        if active.idx.numel():
+            _store(final, pa, active.idx)
+        self.means_ = final.means
+        self.covariances_ = final.covariances
+        self.weights_ = final.weights
         self.n_iter_ = n_iter
-        self.converged_ = ~active
+        self.converged_ = converged
         self.lower_bound_ = lower
         self.lower_bounds_ = _history(history, n_iter)
-        log_resp, _ = _gmm_e_step(x, mask, params)
-        return params, log_resp
+        log_resp, _ = _gmm_e_step(x, mask, final)
+        return final, log_resp
 
     def _warn_convergence(self) -> None:
         if not bool(self.converged_.all()):
@@ -419,33 +449,46 @@ class SpatiallyVariantEM(GaussianMixtureEM):
         params = m_step_packed(_zero_padding(log_w.exp(), mask), x, n_roi,
                                covariance=self.covariance, var_floor=self.var_floor)
         b = x.shape[0]
+        final = _select(params, torch.arange(b, device=x.device))  # a copy, filled below
         nll = torch.full((b,), torch.inf, dtype=x.dtype, device=x.device)
-        active = torch.ones(b, dtype=torch.bool, device=x.device)
         n_iter = torch.zeros(b, dtype=torch.long, device=x.device)
+        converged = torch.zeros(b, dtype=torch.bool, device=x.device)
         history: list[torch.Tensor] = []
+        active = _ActiveSlices(mask)
+        xa, ma, na, pa, la = x, mask, n_roi, params, log_w  # active slices' working copies
         for _ in range(self.max_iter):
-            log_joint = log_w + log_densities_packed(x, params)  # (B, K, N)
-            log_norm = torch.logsumexp(log_joint, dim=1, keepdim=True)  # (B, 1, N)
-            new_nll = -_masked_mean(log_norm[:, 0], mask)  # (B,)
-            new_log_w = log_joint - log_norm
-            new_params = m_step_packed(_zero_padding(new_log_w.exp(), mask), x, n_roi,
-                                       covariance=self.covariance, var_floor=self.var_floor)
-            log_w = _where_slices(active, new_log_w, log_w)
-            params = _merge(active, new_params, params)
-            change = new_nll - nll
-            nll = torch.where(active, new_nll, nll)
-            history.append(-new_nll)
-            n_iter += active.long()
-            active = active & ~(change.abs() < self.tol)
-            if not bool(active.any()):
-                break
+            idx = active.idx
+            log_joint = la + log_densities_packed(xa, pa)  # (A, K, N)
+            log_norm = torch.logsumexp(log_joint, dim=1, keepdim=True)  # (A, 1, N)
+            new_nll = -_masked_mean(log_norm[:, 0], ma)  # (A,)
+            la = log_joint - log_norm
+            pa = m_step_packed(_zero_padding(la.exp(), ma), xa, na,
+                               covariance=self.covariance, var_floor=self.var_floor)
+            change = new_nll - nll[idx]
+            nll[idx] = new_nll
+            history.append(torch.full_like(nll, torch.nan).index_copy(0, idx, -new_nll))
+            n_iter[idx] += 1
+            done = change.abs() < self.tol
+            if bool(done.any()):
+                _store(final, _select(pa, done), idx[done])
+                log_w[idx[done], :, :la.shape[2]] = la[done]
+                converged[idx[done]] = True
+                keep, n = active.drop(done)
+                if n == 0:
+                    break
+                xa, ma, na = xa[keep, :, :n], ma[keep, :n], na[keep]
+                pa, la = _select(pa, keep), la[keep, :, :n]
+        if active.idx.numel():
+            _store(final, pa, active.idx)
+            log_w[active.idx, :, :la.shape[2]] = la
+        params = final
         self.means_ = params.means
         self.covariances_ = params.covariances
         self.weights_ = params.weights  # the ROI mean of w, from the M-step
         fill = self.weights_[..., None, None].expand(-1, -1, *image_t.shape[2:])
         self.pixel_weights_ = scatter_roi(log_w.exp(), index, mask, fill.contiguous())
         self.n_iter_ = n_iter
-        self.converged_ = ~active
+        self.converged_ = converged
         self.lower_bound_ = -nll
         self.lower_bounds_ = _history(history, n_iter)
         self._warn_convergence()
