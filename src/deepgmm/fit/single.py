@@ -1,0 +1,331 @@
+"""deepG / deepSVG on single slices: a fresh network per slice, many slices fitted at once.
+
+For each slice a U-Net f_theta maps the cropped image to K logits per pixel and is fitted
+to that slice alone by minimising
+
+    deepG:    NLL   = gmm_nll(softmax(f_theta(x)))
+    deepSVG:  NLL_V = svgmm_nll(log_softmax(f_theta(x)))
+    (+ lam * ||mu - mu_data||^2 when lam > 0)
+
+with AdamW, the gradient norm clipped per slice, until |NLL_t - NLL_{t-1}| < tol after
+``min_iter`` iterations or ``max_iter`` iterations (the published single-image recipe).
+
+Many slices run simultaneously (see :mod:`deepgmm.fit.stacked`): every slice has its own
+network, optimiser state, clipping and stopping rule. A slice that stops leaves the running
+batch at once and a waiting slice takes its place, so a whole data set is one call and at
+most ``batch_size`` networks are in memory. A slice's network is initialised from
+``(seed, case id, slice index)``, so its result does not depend on which other slices
+shared its batch.
+
+The reported NLL, responsibilities and means of a slice all come from the last network
+evaluated (the one whose NLL met the stopping rule).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from deepgmm.device import resolve_device
+from deepgmm.errors import InputError
+from deepgmm.fit import stacked
+from deepgmm.fit.adamw import adamw_step_, clip_per_slice_
+from deepgmm.fit.stacked import StackedFit
+from deepgmm.mixture.likelihood import gmm_nll, mu_penalty, svgmm_nll
+from deepgmm.types import SegmentationResult, SliceBatch
+
+__all__ = ["DEFAULT_BATCH_SIZE", "MODELS", "fit_slices"]
+
+log = logging.getLogger(__name__)
+
+Model = Literal["deepg", "deepsvg"]
+MODELS: tuple[str, ...] = ("deepg", "deepsvg")
+
+DEFAULT_BATCH_SIZE = {"cpu": 8, "cuda": 64}
+"""Most slices fitted at once when ``batch_size`` is None, per device type."""
+
+
+def _finite_number(value: Any, name: str, *, minimum: float | None = None,
+                   strict: bool = False) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, got {value!r}") from None
+    if not np.isfinite(out):
+        raise InputError(f"{name} must be finite, got {value!r}")
+    if minimum is not None and (out < minimum or (strict and out == minimum)):
+        raise InputError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value!r}")
+    return out
+
+
+def _int_at_least(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_shapes(batch: SliceBatch) -> None:
+    """Raise :class:`InputError` unless ``image (B, M, H, W)`` and ``roi (B, H, W)`` agree."""
+    image, roi = batch.image, batch.roi
+    if not isinstance(image, torch.Tensor) or image.ndim != 4:
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise InputError(f"batch.image must be a (B, M, H, W) tensor, got {shape}")
+    b, m, h, w = image.shape
+    if b == 0 or m == 0:
+        raise InputError(f"batch.image holds no slices or no sequences: {tuple(image.shape)}")
+    if not isinstance(roi, torch.Tensor) or tuple(roi.shape) != (b, h, w):
+        shape = tuple(roi.shape) if isinstance(roi, torch.Tensor) else type(roi).__name__
+        raise InputError(f"batch.roi must be (B, H, W) = {(b, h, w)}, got {shape}")
+    if len(batch.case_ids) != b or len(batch.slice_indices) != b:
+        raise InputError(f"batch.case_ids and batch.slice_indices must have B = {b} entries, "
+                         f"got {len(batch.case_ids)} and {len(batch.slice_indices)}")
+    if not image.is_floating_point():
+        raise InputError(f"batch.image must be floating point, got {image.dtype}")
+
+
+def _check_values(batch: SliceBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Finite images, ROIs of at least K pixels; ``image (B, M, H, W)`` float32, ``roi (B, H,
+    W)`` bool."""
+    image = batch.image.to(torch.float32)
+    roi = batch.roi.to(torch.bool)
+    bad = ~torch.isfinite(image).all(dim=(1, 2, 3))
+    if bad.any():
+        i = int(bad.nonzero()[0, 0])
+        raise InputError(f"case {batch.case_ids[i]} slice {batch.slice_indices[i]}: the image "
+                         f"holds NaN or infinite values")
+    counts = roi.sum(dim=(1, 2))
+    small = counts < k
+    if small.any():
+        i = int(small.nonzero()[0, 0])
+        raise InputError(f"case {batch.case_ids[i]} slice {batch.slice_indices[i]}: the ROI has "
+                         f"{int(counts[i])} pixels, fewer than the K = {k} classes to fit")
+    return image, roi
+
+
+def _net_config(net_config: Mapping[str, Any] | None, in_channels: int) -> dict[str, Any]:
+    config: dict[str, Any] = dict(net_config or {})
+    if "in_channels" in config and config["in_channels"] != in_channels:
+        raise InputError(f"net_config in_channels = {config['in_channels']} but the batch has "
+                         f"{in_channels} sequences")
+    config["in_channels"] = in_channels
+    config.setdefault("n_classes", 4)
+    allowed = {"in_channels", "n_classes", "depth", "base_filters", "negative_slope"}
+    unknown = sorted(set(config) - allowed)
+    if unknown:
+        raise InputError(f"net_config has unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    stacked.template(config)  # validates the values
+    return config
+
+
+def _mu_data(mu_data: Any, lam: float, b: int, k: int, m: int,
+             device: torch.device) -> torch.Tensor | None:
+    """``(B, K, M)`` reference means on ``device``, or None when not used."""
+    if lam == 0.0:
+        return None
+    if mu_data is None:
+        raise InputError("lam > 0 needs mu_data (the (K, M) class means to pull towards)")
+    mu = torch.as_tensor(np.asarray(mu_data.detach().cpu() if isinstance(mu_data, torch.Tensor)
+                                    else mu_data, dtype=np.float32))
+    if tuple(mu.shape) == (k, m):
+        mu = mu.expand(b, k, m)
+    if tuple(mu.shape) != (b, k, m):
+        raise InputError(f"mu_data must be (K, M) = {(k, m)} or (B, K, M) = {(b, k, m)}, "
+                         f"got {tuple(mu.shape)}")
+    if not torch.isfinite(mu).all():
+        raise InputError("mu_data holds NaN or infinite values")
+    return mu.to(device)
+
+
+def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
+               mu_data: torch.Tensor | np.ndarray | None = None, tol: float = 1e-3,
+               min_iter: int = 10, max_iter: int = 200, lr: float = 1e-4,
+               weight_decay: float = 1e-3, clip_norm: float | None = 12.0, seed: int = 0,
+               device: str | torch.device = "auto", batch_size: int | None = None,
+               net_config: Mapping[str, Any] | None = None,
+               init_state: Mapping[str, torch.Tensor] | None = None,
+               progress: bool = True, mechanism: str = "auto") -> SegmentationResult:
+    """Fit a fresh deepG or deepSVG network to every slice of ``batch``.
+
+    Args:
+        batch: B slices; ``image (B, M, H, W)``, ``roi (B, H, W)``; H and W divisible by
+            ``2 ** depth``. ``case_ids`` and ``slice_indices`` seed each slice's network.
+        model: ``"deepg"`` (GMM likelihood) or ``"deepsvg"`` (spatially variant GMM).
+        lam: weight of ``||mu - mu_data||^2``; with ``lam > 0`` class k is pulled towards
+            ``mu_data[k]``, which fixes the class order. 0 switches it off.
+        mu_data: ``(K, M)`` or ``(B, K, M)`` reference class means; needed when ``lam > 0``.
+        tol: a slice stops when ``|NLL_t - NLL_{t-1}| < tol`` (NLL without the penalty) ...
+        min_iter: ... and more than ``min_iter`` iterations have run.
+        max_iter: most iterations per slice.
+        lr, weight_decay: AdamW settings.
+        clip_norm: the gradient norm of each slice's network is clipped to this (None: off).
+        seed: with the case id and slice index, determines each slice's initialisation.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a ``torch.device``.
+        batch_size: most slices fitted at the same time (a slice that stops is replaced by
+            a waiting one); None: ``DEFAULT_BATCH_SIZE`` for the device type. On CUDA an
+            out-of-memory batch is halved and the fit goes on.
+        net_config: U-Net options (``n_classes``, ``depth``, ``base_filters``,
+            ``negative_slope``); ``in_channels`` comes from the batch. K = ``n_classes``
+            (default 4).
+        init_state: a state dict of a ``UNet`` with this configuration to start every slice
+            from (to refine a trained network per slice); None: fresh initialisation.
+        progress: show a progress bar over finished slices.
+        mechanism: how the networks run together, ``"auto"``, ``"loop"`` or ``"vmap"``
+            (see :mod:`deepgmm.fit.stacked`); the results are the same.
+
+    Returns:
+        :class:`SegmentationResult` (on CPU) with ``responsibilities (B, K, H, W)``
+        (softmax of the final logits), ``nll (B,)`` final NLL (NLL_V for deepSVG) without
+        the penalty, ``n_iter (B,)``, ``seconds (B,)`` (each iteration's time shared among
+        the slices it ran), ``means (B, K, M)`` from the final M-step.
+
+    Raises:
+        InputError: bad options, a bad batch, or a slice whose ROI has fewer than K pixels.
+    """
+    if model not in MODELS:
+        raise InputError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
+    lam = _finite_number(lam, "lam", minimum=0.0)
+    tol = _finite_number(tol, "tol", minimum=0.0, strict=True)
+    min_iter = _int_at_least(min_iter, "min_iter", 0)
+    max_iter = _int_at_least(max_iter, "max_iter", 1)
+    if min_iter > max_iter:
+        raise InputError(f"min_iter ({min_iter}) must not exceed max_iter ({max_iter})")
+    lr = _finite_number(lr, "lr", minimum=0.0, strict=True)
+    weight_decay = _finite_number(weight_decay, "weight_decay", minimum=0.0)
+    if clip_norm is not None:
+        clip_norm = _finite_number(clip_norm, "clip_norm", minimum=0.0, strict=True)
+    seed = _int_at_least(seed, "seed", 0)
+    if batch_size is not None:
+        batch_size = _int_at_least(batch_size, "batch_size", 1)
+
+    dev = resolve_device(device)
+    how = stacked.resolve_mechanism(mechanism, dev)
+    _check_shapes(batch)
+    m = int(batch.image.shape[1])
+    config = _net_config(net_config, m)
+    k = int(config["n_classes"])
+    image_all, roi_all = _check_values(batch, k)
+    b, _, h, w = image_all.shape
+    net = stacked.template(config)
+    net.check_input(image_all[:1].to("meta"))
+    if init_state is not None:
+        stacked.check_state(init_state, config)
+        start = {name: t.detach().to("cpu", torch.float32) for name, t in init_state.items()}
+    mu_ref = _mu_data(mu_data, lam, b, k, m, dev)
+    limit = batch_size if batch_size is not None else DEFAULT_BATCH_SIZE.get(dev.type, 8)
+
+    def fresh(indices: list[int]) -> StackedFit:
+        if init_state is not None:
+            states = [start] * len(indices)
+        else:
+            states = [stacked.init_state(config, stacked.slice_seed(
+                seed, str(batch.case_ids[i]), int(batch.slice_indices[i]))) for i in indices]
+        return StackedFit.from_states(states, dev)
+
+    image_dev = image_all.to(dev)
+    roi_dev = roi_all.to(dev)
+    resp_out = torch.zeros(b, k, h, w, dtype=torch.float32)
+    nll_out = torch.zeros(b, dtype=torch.float64)
+    means_out = torch.zeros(b, k, m, dtype=torch.float32)
+    n_iter = torch.zeros(b, dtype=torch.int64)
+    seconds = torch.zeros(b, dtype=torch.float64)
+    prev_nll = torch.full((b,), float("inf"), dtype=torch.float64)
+
+    pending: deque[int] = deque(range(b))
+    parked: list[tuple[list[int], StackedFit]] = []  # moved aside after a CUDA OOM
+    active: list[int] = []
+    state: StackedFit | None = None
+    bar = tqdm(total=b, disable=not progress, desc=f"{model} fit", unit="slice")
+    try:
+        while pending or parked or active:
+            t0 = time.perf_counter()
+            # fill free places: slices moved aside first, then new ones
+            joins: list[StackedFit] = [] if state is None else [state]
+            while len(active) < limit and parked:
+                ids, part = parked.pop()
+                active += ids
+                joins.append(part)
+            free = limit - len(active)
+            if free > 0 and pending:
+                new = [pending.popleft() for _ in range(min(free, len(pending)))]
+                active += new
+                joins.append(fresh(new))
+            if len(joins) > 1 or state is None:
+                state = StackedFit.cat(joins)
+
+            index = torch.tensor(active, dtype=torch.int64, device=dev)
+            image, roi = image_dev.index_select(0, index), roi_dev.index_select(0, index)
+            names = list(state.params)
+            leaves = [state.params[n].requires_grad_(True) for n in names]
+            try:
+                logits = stacked.forward_stacked(net, state.params, image, how)
+                if model == "deepg":
+                    nll, mix = gmm_nll(logits.softmax(dim=1), image, roi)
+                else:
+                    nll, mix = svgmm_nll(logits.log_softmax(dim=1), image, roi)
+                loss = nll
+                if mu_ref is not None:
+                    loss = nll + lam * mu_penalty(mix.means, mu_ref.index_select(0, index))
+                grads = dict(zip(names, torch.autograd.grad(loss.sum(), leaves), strict=True))
+            except torch.cuda.OutOfMemoryError as err:
+                if len(active) == 1:
+                    raise InputError(f"one slice of {h} x {w} pixels does not fit in the memory "
+                                     f"of {dev}; use device='cpu' or a smaller net_config"
+                                     ) from err
+                del err
+                half = len(active) // 2
+                keep = torch.arange(half, device=dev)
+                away = torch.arange(half, len(active), device=dev)
+                parked.append((active[half:], state.select(away)))
+                state, active, limit = state.select(keep), active[:half], half
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
+                log.warning("out of memory on %s: fitting %d slices at once instead", dev, half)
+                continue
+            for leaf in leaves:
+                leaf.requires_grad_(False)
+
+            nll_now = nll.detach().to("cpu", torch.float64)
+            if not torch.isfinite(nll_now).all():
+                i = active[int((~torch.isfinite(nll_now)).nonzero()[0, 0])]
+                raise FloatingPointError(f"case {batch.case_ids[i]} slice "
+                                         f"{batch.slice_indices[i]}: the NLL is not finite")
+            ids = torch.tensor(active, dtype=torch.int64)
+            n_iter[ids] += 1
+            change = (nll_now - prev_nll[ids]).abs()
+            prev_nll[ids] = nll_now
+            done = ((n_iter[ids] > min_iter) & (change < tol)) | (n_iter[ids] >= max_iter)
+            if done.any():
+                d = done.nonzero()[:, 0]
+                d_dev = d.to(dev)
+                resp_out[ids[d]] = logits.detach().index_select(0, d_dev).softmax(dim=1).cpu()
+                nll_out[ids[d]] = nll_now[d]
+                means_out[ids[d]] = mix.means.detach().index_select(0, d_dev).float().cpu()
+            go_on = (~done).nonzero()[:, 0]
+            if len(go_on):
+                if len(d_keep := go_on.to(dev)) < len(active):
+                    state = state.select(d_keep)
+                    grads = {n: g.index_select(0, d_keep) for n, g in grads.items()}
+                clip_per_slice_(grads, clip_norm)
+                adamw_step_(state, grads, lr=lr, weight_decay=weight_decay)
+            else:
+                state = None
+            del logits, nll, mix, loss, grads
+            dt = time.perf_counter() - t0
+            seconds[ids] += dt / len(active)
+            n_done = int(done.sum())
+            active = [a for a, stop in zip(active, done.tolist(), strict=True) if not stop]
+            if n_done:
+                bar.update(n_done)
+    finally:
+        bar.close()
+    log.info("%s: %d slices, mean %.1f iterations, %.2f s per slice", model, b,
+             float(n_iter.double().mean()), float(seconds.mean()))
+    return SegmentationResult(responsibilities=resp_out, nll=nll_out.float(), n_iter=n_iter,
+                              seconds=seconds, means=means_out, method=model)
