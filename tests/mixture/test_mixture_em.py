@@ -262,3 +262,16 @@ def test_batched_kmeans_on_a_subsample_labels_every_point() -> None:
     dist = torch.cdist(found[0], centers)
     assert dist.min(dim=1).values.max() < 0.6
     assert torch.equal(dist.argmin(dim=1)[labels[0]], truth)
+
+
+def test_mu_data_sets_the_initial_means_of_any_init() -> None:
+    image, roi, _ = _phantom(seed=10, b=2, dtype=torch.float32)
+    start = CLASS_MEANS.float()[[2, 0, 3, 1]]
+    for init in ("random", "kmeans", "mu_data"):
+        est = GaussianMixtureEM(init=init, mu_data=start, max_iter=1, tol=0.0)
+        with pytest.warns(ConvergenceWarning):
+            est.fit(image, roi)
+        # One EM step from the true means keeps the class order given by mu_data: each
+        # fitted mean is nearest to its own starting mean.
+        nearest = torch.cdist(est.means_, start.expand(2, -1, -1)).argmin(dim=2)
+        assert torch.equal(nearest, torch.arange(K).expand(2, K))

@@ -118,8 +118,11 @@ class GaussianMixtureEM:
         covariance: ``"diag"`` or ``"full"``.
         init: ``"random"`` (M-step from uniform random responsibilities, as scikit-learn's
             ``init_params="random"``), ``"kmeans"`` (M-step from a batched k-means
-            labelling) or ``"mu_data"`` (as ``"random"``, then means set to ``mu_data``).
-        mu_data: ``(K, M)`` or ``(B, K, M)`` initial means, required for ``"mu_data"``.
+            labelling) or ``"mu_data"`` (as ``"random"``, then means set to ``mu_data``:
+            the published ``--mu_data`` baseline).
+        mu_data: ``(K, M)`` or ``(B, K, M)`` initial means (required for ``"mu_data"``);
+            when given, they replace the initial means of any ``init``, as scikit-learn's
+            ``means_init``.
         weights_init: optional ``(K,)`` or ``(B, K)`` initial weights (override ``init``).
         covariances_init: optional ``(K, M)``/``(B, K, M)`` variances (diag) or
             ``(K, M, M)``/``(B, K, M, M)`` covariances (full), overriding ``init``.
@@ -246,7 +249,7 @@ class GaussianMixtureEM:
             resp = (resp / resp.sum(dim=1, keepdim=True)).to(x.device, x.dtype)
         params = m_step_packed(_zero_padding(resp, mask), x, _roi_counts(mask, x.dtype),
                                covariance=self.covariance, var_floor=self.var_floor)
-        if self.mu_data is not None and self.init == "mu_data":
+        if self.mu_data is not None:  # as scikit-learn's means_init: overrides any init
             params.means = self._param_tensor(self.mu_data, "mu_data", (k, m), x)
         if self.weights_init is not None:
             w = self._param_tensor(self.weights_init, "weights_init", (k,), x)
