@@ -275,3 +275,18 @@ def test_mu_data_sets_the_initial_means_of_any_init() -> None:
         # fitted mean is nearest to its own starting mean.
         nearest = torch.cdist(est.means_, start.expand(2, -1, -1)).argmin(dim=2)
         assert torch.equal(nearest, torch.arange(K).expand(2, K))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("covariance", ["diag", "full"])
+def test_collapsing_components_stay_finite(covariance: str) -> None:
+    """Two tight clusters, four components: extra components collapse onto few pixels."""
+    gen = torch.Generator().manual_seed(11)
+    image = (torch.rand(2, M, 16, 16, generator=gen) > 0.5).float() * 4.0
+    image = image + 1e-4 * torch.randn(2, M, 16, 16, generator=gen)
+    roi = torch.ones(2, 16, 16, dtype=torch.bool)
+    for cls in (GaussianMixtureEM, SpatiallyVariantEM):
+        est = cls(covariance=covariance, init="kmeans", max_iter=30).fit(image, roi)
+        assert torch.isfinite(est.means_).all() and torch.isfinite(est.covariances_).all()
+        assert torch.isfinite(est.score(image, roi)).all()
+        assert torch.isfinite(est.predict_proba(image, roi)).all()
