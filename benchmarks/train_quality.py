@@ -1,0 +1,107 @@
+"""Quality of deepG / deepSVG trained on many images: the paper's split, lam = 1, no matching.
+
+Trains one network on the all-class slices of the 20 training patients of MyoPS 2020
+(101-125 except 109 114 117 120 122), with mu_data from 10 random training slices
+(seed 42), then segments the 19 all-class slices of the 5 held-out patients: once with the
+trained network alone and once with ``--refine N`` per-slice iterations started from it.
+The class order comes from mu_data (lam = 1), so no label matching is used.
+
+    .venv/bin/python benchmarks/train_quality.py [--root ../shared/data/myops2020]
+        [--model deepg] [--seeds 0] [--refine 50] [--epochs 100] [--device auto]
+
+Prints one row per seed and variant (mean Dice over the 19 slices per class, mean NLL,
+training time, epochs), the mean over seeds when there are several, and the published
+code's scores from docs/METHOD.md for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from deepgmm.data.dataset import load_dataset
+from deepgmm.data.myops import MYOPS_DEV_TEST
+from deepgmm.data.slices import make_batch
+from deepgmm.evaluate.metrics import dice_per_class
+from deepgmm.fit.predict import predict
+from deepgmm.fit.train import train_network
+from deepgmm.types import CLASS_NAMES
+
+PUBLISHED = {  # docs/METHOD.md: published code, trained on 20 patients, lam = 1, H100
+    "deepg": (0.87, 0.84, 0.35, 0.57, 2.86),
+    "deepsvg": (0.87, 0.84, 0.36, 0.57, 1.85),
+}
+DEFAULT_ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "myops2020"
+
+
+def label_map(resp: np.ndarray, roi: np.ndarray) -> np.ndarray:
+    """``(B, H, W)`` labels: argmax + 1 of ``(B, K, H, W)`` responsibilities inside the ROI."""
+    return np.where(roi, resp.argmax(axis=1) + 1, 0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT)
+    parser.add_argument("--model", choices=("deepg", "deepsvg"), default="deepg")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--refine", type=int, default=50)
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--progress", action="store_true")
+    args = parser.parse_args()
+
+    volumes = load_dataset(args.root)
+    test_ids = set(MYOPS_DEV_TEST)
+    train_vols = [v for v in volumes if v.case_id not in test_ids]
+    test_vols = [v for v in volumes if v.case_id in test_ids]
+    train_batch = make_batch(train_vols, crop_size=(160, 160), require_labels=True)
+    test_batch = make_batch(test_vols, crop_size=(160, 160), require_labels=True)
+    truth = test_batch.labels.numpy()
+    roi = test_batch.roi.numpy()
+    print(f"train: {len(train_vols)} patients, {len(train_batch)} slices; "
+          f"test: {', '.join(sorted(test_ids))}, {len(test_batch)} slices; "
+          f"model {args.model}, lam 1, no matching")
+
+    header = (f"{'variant':<34}" + "".join(f"{n:>11}" for n in CLASS_NAMES)
+              + f"{'NLL':>8}{'train s':>9}{'epochs':>7}{'pred s/sl':>10}")
+    rows: list[str] = []
+    scores: dict[str, list[np.ndarray]] = {}
+    for seed in args.seeds:
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            res = train_network(train_batch, model=args.model, lam=1.0, epochs=args.epochs,
+                                seed=seed, device=args.device, run_dir=Path(tmp) / "run",
+                                progress=args.progress)
+            train_s = time.perf_counter() - t0
+            for refine in sorted({0, args.refine}):
+                t1 = time.perf_counter()
+                out = predict(Path(tmp) / "run", test_batch, refine=refine,
+                              device=args.device, progress=args.progress)
+                pred_s = (time.perf_counter() - t1) / len(test_batch)
+                dice = dice_per_class(label_map(out.responsibilities.numpy(), roi), truth)
+                mean = np.nanmean(dice, axis=0)
+                name = "trained" if refine == 0 else f"trained + refine {refine}"
+                scores.setdefault(name, []).append(np.append(mean, out.nll.mean().item()))
+                rows.append(f"{f'{name}, seed {seed}':<34}"
+                            + "".join(f"{d:>11.3f}" for d in mean)
+                            + f"{out.nll.mean().item():>8.3f}{train_s:>9.1f}"
+                            f"{res.n_epochs:>7d}{pred_s:>10.3f}")
+    print(header)
+    for row in rows:
+        print(row)
+    if len(args.seeds) > 1:
+        for name, values in scores.items():
+            avg = np.mean(values, axis=0)
+            print(f"{f'{name}, mean of {len(values)} seeds':<34}"
+                  + "".join(f"{d:>11.3f}" for d in avg[:-1]) + f"{avg[-1]:>8.3f}")
+    pub = PUBLISHED[args.model]
+    print(f"{'published code (METHOD.md)':<34}" + "".join(f"{d:>11.2f}" for d in pub[:4])
+          + f"{pub[4]:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
