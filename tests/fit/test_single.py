@@ -254,3 +254,32 @@ def test_myops_slice_nll_decreases(myops_root: Path) -> None:
                        net_config={"base_filters": 8})
     assert later.responsibilities.shape == (1, 4, 160, 160)
     assert later.nll[0] < first.nll[0] - 0.05
+
+
+def test_out_of_memory_halves_the_batch_and_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a CUDA out-of-memory error is simulated for more than 2 slices at once
+    batch = regions.region_batch(5, n_regions=4, size=16, seed=12)
+    opts = {**QUICK, "max_iter": 6}
+    expected = fit_slices(batch, **opts)
+    sizes: list[int] = []
+    original = stacked.forward_stacked
+
+    def tight(net, params, x, mechanism):
+        sizes.append(int(x.shape[0]))
+        if x.shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("simulated")
+        return original(net, params, x, mechanism)
+
+    monkeypatch.setattr(stacked, "forward_stacked", tight)
+    res = fit_slices(batch, batch_size=5, **opts)
+    assert sizes[:3] == [5, 2, 2] and max(sizes[1:]) <= 2
+    assert res.n_iter.tolist() == expected.n_iter.tolist()
+    torch.testing.assert_close(res.responsibilities, expected.responsibilities, atol=1e-4,
+                               rtol=0)
+
+    def never(net, params, x, mechanism):
+        raise torch.cuda.OutOfMemoryError("simulated")
+
+    monkeypatch.setattr(stacked, "forward_stacked", never)
+    with pytest.raises(InputError, match="does not fit in the memory"):
+        fit_slices(regions.subset(batch, [0]), **opts)

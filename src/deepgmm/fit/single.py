@@ -249,6 +249,11 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
             joins: list[StackedFit] = [] if state is None else [state]
             while len(active) < limit and parked:
                 ids, part = parked.pop()
+                room = limit - len(active)
+                if len(ids) > room:  # take what fits, leave the rest parked
+                    rest = torch.arange(room, len(ids), device=dev)
+                    parked.append((ids[room:], part.select(rest)))
+                    ids, part = ids[:room], part.select(torch.arange(room, device=dev))
                 active += ids
                 joins.append(part)
             free = limit - len(active)

@@ -1,0 +1,158 @@
+"""Speed of single-slice deepG / deepSVG fitting: seconds per slice, alone and in batches.
+
+For each U-Net width / learning rate (``--configs BASE:LR``), mechanism and batch size N,
+fits N slices (160 x 160 crops of MyoPS or of the built-in phantom) with
+:func:`deepgmm.fit.single.fit_slices` in one call and prints seconds per slice, mean
+iterations and mean final NLL. ``reference`` rows run the straightforward implementation of
+the same maths for comparison: one ``UNet`` module and one ``torch.optim.AdamW`` per slice,
+slices one after the other (the published code's structure, with our log-space loss).
+
+    .venv/bin/python benchmarks/fit_speed.py [--data myops|phantom] [--root DIR]
+        [--model deepg] [--sizes 1 8 32] [--configs 32:1e-4 16:1e-4]
+        [--mechanisms auto reference] [--devices cpu] [--max-iter 200] [--threads 2]
+
+``--devices cuda`` adds GPU rows where a CUDA device exists (skipped otherwise). Ratios in
+the last column are against the first row of the same device and configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deepgmm.data.dataset import load_dataset
+from deepgmm.data.slices import make_batch
+from deepgmm.fit.single import fit_slices
+from deepgmm.fit.stacked import init_state, slice_seed
+from deepgmm.mixture.likelihood import gmm_nll, svgmm_nll
+from deepgmm.nets.unet import UNet
+from deepgmm.types import SliceBatch
+
+DEFAULT_ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "myops2020"
+
+
+def load_slices(data: str, root: Path, n: int) -> SliceBatch:
+    """At least ``n`` all-class slices, 160 x 160, from MyoPS or from a phantom."""
+    if data == "myops":
+        batch = make_batch(load_dataset(root), crop_size=(160, 160))
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="deepgmm-phantom-"))
+        from deepgmm.data.phantom import write_phantom
+
+        n_cases = max(2, int(np.ceil(n / 3)) + 1)
+        batch = make_batch(load_dataset(write_phantom(tmp, n_cases=n_cases, seed=0)),
+                           crop_size=(160, 160))
+    if len(batch) < n:
+        raise SystemExit(f"only {len(batch)} slices available, {n} asked for")
+    return batch
+
+
+def take(batch: SliceBatch, n: int) -> SliceBatch:
+    """The first ``n`` slices."""
+    return SliceBatch(image=batch.image[:n], roi=batch.roi[:n],
+                      labels=None if batch.labels is None else batch.labels[:n],
+                      case_ids=batch.case_ids[:n], slice_indices=batch.slice_indices[:n],
+                      crop_origins=batch.crop_origins[:n], full_shapes=batch.full_shapes[:n],
+                      sequences=batch.sequences, spacing=batch.spacing[:n])
+
+
+def reference_fit(batch: SliceBatch, *, model: str, base: int, lr: float, max_iter: int,
+                  device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Straightforward loop: a module and an optimiser per slice, one slice at a time.
+
+    Returns ``(n_iter (B,), nll (B,))``; same initialisation, loss and stopping rule as
+    :func:`fit_slices` (tol 1e-3, min 10 iterations).
+    """
+    config = {"in_channels": int(batch.image.shape[1]), "n_classes": 4, "depth": 4,
+              "base_filters": base}
+    iters, nlls = [], []
+    for i in range(len(batch)):
+        net = UNet(**config)
+        net.load_state_dict(init_state(config, slice_seed(0, batch.case_ids[i],
+                                                          batch.slice_indices[i])))
+        net.to(device)
+        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-3)
+        x, roi = batch.image[i:i + 1].to(device), batch.roi[i:i + 1].to(device)
+        prev = float("inf")
+        for it in range(1, max_iter + 1):
+            opt.zero_grad()
+            logits = net(x)
+            if model == "deepg":
+                nll, _ = gmm_nll(logits.softmax(dim=1), x, roi)
+            else:
+                nll, _ = svgmm_nll(logits.log_softmax(dim=1), x, roi)
+            value = float(nll)
+            if (it > 10 and abs(value - prev) < 1e-3) or it == max_iter:
+                break
+            prev = value
+            nll.sum().backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
+            opt.step()
+        iters.append(it)
+        nlls.append(value)
+    return np.array(iters), np.array(nlls)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", choices=("myops", "phantom"), default="myops")
+    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT)
+    parser.add_argument("--model", choices=("deepg", "deepsvg"), default="deepg")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--configs", nargs="+", default=["32:1e-4"],
+                        help="BASE_FILTERS:LR pairs")
+    parser.add_argument("--mechanisms", nargs="+", default=["auto", "reference"],
+                        choices=("auto", "loop", "vmap", "reference"))
+    parser.add_argument("--devices", nargs="+", default=["cpu"], choices=("cpu", "cuda"))
+    parser.add_argument("--reference-slices", type=int, default=4,
+                        help="slices for the reference rows (they run one at a time)")
+    parser.add_argument("--max-iter", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    batch = load_slices(args.data, args.root, max(args.sizes))
+    print(f"data: {args.data}, {len(batch)} slices of 160 x 160 available; model "
+          f"{args.model}; {torch.get_num_threads()} CPU threads; max {args.max_iter} "
+          f"iterations, tol 1e-3")
+    print(f"{'device':<7}{'base':>5}{'lr':>8} {'mechanism':<10}{'N':>4}{'s/slice':>9}"
+          f"{'iter':>7}{'s/iter':>8}{'NLL':>8}{'ratio':>7}")
+    for device_name in args.devices:
+        if device_name == "cuda" and not torch.cuda.is_available():
+            print("cuda: no CUDA device here, rows skipped")
+            continue
+        device = torch.device(device_name)
+        for spec in args.configs:
+            base_s, lr_s = spec.split(":")
+            base, lr = int(base_s), float(lr_s)
+            first: float | None = None
+            for mechanism in args.mechanisms:
+                sizes = [args.reference_slices] if mechanism == "reference" else args.sizes
+                for n in sizes:
+                    part = take(batch, n)
+                    t0 = time.perf_counter()
+                    if mechanism == "reference":
+                        iters, nll = reference_fit(part, model=args.model, base=base, lr=lr,
+                                                   max_iter=args.max_iter, device=device)
+                    else:
+                        res = fit_slices(part, model=args.model, lr=lr, max_iter=args.max_iter,
+                                         device=device, batch_size=n, mechanism=mechanism,
+                                         net_config={"base_filters": base}, progress=False)
+                        iters, nll = res.n_iter.numpy(), res.nll.numpy()
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    per_slice = (time.perf_counter() - t0) / n
+                    first = first if first is not None else per_slice
+                    print(f"{device_name:<7}{base:>5}{lr:>8.0e} {mechanism:<10}{n:>4}"
+                          f"{per_slice:>9.2f}{iters.mean():>7.1f}"
+                          f"{per_slice / iters.mean():>8.3f}{nll.mean():>8.3f}"
+                          f"{per_slice / first:>7.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
