@@ -59,7 +59,8 @@ def load_mu(mu_data: PathLike | np.ndarray | None, sequences: Sequence[str]) -> 
 
 
 def run_method(batch: SliceBatch, method: str, *, mu_data: np.ndarray | None = None,
-               options: Mapping[str, Any] | None = None) -> SegmentationResult:
+               options: Mapping[str, Any] | None = None,
+               progress: bool = True) -> SegmentationResult:
     """Segment every slice of ``batch`` with one method.
 
     Args:
@@ -69,6 +70,7 @@ def run_method(batch: SliceBatch, method: str, *, mu_data: np.ndarray | None = N
             deepG/deepSVG penalty target (with ``lam > 0``).
         options: keyword options of the method (see :func:`deepgmm.fit.single.fit_slices`
             and :func:`deepgmm.mixture.em.em_segment`).
+        progress: show a progress bar where the method has one.
 
     Returns:
         :class:`SegmentationResult` with responsibilities ``(B, K, H, W)``.
@@ -84,7 +86,7 @@ def run_method(batch: SliceBatch, method: str, *, mu_data: np.ndarray | None = N
         return em_segment(batch, model=method.removeprefix("em-"), mu_data=mu_data, **opts)
     from deepgmm.fit.single import fit_slices
 
-    return fit_slices(batch, model=method, mu_data=mu_data, **opts)
+    return fit_slices(batch, model=method, mu_data=mu_data, progress=progress, **opts)
 
 
 def write_result(out: PathLike, volumes: Sequence[CaseVolume], batch: SliceBatch,
@@ -128,7 +130,7 @@ def segment_dataset(root: PathLike, out: PathLike, *, method: str = "deepsvg",
     volumes = load_dataset(root, patients=list(patients) if patients else None)
     batch = prepare_slices(volumes, selection=selection, crop_size=crop_size)
     mu = load_mu(mu_data, batch.sequences)
-    result = run_method(batch, method, mu_data=mu, options=options)
+    result = run_method(batch, method, mu_data=mu, options=options, progress=progress)
     return write_result(out, volumes, batch, result, matching=matching, figures=figures,
                         progress=progress)
 
@@ -168,6 +170,6 @@ def segment_case(images: Mapping[str, PathLike], roi: PathLike, out: PathLike, *
     volume = load_explicit(dict(images), roi, labels, case_id=case_id)
     batch = prepare_slices([volume], selection=selection, crop_size=crop_size)
     mu = load_mu(mu_data, batch.sequences)
-    result = run_method(batch, method, mu_data=mu, options=options)
+    result = run_method(batch, method, mu_data=mu, options=options, progress=progress)
     return write_result(out, [volume], batch, result, matching=matching, figures=figures,
                         progress=progress)

@@ -83,10 +83,9 @@ def em_command(
 
 
 def _fit_options(*, lam: float, tol: float, min_iter: int, max_iter: int, lr: float,
-                 batch: int | None, device: str, seed: int,
-                 progress: bool) -> dict[str, Any]:
+                 batch: int | None, device: str, seed: int) -> dict[str, Any]:
     return {"lam": lam, "tol": tol, "min_iter": min_iter, "max_iter": max_iter, "lr": lr,
-            "batch_size": batch, "device": device, "seed": seed, "progress": progress}
+            "batch_size": batch, "device": device, "seed": seed}
 
 
 LamOpt = Annotated[float, typer.Option("--lam", help="Weight of the μ_data penalty "
@@ -134,7 +133,7 @@ def fit_command(
         crop_size=crop, mu_data=mu_data, matching=matching, figures=figures,
         progress=progress,
         **_fit_options(lam=lam, tol=tol, min_iter=min_iter, max_iter=max_iter, lr=lr,
-                       batch=batch, device=device, seed=seed, progress=progress))
+                       batch=batch, device=device, seed=seed))
     print_summary(summary, out)
 
 
@@ -176,7 +175,7 @@ def segment_command(
                                    "random_state": seed, "device": device}
     else:
         options = _fit_options(lam=lam, tol=tol, min_iter=min_iter, max_iter=max_iter, lr=lr,
-                               batch=None, device=device, seed=seed, progress=progress)
+                               batch=None, device=device, seed=seed)
     summary = segment_case(parse_named_files(image, "--image"), roi, out, labels=gt,
                            method=model, crop_size=crop, mu_data=mu_data, matching=matching,
                            figures=figures, progress=progress, **options)
