@@ -84,10 +84,15 @@ def train_command(
     from deepgmm.data.dataset import load_dataset
     from deepgmm.data.myops import discover_cases
     from deepgmm.data.slices import make_batch
+    from deepgmm.errors import InputError
+    from deepgmm.fit.checkpoint import has_checkpoint
     from deepgmm.fit.train import MODELS, train_network
     from deepgmm.pipeline import check_choice, load_mu
 
     check_choice("--model", model, MODELS)
+    if not resume and has_checkpoint(out):  # say so before loading any data
+        raise InputError(f"{str(out)!r} already holds a checkpoint; pass --resume to continue "
+                         "it, or choose another --out folder")
     seqs = _sequences(sequences)
     ids = patient_list(ctx, train_patients, flag="--train-patients")
     if ids is None:
