@@ -86,7 +86,7 @@ def reference_fit(batch: SliceBatch, *, model: str, base: int, lr: float, max_it
                 nll, _ = gmm_nll(logits.softmax(dim=1), x, roi)
             else:
                 nll, _ = svgmm_nll(logits.log_softmax(dim=1), x, roi)
-            value = float(nll)
+            value = float(nll.detach())
             if (it > 10 and abs(value - prev) < 1e-3) or it == max_iter:
                 break
             prev = value

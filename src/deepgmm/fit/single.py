@@ -186,7 +186,8 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
         the slices it ran), ``means (B, K, M)`` from the final M-step.
 
     Raises:
-        InputError: bad options, a bad batch, or a slice whose ROI has fewer than K pixels.
+        InputError: bad options, a bad batch, a slice whose ROI has fewer than K pixels, or
+            a fit that diverged (non-finite NLL).
     """
     if model not in MODELS:
         raise InputError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
@@ -299,8 +300,9 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
             nll_now = nll.detach().to("cpu", torch.float64)
             if not torch.isfinite(nll_now).all():
                 i = active[int((~torch.isfinite(nll_now)).nonzero()[0, 0])]
-                raise FloatingPointError(f"case {batch.case_ids[i]} slice "
-                                         f"{batch.slice_indices[i]}: the NLL is not finite")
+                raise InputError(f"case {batch.case_ids[i]} slice {batch.slice_indices[i]}: "
+                                 f"the NLL became non-finite at iteration {int(n_iter[i]) + 1} "
+                                 f"(lr {lr}); try a lower lr or clip_norm")
             ids = torch.tensor(active, dtype=torch.int64)
             n_iter[ids] += 1
             change = (nll_now - prev_nll[ids]).abs()
