@@ -68,7 +68,7 @@ def main() -> None:
 
     header = (f"{'variant':<34}" + "".join(f"{n:>11}" for n in CLASS_NAMES)
               + f"{'NLL':>8}{'train s':>9}{'epochs':>7}{'pred s/sl':>10}")
-    rows: list[str] = []
+    print(header, flush=True)
     scores: dict[str, list[np.ndarray]] = {}
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as tmp:
@@ -86,13 +86,9 @@ def main() -> None:
                 mean = np.nanmean(dice, axis=0)
                 name = "trained" if refine == 0 else f"trained + refine {refine}"
                 scores.setdefault(name, []).append(np.append(mean, out.nll.mean().item()))
-                rows.append(f"{f'{name}, seed {seed}':<34}"
-                            + "".join(f"{d:>11.3f}" for d in mean)
-                            + f"{out.nll.mean().item():>8.3f}{train_s:>9.1f}"
-                            f"{res.n_epochs:>7d}{pred_s:>10.3f}")
-    print(header)
-    for row in rows:
-        print(row)
+                print(f"{f'{name}, seed {seed}':<34}" + "".join(f"{d:>11.3f}" for d in mean)
+                      + f"{out.nll.mean().item():>8.3f}{train_s:>9.1f}"
+                      f"{res.n_epochs:>7d}{pred_s:>10.3f}", flush=True)
     if len(args.seeds) > 1:
         for name, values in scores.items():
             avg = np.mean(values, axis=0)
