@@ -152,22 +152,30 @@ def mu_data_command(
     typer.echo(f"written to {path}")
 
 
-def run_demo(out: Path, *, n_cases: int = 4, seed: int = 0,
-             crop: int = DEMO_CROP) -> dict[str, Any]:
-    """The demo: build the phantom in ``out/phantom`` and prepare its slices.
+DEMO_METHODS = ("em-svgmm", "deepsvg")
+"""Methods the demo runs on the phantom, each written to ``OUT/<method>/``."""
+
+
+def run_demo(out: Path, *, n_cases: int = 4, seed: int = 0, crop: int = DEMO_CROP,
+             methods: tuple[str, ...] = DEMO_METHODS, max_iter: int = 200,
+             progress: bool = True) -> dict[str, Any]:
+    """The demo: build the phantom in ``out/phantom``, segment it with each method.
+
+    Every method's outputs (NIfTI label and probability maps, ``results.csv``,
+    ``summary.json``, figures) go to ``out/<method>``; Dice uses Hungarian matching against
+    the phantom's ground truth.
 
     Returns:
-        A summary: ``phantom`` (folder), ``cases``, ``slices``, ``batch_shape``
-        ``(B, M, H, W)``, ``sequences``, ``class_fractions`` (share of each class in the
-        ROI), ``mu_data`` ``(K, M)`` (from the ground truth, seed 42) and ``batch`` (the
-        :class:`~deepgmm.types.SliceBatch`, for the methods to run on).
+        ``phantom`` (folder), ``cases``, ``slices``, ``batch_shape`` ``(B, M, H, W)``,
+        ``sequences``, ``class_fractions`` (share of each class in the ROI) and ``summaries``
+        (method -> the summary written to ``out/<method>/summary.json``).
     """
     import numpy as np
 
     from deepgmm.data.dataset import load_dataset
-    from deepgmm.data.mu_data import compute_mu_data
     from deepgmm.data.phantom import write_phantom
     from deepgmm.data.slices import make_batch
+    from deepgmm.pipeline import run_method, write_result
     from deepgmm.types import CLASS_NAMES
 
     root = write_phantom(Path(out) / "phantom", n_cases=n_cases, seed=seed)
@@ -176,6 +184,14 @@ def run_demo(out: Path, *, n_cases: int = 4, seed: int = 0,
     assert batch.labels is not None  # require_labels
     labels = batch.labels[batch.roi].numpy()
     counts = np.bincount(labels, minlength=len(CLASS_NAMES) + 1)[1:]
+    summaries = {}
+    for method in methods:
+        options: dict[str, Any] = ({"random_state": seed, "init": "kmeans"}
+                                   if method.startswith("em-")
+                                   else {"seed": seed, "max_iter": max_iter})
+        result = run_method(batch, method, options=options, progress=progress)
+        summaries[method] = write_result(Path(out) / method, volumes, batch, result,
+                                         matching="hungarian", progress=progress)
     return {
         "phantom": str(root),
         "cases": [v.case_id for v in volumes],
@@ -184,28 +200,33 @@ def run_demo(out: Path, *, n_cases: int = 4, seed: int = 0,
         "sequences": batch.sequences,
         "class_fractions": dict(zip(CLASS_NAMES, (counts / counts.sum()).tolist(),
                                     strict=True)),
-        "mu_data": compute_mu_data(batch).tolist(),
-        "batch": batch,
+        "summaries": summaries,
     }
 
 
 @command("demo")
 def demo_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (the phantom is "
-                                      "written to OUT/phantom).")] = Path("demo-output"),
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the phantom.")] = 0,
+                                      "written to OUT/phantom, each method's results to "
+                                      "OUT/<method>).")] = Path("demo-output"),
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the phantom and the "
+                                      "methods.")] = 0,
+    max_iter: Annotated[int, typer.Option("--max-iter", help="Most deepSVG iterations per "
+                                          "slice.")] = 200,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress",
+                                           help="Show progress bars.")] = True,
 ) -> None:
-    """Run the demo on the built-in phantom: build it, prepare the slices, print a
-    summary."""
+    """Segment the built-in phantom with EM-SVGMM and deepSVG and print a Dice table."""
     from deepgmm.types import CLASS_NAMES
 
-    s = run_demo(out, seed=seed)
-    typer.echo(f"phantom: {len(s['cases'])} cases in {s['phantom']}")
+    s = run_demo(out, seed=seed, max_iter=max_iter, progress=progress)
     b, m, h, w = s["batch_shape"]
-    typer.echo(f"batch: {b} all-class slices, {m} sequences "
-               f"({', '.join(s['sequences'])}), {h} x {w} crops")
-    typer.echo("class share of the ROI: " + ", ".join(
-        f"{k} {v:.1%}" for k, v in s["class_fractions"].items()))
-    typer.echo(f"{'μ_data':<12}" + "".join(f"{q:>9}" for q in s["sequences"]))
-    for name, row in zip(CLASS_NAMES, s["mu_data"], strict=True):
-        typer.echo(f"{name:<12}" + "".join(f"{v:>9.3f}" for v in row))
+    typer.echo(f"phantom: {len(s['cases'])} cases, {b} slices, {m} sequences "
+               f"({', '.join(s['sequences'])}), {h} x {w} crops, in {s['phantom']}")
+    typer.echo("Dice (Hungarian matching against the phantom's ground truth):")
+    typer.echo(f"{'method':<10}" + "".join(f"{c:>12}" for c in CLASS_NAMES)
+               + f"{'s/slice':>10}")
+    for method, summary in s["summaries"].items():
+        dice = "".join(f"{summary['dice'][c]:>12.3f}" for c in CLASS_NAMES)
+        typer.echo(f"{method:<10}{dice}{summary['seconds_per_slice']:>10.2f}")
+    typer.echo("figures: " + ", ".join(f"{Path(out) / m / 'figures'}" for m in s["summaries"]))
