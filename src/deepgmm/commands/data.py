@@ -27,8 +27,10 @@ def phantom_command(
     size: Annotated[int, typer.Option("--size", help="In-plane size in voxels (1.5 mm).")
                     ] = 128,
 ) -> None:
-    """Write a synthetic multi-sequence cardiac phantom (C0, DE, T2 + ground truth) in the
-    MyoPS 2020 layout: OUT/train25/ and OUT/train25_myops_gd/."""
+    """Write a synthetic cardiac phantom (C0, DE, T2 + ground truth) in the MyoPS layout.
+
+    Files go to OUT/train25/ and OUT/train25_myops_gd/.
+    """
     from deepgmm.data.phantom import write_phantom
 
     root = write_phantom(out, n_cases=cases, seed=seed, shape=(size, size),
@@ -84,8 +86,10 @@ def info_command(
     patients: Annotated[list[str] | None, typer.Option(
         "--patients", help="Only these case ids, e.g. --patients 101 102.")] = None,
 ) -> None:
-    """Describe a data folder: per case the sequences, grid, spacing, slices and classes
-    present; totals including the slices where all four classes occur."""
+    """Describe a data folder: sequences, grid, spacing, slices and classes per case.
+
+    The totals include the number of slices where all four classes occur.
+    """
     rows = describe_data(root, patient_list(ctx, patients))
     header = (f"{'case':>6}  {'sequences':<12} {'shape':<15} {'spacing (mm)':<22} "
               f"{'slices':>6} {'ROI':>4} {'all-class':>9}  classes")
@@ -130,9 +134,11 @@ def mu_data_command(
     normalise: Annotated[str, typer.Option("--normalise", help="Z-score per slice over the "
                                            "crop or over the roi.")] = "crop",
 ) -> None:
-    """Compute μ_data: the mean normalised intensity of each class (blood, myocardium,
-    edema, scar) in each sequence, from the ground truth of N random slices; written as
-    JSON for --mu-data."""
+    """Compute μ_data, the class means used by --mu-data, from labelled slices.
+
+    μ_data is the mean normalised intensity of each class (blood, myocardium, edema, scar)
+    in each sequence, from the ground truth of N random slices, written as JSON.
+    """
     from deepgmm.data.dataset import load_dataset
     from deepgmm.data.mu_data import compute_mu_data, save_mu_data
     from deepgmm.data.slices import make_batch

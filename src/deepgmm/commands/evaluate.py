@@ -19,9 +19,11 @@ def evaluate(
     patients: Annotated[list[str] | None, typer.Option(
         "--patients", help="Evaluate only these case ids (e.g. --patients 109 114).")] = None,
 ) -> None:
-    """Recompute Dice and HD95 per slice from OUT/<case>_seg.nii.gz against the ground
-    truth below ROOT; print a Dice table and write OUT/evaluation.csv and
-    OUT/evaluation.json."""
+    """Recompute Dice and HD95 of saved label maps against the ground truth.
+
+    Reads OUT/<case>_seg.nii.gz, compares with the _gd files below ROOT, prints a Dice
+    table and writes OUT/evaluation.csv and OUT/evaluation.json.
+    """
     from deepgmm.evaluate.recompute import EVALUATION_CSV, EVALUATION_JSON, evaluate_outputs
     from deepgmm.report.tables import format_dice_table
 
