@@ -65,6 +65,8 @@ def test_bad_options_refused(batch: SliceBatch, trained) -> None:  # noqa: ANN00
     run, _ = trained
     with pytest.raises(InputError, match="refine"):
         predict(run, batch, refine=-1, device="cpu")
+    with pytest.raises(InputError, match="refine_lam"):
+        predict(run, batch, refine=1, refine_lam=-1.0, device="cpu")
     with pytest.raises(InputError, match="chunk_size"):
         predict(run, batch, chunk_size=0, device="cpu")
 
@@ -85,3 +87,6 @@ def test_refine_starts_from_the_trained_weights(batch: SliceBatch, trained) -> N
     moved = predict(run, few, refine=2, refine_lr=1e-3, device="cpu")
     assert torch.equal(moved.n_iter, torch.full((2,), 2, dtype=moved.n_iter.dtype))
     assert (moved.responsibilities - plain.responsibilities).abs().max() > 1e-3
+    # Without the penalty the refinement follows the NLL alone: a different path.
+    free = predict(run, few, refine=2, refine_lr=1e-3, refine_lam=0.0, device="cpu")
+    assert (free.responsibilities - moved.responsibilities).abs().max() > 1e-4

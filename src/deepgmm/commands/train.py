@@ -125,6 +125,9 @@ def predict_command(
         "when every case was).")] = None,
     refine: Annotated[int, typer.Option("--refine", help="Per-slice fitting iterations "
                                         "started from the trained weights.")] = 0,
+    refine_lam: Annotated[float | None, typer.Option(
+        "--refine-lam", help="μ_data penalty weight during --refine (default: the training "
+        "--lam; 0: NLL only).")] = None,
     selection: Annotated[str, typer.Option(
         "--selection", help="all-classes (slices with every class, as in the paper; needs "
         "ground truth) or roi (every slice with a non-empty ROI).")] = "all-classes",
@@ -153,7 +156,8 @@ def predict_command(
     slices = make_batch(volumes, selection=selection,
                         crop_size=tuple(config["crop_size"]),
                         normalise=config["normalisation"])
-    result = predict(run, slices, refine=refine, device=device, progress=progress)
+    result = predict(run, slices, refine=refine, refine_lam=refine_lam, device=device,
+                     progress=progress)
     summary = write_segmentation(out, volumes, slices, result, matching="none",
                                  figures=figures, progress=progress)
     if slices.labels is not None:

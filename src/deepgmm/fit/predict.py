@@ -13,6 +13,7 @@ of the trained network, fine-tuned on that slice alone.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from typing import Any
@@ -39,8 +40,8 @@ def _check_refine(refine: int) -> int:
 
 def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int = 0,
             device: str | torch.device = "auto", chunk_size: int = 16,
-            refine_lr: float = DEFAULT_REFINE_LR, progress: bool = False,
-            ) -> SegmentationResult:
+            refine_lr: float = DEFAULT_REFINE_LR, refine_lam: float | None = None,
+            progress: bool = False) -> SegmentationResult:
     """Apply a trained deepG / deepSVG network to a batch of slices.
 
     Args:
@@ -52,6 +53,9 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a :class:`torch.device`.
         chunk_size: slices per forward pass.
         refine_lr: AdamW learning rate of the refinement.
+        refine_lam: weight of the mu_data penalty during refinement; ``None`` keeps the
+            training lambda. With 0 the refinement minimises the NLL alone (the class order
+            still comes from the trained network it starts from).
         progress: show a progress bar during refinement.
 
     Returns:
@@ -77,8 +81,10 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
         logger.warning("slices are %d x %d, the network was trained on %d x %d crops",
                        *crop, *config["crop_size"])
     if refine > 0:
+        if refine_lam is not None and (not math.isfinite(refine_lam) or refine_lam < 0):
+            raise InputError(f"refine_lam must be a finite number >= 0, got {refine_lam!r}")
         return _refine(ckpt.config, ckpt.model_state, batch, refine=refine, device=dev,
-                       lr=refine_lr, progress=progress)
+                       lr=refine_lr, lam=refine_lam, progress=progress)
 
     network = build_network(ckpt, device=dev).eval()
     network.check_input(batch.image[:1])
@@ -103,14 +109,14 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
 
 
 def _refine(config: dict[str, Any], state: dict[str, torch.Tensor], batch: SliceBatch, *,
-            refine: int, device: torch.device, lr: float,
+            refine: int, device: torch.device, lr: float, lam: float | None,
             progress: bool) -> SegmentationResult:
     """Exactly ``refine`` per-slice iterations from the trained weights (``min_iter`` =
     ``max_iter``, so the stopping tolerance never ends a slice earlier)."""
     from deepgmm.fit.single import fit_slices
 
     mu = config["mu_data"]
-    lam = float(config["lam"]) if mu is not None else 0.0
+    lam = float(config["lam"] if lam is None else lam) if mu is not None else 0.0
     return fit_slices(batch, model=config["model"], lam=lam,
                       mu_data=None if mu is None else torch.tensor(mu, dtype=torch.float32),
                       tol=1e-3, min_iter=refine, max_iter=refine, lr=lr,
