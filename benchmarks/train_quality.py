@@ -7,7 +7,8 @@ trained network alone and once with ``--refine N`` per-slice iterations started 
 The class order comes from mu_data (lam = 1), so no label matching is used.
 
     .venv/bin/python benchmarks/train_quality.py [--root ../shared/data/myops2020]
-        [--model deepg] [--seeds 0] [--refine 50] [--epochs 100] [--device auto]
+        [--model deepg] [--seeds 0] [--refine 50] [--refine-lam L] [--epochs 100]
+        [--device auto]
 
 Prints one row per seed and variant (mean Dice over the 19 slices per class, mean NLL,
 training time, epochs), the mean over seeds when there are several, and the published
@@ -49,6 +50,8 @@ def main() -> None:
     parser.add_argument("--model", choices=("deepg", "deepsvg"), default="deepg")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--refine", type=int, default=50)
+    parser.add_argument("--refine-lam", type=float, default=None,
+                        help="penalty weight while refining (default: the training lam 1)")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--progress", action="store_true")
@@ -80,7 +83,8 @@ def main() -> None:
             for refine in sorted({0, args.refine}):
                 t1 = time.perf_counter()
                 out = predict(Path(tmp) / "run", test_batch, refine=refine,
-                              device=args.device, progress=args.progress)
+                              refine_lam=args.refine_lam, device=args.device,
+                              progress=args.progress)
                 pred_s = (time.perf_counter() - t1) / len(test_batch)
                 dice = dice_per_class(label_map(out.responsibilities.numpy(), roi), truth)
                 mean = np.nanmean(dice, axis=0)
