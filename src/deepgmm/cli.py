@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -31,6 +32,12 @@ def _root() -> None:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _show_warning(message: Warning | str, category: type[Warning], *_: Any,
+                  **__: Any) -> None:
+    """Warnings on the terminal as one line (``warning: ...``), without source lines."""
+    typer.echo(f"warning: {message}", err=True)
+
+
 def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
     """Register a function as a command of ``app`` that reports library errors cleanly.
 
@@ -43,11 +50,13 @@ def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
         def wrapper(*args: Any, **kw: Any) -> Any:
             from deepgmm.errors import DeepGMMError
 
-            try:
-                return func(*args, **kw)
-            except DeepGMMError as err:
-                typer.echo(f"error: {err}", err=True)
-                raise typer.Exit(2) from None
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                try:
+                    return func(*args, **kw)
+                except DeepGMMError as err:
+                    typer.echo(f"error: {err}", err=True)
+                    raise typer.Exit(2) from None
 
         app.command(name, **kwargs)(wrapper)
         return func
