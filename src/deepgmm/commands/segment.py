@@ -58,6 +58,9 @@ def em_command(
     tol: Annotated[float | None, typer.Option("--tol", help="Stopping tolerance (default: "
                                               "2e-4 for gmm, 1e-3 for svgmm).")] = None,
     max_iter: Annotated[int, typer.Option("--max-iter", help="Maximum EM iterations.")] = 100,
+    smooth: Annotated[float, typer.Option(
+        "--smooth", help="svgmm only: σ in pixels of a Gaussian smoothing of the per-pixel "
+        "weights after each E-step (a spatial prior); 0 is the published algorithm.")] = 0.0,
     selection: SelectionOpt = "all-classes",
     crop: CropOpt = 160,
     device: DeviceOpt = "auto",
@@ -66,6 +69,7 @@ def em_command(
     progress: ProgressOpt = True,
 ) -> None:
     """EM baselines: a Gaussian mixture (gmm) or spatially variant mixture (svgmm) per slice."""
+    from deepgmm.errors import InputError
     from deepgmm.pipeline import check_choice, segment_dataset
 
     check_choice("--model", model, ("gmm", "svgmm"))
@@ -75,6 +79,10 @@ def em_command(
                                "random_state": seed, "device": device}
     if tol is not None:
         options["tol"] = tol
+    if smooth:
+        if model != "svgmm":
+            raise InputError("--smooth applies to --model svgmm (per-pixel weights) only")
+        options["smoothing"] = smooth
     summary = segment_dataset(root, out, method=f"em-{model}",
                               patients=patient_list(ctx, patients), selection=selection,
                               crop_size=crop, mu_data=mu_data, matching=matching,

@@ -16,6 +16,7 @@ converged freezes while the others go on. The maths is that of
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from typing import Literal
@@ -41,6 +42,7 @@ from deepgmm.mixture.likelihood import (
     pack_roi,
     scatter_roi,
 )
+from deepgmm.mixture.smoothing import smooth_weights
 from deepgmm.types import SegmentationResult, SliceBatch
 
 Init = Literal["random", "kmeans", "mu_data"]
@@ -389,6 +391,10 @@ class SpatiallyVariantEM(GaussianMixtureEM):
     Args:
         gmm_tol: ``tol`` of the initialising GMM fit.
         gmm_max_iter: ``max_iter`` of the initialising GMM fit.
+        smoothing: standard deviation (pixels) of a Gaussian that smooths the per-pixel
+            weights inside the ROI after every E-step (:func:`smooth_weights`), a spatial
+            prior that makes neighbouring pixels agree; 0 (default) is the published
+            algorithm. With smoothing, NLL_V need not decrease monotonically.
         **others: as :class:`GaussianMixtureEM`.
 
     Fitted attributes as :class:`GaussianMixtureEM`, with ``weights_ (B, K)`` the ROI mean
@@ -409,7 +415,7 @@ class SpatiallyVariantEM(GaussianMixtureEM):
                  var_floor: float = DEFAULT_VAR_FLOOR, random_state: int | None = 33,
                  device: str | torch.device | None = None, n_kmeans_init: int = 4,
                  gmm_tol: float = GaussianMixtureEM._default_tol,
-                 gmm_max_iter: int = 100) -> None:
+                 gmm_max_iter: int = 100, smoothing: float = 0.0) -> None:
         super().__init__(n_components=n_components, covariance=covariance, init=init,
                          mu_data=mu_data, weights_init=weights_init,
                          covariances_init=covariances_init, tol=tol, max_iter=max_iter,
@@ -417,6 +423,10 @@ class SpatiallyVariantEM(GaussianMixtureEM):
                          n_kmeans_init=n_kmeans_init)
         self.gmm_tol = gmm_tol
         self.gmm_max_iter = gmm_max_iter
+        if not (isinstance(smoothing, int | float) and math.isfinite(smoothing)
+                and smoothing >= 0):
+            raise InputError(f"smoothing must be a number >= 0 (pixels), got {smoothing!r}")
+        self.smoothing = float(smoothing)
 
     def _gmm(self) -> GaussianMixtureEM:
         return GaussianMixtureEM(
@@ -466,6 +476,8 @@ class SpatiallyVariantEM(GaussianMixtureEM):
             log_norm = torch.logsumexp(log_joint, dim=1, keepdim=True)  # (A, 1, N)
             new_nll = -_masked_mean(log_norm[:, 0], ma)  # (A,)
             la = log_joint - log_norm
+            if self.smoothing > 0:
+                la = self._smooth(la, index[idx, :la.shape[2]], ma, image_t.shape[2:])
             pa = m_step_packed(_zero_padding(la.exp(), ma), xa, na,
                                covariance=self.covariance, var_floor=self.var_floor)
             change = new_nll - nll[idx]
@@ -497,6 +509,17 @@ class SpatiallyVariantEM(GaussianMixtureEM):
         self.lower_bounds_ = _history(history, n_iter)
         self._warn_convergence()
         return self
+
+    def _smooth(self, log_w: torch.Tensor, index: torch.Tensor, mask: torch.Tensor,
+                grid: torch.Size) -> torch.Tensor:
+        """Smooth packed ``log_w (A, K, N)`` on the ``(H, W)`` grid; returns log weights."""
+        a, k, _ = log_w.shape
+        zeros = torch.zeros((a, k, *grid), dtype=log_w.dtype, device=log_w.device)
+        dense = scatter_roi(log_w.exp(), index, mask, zeros)
+        roi = scatter_roi(mask[:, None, :].to(log_w.dtype), index, mask, zeros[:, :1]) > 0
+        smoothed = smooth_weights(dense, roi[:, 0], self.smoothing)
+        tiny = torch.finfo(log_w.dtype).tiny
+        return gather_roi(smoothed, index, mask, fill=1.0 / k).clamp_min(tiny).log()
 
     def _fitted_check(self, image: torch.Tensor) -> None:
         super()._fitted_check(image)
