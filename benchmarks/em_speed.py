@@ -15,6 +15,10 @@ Needs the MyoPS 2020 training data; exits with a message when they are absent.
 
 from __future__ import annotations
 
+import deepgmm  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
+
+# isort: split
+
 import argparse
 import time
 import warnings

@@ -16,6 +16,10 @@ The published code's scores (docs/METHOD.md) are printed below the table.
 
 from __future__ import annotations
 
+import deepgmm  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
+
+# isort: split
+
 import argparse
 import json
 import time

@@ -17,6 +17,10 @@ the last column are against the first row of the same device and configuration.
 
 from __future__ import annotations
 
+import deepgmm  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
+
+# isort: split
+
 import argparse
 import tempfile
 import time

@@ -15,6 +15,10 @@ to separate what packing the ROI gains from what vectorising gains.
 
 from __future__ import annotations
 
+import deepgmm  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
+
+# isort: split
+
 import argparse
 import math
 import statistics

@@ -22,6 +22,10 @@ is written to a temporary folder. Prints one table per device.
 
 from __future__ import annotations
 
+import deepgmm  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
+
+# isort: split
+
 import argparse
 import statistics
 import sys
