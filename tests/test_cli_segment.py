@@ -115,3 +115,26 @@ def test_matching_without_ground_truth_is_refused(phantom_root: Path,
 def test_fit_lam_needs_mu_data(phantom_root: Path, tmp_path: Path) -> None:
     result = _run("fit", phantom_root, "--lam", "1", "--out", tmp_path / "out")
     _assert_user_error(result, "--mu-data")
+
+
+def test_fit_on_phantom_with_mu_data_needs_no_matching(phantom_root: Path,
+                                                       tmp_path: Path) -> None:
+    """deepSVG with the μ_data penalty: class order fixed, outputs complete."""
+    mu = tmp_path / "mu.json"
+    assert _run("mu-data", phantom_root, "--patients", "102", "103", "--crop", "64",
+                "--out", mu).exit_code == 0
+    out = tmp_path / "fit"
+    result = _run("fit", phantom_root, "--model", "deepsvg", "--patients", "101",
+                  "--lam", "1", "--mu-data", mu, "--matching", "none", "--crop", "64",
+                  "--base-filters", "8", "--depth", "2", "--lr", "1e-2", "--max-iter", "40",
+                  "--no-progress", "--out", out)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "deepsvg" and summary["matching"] == "none"
+    assert summary["n_slices"] == 3
+    # Without matching, a wrong class order would leave some class near Dice 0: with the
+    # penalty every class lands on its own channel.
+    assert min(summary["dice"].values()) > 0.5, summary
+    assert len(list((out / "figures").glob("*.png"))) == 3
+    rows = (out / "results.csv").read_text().splitlines()
+    assert len(rows) == 4 and rows[0].startswith("case,slice,method")
