@@ -234,5 +234,5 @@ def demo_command(
                + f"{'s/slice':>10}")
     for method, summary in s["summaries"].items():
         dice = "".join(f"{summary['dice'][c]:>12.3f}" for c in CLASS_NAMES)
-        typer.echo(f"{method:<10}{dice}{summary['seconds_per_slice']:>10.2f}")
+        typer.echo(f"{method:<10}{dice}{summary['seconds_per_slice']:>10.3f}")
     typer.echo("figures: " + ", ".join(f"{Path(out) / m / 'figures'}" for m in s["summaries"]))
