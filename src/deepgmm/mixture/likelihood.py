@@ -259,6 +259,23 @@ def log_densities_packed(x: torch.Tensor, params: MixtureParams) -> torch.Tensor
     return log_densities(x.unsqueeze(2), params).squeeze(2)
 
 
+def _packed_inputs(image: torch.Tensor, roi: torch.Tensor, maps: torch.Tensor, *,
+                   maps_name: str, log_maps: bool, covariance: str, var_floor: float,
+                   validate: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Check the arguments and pack the ROI pixels: ``(x (B, M, N), maps (B, K, N),
+    mask (B, N))``; the shared first half of :func:`m_step`, :func:`gmm_nll` and
+    :func:`svgmm_nll`."""
+    _check_options(covariance, var_floor)
+    _check_shapes(image, roi, maps, maps_name)
+    index, mask = pack_roi(roi)
+    x = gather_roi(image, index, mask)  # (B, M, N)
+    packed = gather_roi(maps, index, mask)  # (B, K, N), 0 on padding
+    if validate:
+        _check_packed(x, mask, n_components=None, maps=packed, maps_name=maps_name,
+                      log_maps=log_maps)
+    return x, packed, mask
+
+
 def m_step(resp: torch.Tensor, image: torch.Tensor, roi: torch.Tensor, *,
            covariance: Covariance = "diag",
            var_floor: float = DEFAULT_VAR_FLOOR, validate: bool = True) -> MixtureParams:
@@ -280,13 +297,9 @@ def m_step(resp: torch.Tensor, image: torch.Tensor, roi: torch.Tensor, *,
     Raises:
         InputError: bad shapes, options or values (see :func:`check_inputs`).
     """
-    _check_options(covariance, var_floor)
-    _check_shapes(image, roi, resp, "resp")
-    index, mask = pack_roi(roi)
-    x = gather_roi(image, index, mask)  # (B, M, N)
-    p = gather_roi(resp, index, mask)  # (B, K, N)
-    if validate:
-        _check_packed(x, mask, n_components=None, maps=p, maps_name="resp", log_maps=False)
+    x, p, mask = _packed_inputs(image, roi, resp, maps_name="resp", log_maps=False,
+                                covariance=covariance, var_floor=var_floor,
+                                validate=validate)
     return m_step_packed(p, x, _roi_counts(mask, resp.dtype), covariance=covariance,
                          var_floor=var_floor)
 
@@ -343,13 +356,9 @@ def gmm_nll(resp: torch.Tensor, image: torch.Tensor, roi: torch.Tensor, *,
     Raises:
         InputError: bad shapes, options or values (see :func:`check_inputs`).
     """
-    _check_options(covariance, var_floor)
-    _check_shapes(image, roi, resp, "resp")
-    index, mask = pack_roi(roi)
-    x = gather_roi(image, index, mask)  # (B, M, N)
-    p = gather_roi(resp, index, mask)  # (B, K, N)
-    if validate:
-        _check_packed(x, mask, n_components=None, maps=p, maps_name="resp", log_maps=False)
+    x, p, mask = _packed_inputs(image, roi, resp, maps_name="resp", log_maps=False,
+                                covariance=covariance, var_floor=var_floor,
+                                validate=validate)
     params = m_step_packed(p, x, _roi_counts(mask, resp.dtype), covariance=covariance,
                            var_floor=var_floor)
     log_mix = torch.logsumexp(gmm_log_joint(x.unsqueeze(2), params), dim=1)  # (B, 1, N)
@@ -380,14 +389,9 @@ def svgmm_nll(log_resp: torch.Tensor, image: torch.Tensor, roi: torch.Tensor, *,
     Raises:
         InputError: bad shapes, options or values (see :func:`check_inputs`).
     """
-    _check_options(covariance, var_floor)
-    _check_shapes(image, roi, log_resp, "log_resp")
-    index, mask = pack_roi(roi)
-    x = gather_roi(image, index, mask)  # (B, M, N)
-    log_p = gather_roi(log_resp, index, mask)  # (B, K, N), 0 on padding
-    if validate:
-        _check_packed(x, mask, n_components=None, maps=log_p, maps_name="log_resp",
-                      log_maps=True)
+    x, log_p, mask = _packed_inputs(image, roi, log_resp, maps_name="log_resp",
+                                    log_maps=True, covariance=covariance,
+                                    var_floor=var_floor, validate=validate)
     p = torch.where(mask.unsqueeze(1), log_p.exp(), torch.zeros((), dtype=log_p.dtype,
                                                                 device=log_p.device))
     params = m_step_packed(p, x, _roi_counts(mask, log_resp.dtype),
