@@ -1,4 +1,4 @@
-"""Tiny hand-made cases for the evaluation and report tests (no colleague fixtures needed).
+"""Tiny hand-made cases for the evaluation and report tests (independent of the data layer).
 
 A case is a small ring phantom: blood disk, myocardial ring with an edema and a scar
 sector, on a grid with a non-trivial affine.
