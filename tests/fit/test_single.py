@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import regions
 
 from deepgmm.errors import InputError
 from deepgmm.fit import stacked
 from deepgmm.fit.single import fit_slices
 from deepgmm.mixture.likelihood import gmm_nll, m_step, svgmm_nll
-
-
-def _load_regions():
-    name = "deepgmm_tests_fit_regions"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(
-            "_regions.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-regions = _load_regions()
 
 TINY = {"depth": 2, "base_filters": 4}
 
