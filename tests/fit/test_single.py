@@ -245,7 +245,11 @@ def test_out_of_memory_halves_the_batch_and_goes_on(monkeypatch: pytest.MonkeyPa
     # a CUDA out-of-memory error is simulated for more than 2 slices at once
     batch = regions.region_batch(5, n_regions=4, size=16, seed=12)
     opts = {**QUICK, "max_iter": 6}
-    expected = fit_slices(batch, **opts)
+    # After the split the slices run two at a time, as with batch_size=2; comparing with
+    # that run isolates the splitting from float32 rounding differences between batch
+    # compositions, which lr = 1e-2 can amplify to ~1e-2 within six Adam steps on some
+    # slices (test_batched_equals_alone covers batch independence)
+    expected = fit_slices(batch, batch_size=2, **opts)
     sizes: list[int] = []
     original = stacked.forward_stacked
 
@@ -259,7 +263,7 @@ def test_out_of_memory_halves_the_batch_and_goes_on(monkeypatch: pytest.MonkeyPa
     res = fit_slices(batch, batch_size=5, **opts)
     assert sizes[:3] == [5, 2, 2] and max(sizes[1:]) <= 2
     assert res.n_iter.tolist() == expected.n_iter.tolist()
-    torch.testing.assert_close(res.responsibilities, expected.responsibilities, atol=1e-4,
+    torch.testing.assert_close(res.responsibilities, expected.responsibilities, atol=1e-6,
                                rtol=0)
 
     def never(net, params, x, mechanism):

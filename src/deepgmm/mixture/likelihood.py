@@ -21,9 +21,11 @@ from typing import Literal
 import torch
 
 from deepgmm.errors import InputError
+from deepgmm.mixture.closed_form import diag_mixture_nll
 from deepgmm.mixture.gaussian import log_gaussian_diag, log_gaussian_full
 
 Covariance = Literal["diag", "full"]
+Gradient = Literal["closed_form", "autograd"]
 
 DEFAULT_VAR_FLOOR = 1e-3
 """Added to every variance (and to the covariance diagonal); data are z-scored, so this is
@@ -334,9 +336,25 @@ def gmm_log_joint(image: torch.Tensor, params: MixtureParams) -> torch.Tensor:
     return log_densities(image, params) + log_w[..., None, None]
 
 
+def _check_gradient(gradient: str) -> None:
+    if gradient not in ("closed_form", "autograd"):
+        raise InputError(f"gradient must be 'closed_form' or 'autograd', got {gradient!r}")
+
+
+def _closed_form(maps: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, *,
+                 var_floor: float, spatially_variant: bool,
+                 ) -> tuple[torch.Tensor, MixtureParams]:
+    """The diagonal losses through :func:`deepgmm.mixture.closed_form.diag_mixture_nll`."""
+    nll, weights, means, variances = diag_mixture_nll(
+        maps, x, mask, _roi_counts(mask, maps.dtype), var_floor=var_floor,
+        spatially_variant=spatially_variant, mass_eps=_mass_eps(maps.dtype))
+    return nll, MixtureParams(weights=weights, means=means, covariances=variances)
+
+
 def gmm_nll(resp: torch.Tensor, image: torch.Tensor, roi: torch.Tensor, *,
             covariance: Covariance = "diag", var_floor: float = DEFAULT_VAR_FLOOR,
-            validate: bool = True) -> tuple[torch.Tensor, MixtureParams]:
+            validate: bool = True, gradient: Gradient = "closed_form",
+            ) -> tuple[torch.Tensor, MixtureParams]:
     """deepG loss: GMM negative log-likelihood with parameters from the M-step.
 
     ``NLL = -(1/|Omega|) sum_n log sum_k pi_k N(x_n; mu_k, Sigma_k)``, computed on the
@@ -349,6 +367,9 @@ def gmm_nll(resp: torch.Tensor, image: torch.Tensor, roi: torch.Tensor, *,
         covariance: ``"diag"`` or ``"full"``.
         var_floor: added to every variance (> 0).
         validate: run :func:`check_inputs` first.
+        gradient: ``"closed_form"`` (diagonal covariances: the backward pass of
+            :mod:`deepgmm.mixture.closed_form`, a few kernels) or ``"autograd"`` (autograd
+            through the formulas; always used for full covariances).
 
     Returns:
         ``(nll (B,), params)``.
@@ -359,6 +380,9 @@ def gmm_nll(resp: torch.Tensor, image: torch.Tensor, roi: torch.Tensor, *,
     x, p, mask = _packed_inputs(image, roi, resp, maps_name="resp", log_maps=False,
                                 covariance=covariance, var_floor=var_floor,
                                 validate=validate)
+    _check_gradient(gradient)
+    if covariance == "diag" and gradient == "closed_form":
+        return _closed_form(p, x, mask, var_floor=var_floor, spatially_variant=False)
     params = m_step_packed(p, x, _roi_counts(mask, resp.dtype), covariance=covariance,
                            var_floor=var_floor)
     log_mix = torch.logsumexp(gmm_log_joint(x.unsqueeze(2), params), dim=1)  # (B, 1, N)
@@ -367,7 +391,8 @@ def gmm_nll(resp: torch.Tensor, image: torch.Tensor, roi: torch.Tensor, *,
 
 def svgmm_nll(log_resp: torch.Tensor, image: torch.Tensor, roi: torch.Tensor, *,
               covariance: Covariance = "diag", var_floor: float = DEFAULT_VAR_FLOOR,
-              validate: bool = True) -> tuple[torch.Tensor, MixtureParams]:
+              validate: bool = True, gradient: Gradient = "closed_form",
+              ) -> tuple[torch.Tensor, MixtureParams]:
     """deepSVG loss: spatially variant GMM negative log-likelihood.
 
     ``NLL_V = -(1/|Omega|) sum_n log sum_k p_nk N(x_n; mu_k, Sigma_k)`` with the per-pixel
@@ -382,6 +407,7 @@ def svgmm_nll(log_resp: torch.Tensor, image: torch.Tensor, roi: torch.Tensor, *,
         covariance: ``"diag"`` or ``"full"``.
         var_floor: added to every variance (> 0).
         validate: run :func:`check_inputs` first.
+        gradient: ``"closed_form"`` or ``"autograd"``, as in :func:`gmm_nll`.
 
     Returns:
         ``(nll (B,), params)``; ``params.weights`` holds the ROI-mean of p_nk.
@@ -392,6 +418,9 @@ def svgmm_nll(log_resp: torch.Tensor, image: torch.Tensor, roi: torch.Tensor, *,
     x, log_p, mask = _packed_inputs(image, roi, log_resp, maps_name="log_resp",
                                     log_maps=True, covariance=covariance,
                                     var_floor=var_floor, validate=validate)
+    _check_gradient(gradient)
+    if covariance == "diag" and gradient == "closed_form":
+        return _closed_form(log_p, x, mask, var_floor=var_floor, spatially_variant=True)
     p = torch.where(mask.unsqueeze(1), log_p.exp(), torch.zeros((), dtype=log_p.dtype,
                                                                 device=log_p.device))
     params = m_step_packed(p, x, _roi_counts(mask, log_resp.dtype),
