@@ -197,6 +197,19 @@ def test_mu_data_command(phantom_root: Path, phantom_volumes, tmp_path: Path):
                   "3", "--crop", "64", "--out", excl)
     assert result.exit_code == 0, result.output
     np.testing.assert_array_equal(load_mu_data(excl), load_mu_data(out))
+    # several ids after one --exclude leave all of them out: only 101 and 102 remain
+    two = tmp_path / "two.json"
+    result = _run("mu-data", phantom_root, "--exclude", "103", "104", "--n-slices", "4",
+                  "--seed", "3", "--crop", "64", "--out", two)
+    assert result.exit_code == 0, result.output
+    assert "(2 patients)" in result.output
+    np.testing.assert_allclose(load_mu_data(two), compute_mu_data(
+        make_batch(phantom_volumes[:2], crop_size=(64, 64)), n_slices=4, seed=3), rtol=1e-9)
+    # with --patients as well, loose ids are ambiguous: refused, nothing written
+    amb = tmp_path / "amb.json"
+    _assert_user_error(_run("mu-data", phantom_root, "--patients", "101", "--exclude", "103",
+                            "104", "--out", amb), "comma list")
+    assert not amb.exists()
 
 
 @pytest.mark.parametrize(("args", "fragment"), [

@@ -10,6 +10,7 @@ import typer
 
 from deepgmm.cli import command
 from deepgmm.commands._options import MULTI_VALUE_CONTEXT, patient_list, split_ids
+from deepgmm.errors import InputError
 
 DEMO_CROP = 64
 """Crop of the demo batch: 96 mm at the phantom's 1.5 mm spacing."""
@@ -123,7 +124,8 @@ def mu_data_command(
         "(default: all).")] = None,
     exclude: Annotated[list[str] | None, typer.Option(
         "--exclude", help="Leave these case ids out, e.g. the test patients: "
-        "--exclude 109,114,117,120,122.")] = None,
+        "--exclude 109 114 117 120 122 (with --patients too, give comma lists: "
+        "--exclude 109,114).")] = None,
     n_slices: Annotated[int, typer.Option("--n-slices", help="Number of random labelled "
                                           "slices to draw.")] = 10,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the draw.")] = 42,
@@ -144,6 +146,13 @@ def mu_data_command(
     from deepgmm.data.slices import make_batch
     from deepgmm.types import CLASS_NAMES
 
+    if exclude and ctx.args:
+        if patients:
+            raise InputError("with both --patients and --exclude, give each one's ids as a "
+                             "comma list (--patients 101,102 --exclude 109,114), got loose "
+                             f"argument(s) {' '.join(ctx.args)!r}")
+        exclude = [*exclude, *ctx.args]  # --exclude 109 114: the loose ids are exclude's
+        ctx.args.clear()
     ids = patient_list(ctx, patients)
     volumes = load_dataset(root, ids, exclude=split_ids(exclude))
     batch = make_batch(volumes, selection=selection, crop_size=(crop, crop),
