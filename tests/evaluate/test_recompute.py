@@ -128,3 +128,39 @@ def test_cli_bad_input_is_one_line(tmp_path, written, args, message):
                                                                       SystemExit)
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+
+
+def test_rematching_from_the_probability_maps(written):
+    """The saved clusters are a permutation of the truth written with matching none:
+    Hungarian and greedy re-assignment recover the truth (Dice 1 for every class present),
+    none reproduces the written figures, and the saved maps stay as they are."""
+    root, out, summary, perm = written
+    seg = out / "101_seg.nii.gz"
+    before = seg.read_bytes()
+    for rule in ("hungarian", "greedy"):
+        ev = evaluate_outputs(out, root, matching=rule, write=False)
+        assert ev["matching"] == rule
+        for name in CLASSES:
+            assert ev["dice"][name] == pytest.approx(1.0), (rule, name)
+            assert ev["hd95"][name] in (None, pytest.approx(0.0))
+    same = evaluate_outputs(out, root, matching="none", write=False)
+    for name in CLASSES:
+        assert same["dice"][name] == pytest.approx(summary["dice"][name], abs=1e-12)
+    assert seg.read_bytes() == before
+    result = CliRunner().invoke(app, ["evaluate", str(out), str(root), "--matching",
+                                      "hungarian"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "evaluation.json").read_text())["matching"] == "hungarian"
+
+
+def test_rematching_needs_valid_rule_and_probability_maps(written):
+    root, out, _, _ = written
+    bad = CliRunner().invoke(app, ["evaluate", str(out), str(root), "--matching", "best"])
+    assert bad.exit_code == 2 and "matching must be one of" in bad.output
+    (out / "102_prob.nii.gz").unlink()
+    with pytest.raises(InputError, match="needs the probability map"):
+        evaluate_outputs(out, root, matching="hungarian", write=False)
+    (out / "101_prob.nii.gz").write_bytes(b"not a nifti")
+    with pytest.raises(InputError, match="cannot read the probability map"):
+        evaluate_outputs(out, root, ["101"], matching="hungarian", write=False)
+    assert not (out / "evaluation.json").exists()

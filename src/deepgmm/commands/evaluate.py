@@ -18,15 +18,20 @@ def evaluate(
     root: Annotated[Path, typer.Argument(help="MyoPS-style data folder with the _gd files.")],
     patients: Annotated[list[str] | None, typer.Option(
         "--patients", help="Evaluate only these case ids (e.g. --patients 109 114).")] = None,
+    matching: Annotated[str | None, typer.Option(
+        "--matching", help="Assign the clusters of the saved probability maps to the classes "
+        "afresh: hungarian, greedy or none (default: use the saved label maps as written).")
+    ] = None,
 ) -> None:
     """Recompute Dice and HD95 of saved label maps against the ground truth.
 
     Reads OUT/<case>_seg.nii.gz, compares with the _gd files below ROOT, prints a Dice
-    table and writes OUT/evaluation.csv and OUT/evaluation.json.
+    table and writes OUT/evaluation.csv and OUT/evaluation.json. With --matching, e.g. the
+    Hungarian figures of a run written with the greedy rule, from OUT/<case>_prob.nii.gz.
     """
     from deepgmm.evaluate.recompute import EVALUATION_CSV, EVALUATION_JSON, evaluate_outputs
     from deepgmm.report.tables import format_dice_table
 
-    summary = evaluate_outputs(out, root, patient_list(ctx, patients))
+    summary = evaluate_outputs(out, root, patient_list(ctx, patients), matching=matching)
     typer.echo(format_dice_table(summary))
     typer.echo(f"wrote {out / EVALUATION_CSV} and {out / EVALUATION_JSON}")

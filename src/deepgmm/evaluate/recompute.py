@@ -4,6 +4,11 @@ Reads ``OUT/results.csv`` (which slices were segmented) and ``OUT/<case>_seg.nii
 (label maps with MyoPS codes), finds the ``_gd`` ground truth of the same cases below a
 MyoPS-style root, checks that the grids agree, and writes ``OUT/evaluation.csv`` (one row
 per slice) and ``OUT/evaluation.json`` (means over slices), each atomically.
+
+With a matching rule, the clusters are assigned to the classes afresh from the saved
+probability maps ``OUT/<case>_prob.nii.gz`` (inside the segmented region, where the label
+map is not background), e.g. to report the Hungarian figures of a run written with the
+greedy rule; the saved maps are left as they are.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import numpy as np
 
 from deepgmm.errors import InputError
 from deepgmm.evaluate.metrics import dice_per_class, hd95_per_class
-from deepgmm.report.outputs import RESULTS_CSV, SEG_SUFFIX
+from deepgmm.report.outputs import PROB_SUFFIX, RESULTS_CSV, SEG_SUFFIX
 from deepgmm.report.tables import (
     EVALUATION_COLUMNS,
     slice_rows,
@@ -67,9 +72,43 @@ def read_results(out_dir: Path) -> tuple[dict[str, list[int]], str, str]:
     return slices, method, matching
 
 
-def _case_metrics(seg_path: Path, gd_path: Path, case: str, slices: Sequence[int]
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """``(S, 4)`` Dice and HD95 of one case's segmented slices."""
+def _rematch(prob_path: Path, seg_shape: tuple[int, ...], seg_affine: np.ndarray,
+             z: np.ndarray, segmented: np.ndarray, truth: np.ndarray, rule: str) -> np.ndarray:
+    """``(S, X, Y)`` class indices after assigning the clusters of the saved probability
+    maps to the classes with ``rule``, inside ``segmented (S, X, Y)``."""
+    import nibabel as nib
+    import torch
+
+    from deepgmm.evaluate.matching import apply_permutation, match_clusters
+
+    expected = (*seg_shape[:3], 4)
+    try:
+        img = nib.load(str(prob_path))
+        shape = tuple(int(n) for n in img.shape)
+        affine = np.asarray(img.affine, dtype=np.float64)
+        data = np.asarray(img.dataobj, dtype=np.float32)[:, :, z] if shape == expected \
+            else None  # (X, Y, S, 4)
+    except (OSError, ValueError, EOFError, nib.filebasedimages.ImageFileError) as err:
+        raise InputError(f"cannot read the probability map {str(prob_path)!r}: {err}") from err
+    if data is None:
+        raise InputError(f"probability map {str(prob_path)!r} has shape {shape}, expected "
+                         f"{expected} (the label map's grid and 4 classes)")
+    if float(np.abs(affine - seg_affine).max()) > AFFINE_ATOL_MM:
+        raise InputError(f"probability map {str(prob_path)!r} is not on its label map's grid")
+    maps = np.moveaxis(data, (2, 3), (0, 1))  # (S, 4, X, Y)
+    if not np.isfinite(maps).all():
+        raise InputError(f"probability map {str(prob_path)!r} has NaN or infinite values")
+    resp = torch.from_numpy(np.ascontiguousarray(maps))  # (S, 4, X, Y)
+    region = torch.from_numpy(segmented)
+    perm = match_clusters(resp, torch.from_numpy(truth), region, rule)
+    labels = apply_permutation(resp, perm).argmax(dim=1).numpy() + 1
+    return np.where(segmented, labels, 0)
+
+
+def _case_metrics(seg_path: Path, gd_path: Path, case: str, slices: Sequence[int],
+                  matching: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(S, 4)`` Dice and HD95 of one case's segmented slices (clusters re-assigned from
+    ``<case>_prob.nii.gz`` with ``matching`` when given)."""
     from deepgmm.data.myops import labels_to_classes
     from deepgmm.data.nifti import load_nifti
 
@@ -91,19 +130,28 @@ def _case_metrics(seg_path: Path, gd_path: Path, case: str, slices: Sequence[int
                              source=f"label map {str(seg_path)!r}")
     truth = labels_to_classes(np.moveaxis(gd.data[:, :, z], -1, 0),
                               source=f"ground-truth file {str(gd_path)!r}")
+    if matching is not None:
+        prob_path = seg_path.with_name(f"{case}{PROB_SUFFIX}")
+        if not prob_path.is_file():
+            raise InputError(f"--matching needs the probability map {str(prob_path)!r}, "
+                             "which is missing")
+        pred = _rematch(prob_path, seg.shape, seg.affine, z, pred > 0, truth, matching)
     spacing = np.broadcast_to(np.asarray(gd.zooms[:2], dtype=np.float64), (len(z), 2))
     return dice_per_class(pred, truth), hd95_per_class(pred, truth, spacing)
 
 
 def evaluate_outputs(out_dir: str | os.PathLike[str], root: str | os.PathLike[str],
                      patients: Sequence[str] | None = None, *,
-                     write: bool = True) -> dict[str, Any]:
+                     matching: str | None = None, write: bool = True) -> dict[str, Any]:
     """Recompute the metrics of saved label maps against the ground truth below ``root``.
 
     Args:
         out_dir: output folder with ``results.csv`` and ``<case>_seg.nii.gz``.
         root: MyoPS-style data folder holding the ``_gd`` files of those cases.
         patients: evaluate only these case ids (all cases of ``out_dir`` when None).
+        matching: ``"hungarian"``, ``"greedy"`` or ``"none"``: assign the clusters of the
+            saved probability maps to the classes with this rule instead of using the saved
+            label maps (``None``: the label maps as written).
         write: also write ``evaluation.csv`` and ``evaluation.json`` into ``out_dir``.
 
     Returns:
@@ -117,7 +165,11 @@ def evaluate_outputs(out_dir: str | os.PathLike[str], root: str | os.PathLike[st
     from deepgmm.data.myops import discover_cases
 
     out = Path(out_dir)
-    slices, method, matching = read_results(out)
+    slices, method, written_rule = read_results(out)
+    if matching is not None:
+        from deepgmm.evaluate.matching import check_rule
+
+        check_rule(matching)
     if patients is not None:
         unknown = [p for p in map(str, patients) if p not in slices]
         if unknown:
@@ -136,14 +188,15 @@ def evaluate_outputs(out_dir: str | os.PathLike[str], root: str | os.PathLike[st
             why = "is not below" if case not in gd_files else "has no ground-truth (_gd) file in"
             raise InputError(f"case {case} {why} {str(root)!r}: no ground truth to evaluate "
                              f"against")
-        dice, hd = _case_metrics(seg_path, gd_path, case, zs)
+        dice, hd = _case_metrics(seg_path, gd_path, case, zs, matching)
         dice_parts.append(dice)
         hd_parts.append(hd)
         case_col += [case] * len(zs)
         slice_col += list(zs)
     dice_all = np.concatenate(dice_parts)
     hd_all = np.concatenate(hd_parts)
-    summary = summarize(method=method, matching=matching, dice=dice_all, hd95=hd_all)
+    summary = summarize(method=method, matching=matching or written_rule, dice=dice_all,
+                        hd95=hd_all)
     del summary["nll"], summary["seconds_per_slice"]
     summary["cases"] = list(slices)
     if write:
