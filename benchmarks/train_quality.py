@@ -8,7 +8,7 @@ The class order comes from mu_data (lam = 1), so no label matching is used.
 
     .venv/bin/python benchmarks/train_quality.py [--root ../shared/data/myops2020]
         [--model deepg] [--seeds 0] [--refine 50] [--refine-lam L] [--epochs 100]
-        [--device auto]
+        [--penalty batch|slice] [--clip-norm 12] [--device auto]
 
 Prints one row per seed and variant (mean Dice over the 19 slices per class, mean NLL,
 training time, epochs), the mean over seeds when there are several, and the published
@@ -53,6 +53,9 @@ def main() -> None:
     parser.add_argument("--refine-lam", type=float, default=None,
                         help="penalty weight while refining (default: the training lam 1)")
     parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--penalty", choices=("batch", "slice"), default="batch",
+                        help="mu_data penalty on the mini-batch mean (published) or per slice")
+    parser.add_argument("--clip-norm", type=float, default=12.0, help="0: no clipping")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args()
@@ -67,7 +70,8 @@ def main() -> None:
     roi = test_batch.roi.numpy()
     print(f"train: {len(train_vols)} patients, {len(train_batch)} slices; "
           f"test: {', '.join(sorted(test_ids))}, {len(test_batch)} slices; "
-          f"model {args.model}, lam 1, no matching")
+          f"model {args.model}, lam 1, penalty {args.penalty}, clip {args.clip_norm:g}, "
+          "no matching")
 
     header = (f"{'variant':<34}" + "".join(f"{n:>11}" for n in CLASS_NAMES)
               + f"{'NLL':>8}{'train s':>9}{'epochs':>7}{'pred s/sl':>10}")
@@ -78,7 +82,8 @@ def main() -> None:
             t0 = time.perf_counter()
             res = train_network(train_batch, model=args.model, lam=1.0, epochs=args.epochs,
                                 seed=seed, device=args.device, run_dir=Path(tmp) / "run",
-                                progress=args.progress)
+                                progress=args.progress, penalty=args.penalty,
+                                clip_norm=args.clip_norm or None)
             train_s = time.perf_counter() - t0
             for refine in sorted({0, args.refine}):
                 t1 = time.perf_counter()

@@ -65,6 +65,11 @@ def train_command(
                                                 "decay.")] = 1e-3,
     tol: Annotated[float, typer.Option("--tol", help="Stop when the epoch NLL changes by "
                                        "less.")] = 5e-3,
+    penalty: Annotated[str, typer.Option(
+        "--penalty", help="batch: pull the mini-batch's mean class means towards μ_data "
+        "(published); slice: pull every slice's class means.")] = "batch",
+    clip_norm: Annotated[float, typer.Option("--clip-norm", help="Gradient-norm clipping "
+                                             "(0: off).")] = 12.0,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Elastic "
                                           "deformation, flips and noise.")] = True,
     crop: Annotated[int, typer.Option("--crop", help="Square crop size around the "
@@ -86,10 +91,13 @@ def train_command(
     from deepgmm.data.slices import make_batch
     from deepgmm.errors import InputError
     from deepgmm.fit.checkpoint import has_checkpoint
-    from deepgmm.fit.train import MODELS, train_network
+    from deepgmm.fit.train import MODELS, PENALTIES, train_network
     from deepgmm.pipeline import check_choice, load_mu
 
     check_choice("--model", model, MODELS)
+    check_choice("--penalty", penalty, PENALTIES)
+    if not clip_norm >= 0:
+        raise InputError(f"--clip-norm must be >= 0 (0: off), got {clip_norm}")
     if not resume and has_checkpoint(out):  # say so before loading any data
         raise InputError(f"{str(out)!r} already holds a checkpoint; pass --resume to continue "
                          "it, or choose another --out folder")
@@ -104,7 +112,8 @@ def train_command(
                            min_epochs=min_epochs, batch_size=batch, lr=lr,
                            weight_decay=weight_decay, tol=tol, seed=seed, device=device,
                            augment=augment, run_dir=out, resume=resume, progress=progress,
-                           depth=depth, base_filters=base_filters)
+                           depth=depth, base_filters=base_filters, penalty=penalty,
+                           clip_norm=clip_norm if clip_norm > 0 else None)
     state = "converged" if result.converged else "stopped at the epoch limit"
     typer.echo(f"trained {model} on {len(slices)} slices of {len(volumes)} case(s): "
                f"{result.n_epochs} epochs ({state}), final NLL "

@@ -3,9 +3,14 @@
 A single U-Net is trained on every training slice with mini-batches, AdamW and the
 polynomial learning-rate decay of the published code, ``lr * (1 - epoch / epochs) ** 0.9``.
 The loss of a mini-batch is the mean over its slices of the per-slice NLL (deepG: GMM NLL,
-deepSVG: spatially variant NLL, each with its closed-form M-step inside the loss) plus
-``lam * ||mu - mu_data||^2`` (mean over the slices). Training stops when the epoch-mean NLL
-changes by less than ``tol`` once ``min_epochs`` epochs are done, or after ``epochs``.
+deepSVG: spatially variant NLL, each with its closed-form M-step inside the loss) plus the
+μ_data penalty. As in the published code the penalty is ``lam * ||mean_b mu_b - mu_data||^2``
+(``penalty="batch"``): the mini-batch's mean class means are pulled towards μ_data, so each
+slice keeps its own class means; ``penalty="slice"`` pulls every slice's means instead,
+``lam * mean_b ||mu_b - mu_data||^2``, which adds the spread of the class means between the
+slices to the penalty. The gradient norm is clipped (12, as published). Training stops when
+the epoch-mean NLL changes by less than ``tol`` once ``min_epochs`` epochs are done, or after
+``epochs``.
 
 All slices stay on the device; a mini-batch is an index into them, augmented on the device
 (:mod:`deepgmm.data.augment`). Randomness is drawn from one generator per epoch seeded from
@@ -52,7 +57,9 @@ CURVE_FILE = "training_curve.png"
 _RESUME_KEYS: tuple[str, ...] = (
     "model", "lam", "epochs", "min_epochs", "batch_size", "lr", "weight_decay", "tol", "seed",
     "augment", "network", "train_patients", "n_slices", "crop_size", "sequences", "mu_data",
+    "penalty", "clip_norm",
 )
+PENALTIES: tuple[str, ...] = ("batch", "slice")
 
 
 @dataclass
@@ -189,7 +196,8 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
                   run_dir: str | os.PathLike[str] | None = None, resume: bool = False,
                   progress: bool = True, depth: int = 4, base_filters: int = 32,
                   n_classes: int = len(CLASS_NAMES), normalisation: str = "crop",
-                  ) -> TrainResult:
+                  penalty: Literal["batch", "slice"] = "batch",
+                  clip_norm: float | None = 12.0) -> TrainResult:
     """Train one U-Net on all slices of ``batch`` by minimising the deepG / deepSVG loss.
 
     Args:
@@ -217,6 +225,9 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         base_filters: U-Net channels of the first level.
         n_classes: K.
         normalisation: how ``batch`` was normalised (recorded for prediction).
+        penalty: ``"batch"`` (published): ``||mean_b mu_b - mu_data||^2`` over the mini-batch;
+            ``"slice"``: ``mean_b ||mu_b - mu_data||^2``.
+        clip_norm: gradient-norm clipping (``None``: off).
 
     Returns:
         A :class:`TrainResult`.
@@ -230,6 +241,10 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
     from deepgmm.nets.unet import UNet
 
     _check_settings(model, lam, epochs, min_epochs, batch_size, lr, weight_decay, tol)
+    if penalty not in PENALTIES:
+        raise InputError(f"penalty must be one of {', '.join(PENALTIES)}, got {penalty!r}")
+    if clip_norm is not None and not (math.isfinite(clip_norm) and clip_norm > 0):
+        raise InputError(f"clip_norm must be a finite number > 0 or None, got {clip_norm!r}")
     dev = resolve_device(device)
     run = Path(run_dir) if run_dir is not None else None
     if resume and run is None:
@@ -277,6 +292,7 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         "model": model, "lam": float(lam), "epochs": int(epochs),
         "min_epochs": int(min_epochs), "batch_size": int(batch_size), "lr": float(lr),
         "weight_decay": float(weight_decay), "tol": float(tol), "seed": int(seed),
+        "penalty": penalty, "clip_norm": None if clip_norm is None else float(clip_norm),
         "augment": None if aug_cfg is None else {
             "alpha": list(aug_cfg.alpha), "sigma": list(aug_cfg.sigma),
             "p_elastic": aug_cfg.p_elastic, "p_flip": aug_cfg.p_flip,
@@ -332,6 +348,7 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
                 group["lr"] = lr_e
             nll_sum, loss_sum = _run_epoch(network, optimizer, image, roi, model=model,
                                            lam=lam, mu=mu, batch_size=batch_size,
+                                           penalty=penalty, clip_norm=clip_norm,
                                            generator_seed=_epoch_seed(seed, epoch),
                                            aug_cfg=aug_cfg, dev=dev)
             epoch += 1
@@ -362,7 +379,8 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
 
 def _run_epoch(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
                image: torch.Tensor, roi: torch.Tensor, *, model: str, lam: float,
-               mu: torch.Tensor | None, batch_size: int, generator_seed: int,
+               mu: torch.Tensor | None, batch_size: int, penalty: str,
+               clip_norm: float | None, generator_seed: int,
                aug_cfg: AugmentConfig | None, dev: torch.device) -> tuple[float, float]:
     """One pass over all slices in a seeded random order; returns summed (NLL, loss)."""
     network.train()
@@ -378,13 +396,19 @@ def _run_epoch(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
         if aug_cfg is not None:
             img, msk, _ = augment_batch(img, msk, None, generator=gen, config=aug_cfg)
         nll, _, means = batch_nll(network, img, msk, model, validate=False)
-        per_slice = nll if mu is None or lam == 0 else nll + lam * mu_penalty(means, mu)
-        loss = per_slice.mean()
+        loss = nll.mean()
+        if mu is not None and lam != 0:
+            if penalty == "batch":
+                loss = loss + lam * mu_penalty(means.mean(dim=0), mu)
+            else:
+                loss = loss + lam * mu_penalty(means, mu).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(network.parameters(), clip_norm)
         optimizer.step()
         nll_total += nll.detach().sum()
-        loss_total += per_slice.detach().sum()
+        loss_total += loss.detach() * idx.numel()
     return float(nll_total), float(loss_total)
 
 

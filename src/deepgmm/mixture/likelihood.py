@@ -433,10 +433,10 @@ def mu_penalty(means: torch.Tensor, mu_data: torch.Tensor) -> torch.Tensor:
     """``||mu - mu_data||^2`` per slice.
 
     Args:
-        means: ``(B, K, M)`` fitted means.
+        means: ``(B, K, M)`` fitted means (or ``(K, M)``, e.g. a batch mean).
         mu_data: ``(K, M)`` or ``(B, K, M)`` reference class means.
 
     Returns:
-        ``(B,)`` squared Frobenius distance.
+        ``(B,)`` squared Frobenius distance (a scalar for ``(K, M)`` means).
     """
     return (means - mu_data).square().sum(dim=(-2, -1))
