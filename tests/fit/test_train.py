@@ -132,6 +132,10 @@ def test_bad_settings_refused(batch: SliceBatch) -> None:
         train_network(batch, epochs=2, min_epochs=3, **SMALL)
     with pytest.raises(InputError, match="lr"):
         train_network(batch, lr=0.0, **SMALL)
+    with pytest.raises(InputError, match="penalty must be one of batch, slice"):
+        train_network(batch, penalty="mean", **SMALL)
+    with pytest.raises(InputError, match="clip_norm"):
+        train_network(batch, clip_norm=0.0, **SMALL)
     with pytest.raises(InputError, match="mu_data must have shape"):
         train_network(batch, mu_data=np.zeros((3, 3)), **SMALL)
     unlabelled = SliceBatch(**{**batch.__dict__, "labels": None})
@@ -139,3 +143,57 @@ def test_bad_settings_refused(batch: SliceBatch) -> None:
         train_network(unlabelled, lam=1.0, **SMALL)
     with pytest.raises(InputError, match="resume needs a run folder"):
         train_network(batch, resume=True, **SMALL)
+
+
+def _one_step(batch: SliceBatch, penalty: str, clip_norm: float | None,
+              lr: float = 0.0) -> tuple[float, torch.nn.Module, torch.nn.Module]:
+    """One optimiser step over the whole batch with plain SGD; returns (loss, before, after)."""
+    from deepgmm.nets.unet import UNet
+
+    torch.manual_seed(0)
+    net = UNet(3, n_classes=4, depth=2, base_filters=4)
+    before = UNet(3, n_classes=4, depth=2, base_filters=4)
+    before.load_state_dict(net.state_dict())
+    mu = torch.as_tensor(compute_mu_data(batch), dtype=torch.float32)
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    _, loss_sum = train_mod._run_epoch(
+        net, opt, batch.image.float(), batch.roi.bool(), model="deepsvg", lam=1.0, mu=mu,
+        batch_size=len(batch), penalty=penalty, clip_norm=clip_norm, generator_seed=0,
+        aug_cfg=None, dev=torch.device("cpu"))
+    return loss_sum / len(batch), before, net
+
+
+@pytest.mark.parametrize("penalty", ["batch", "slice"])
+def test_penalty_matches_hand_computation(batch: SliceBatch, penalty: str) -> None:
+    """batch: ||mean_b mu_b - mu_data||^2 (published); slice: mean_b ||mu_b - mu_data||^2."""
+    sub = _subset(batch, 4)
+    loss, before, _ = _one_step(sub, penalty, None)
+    mu = torch.as_tensor(compute_mu_data(sub), dtype=torch.float64)
+    with torch.no_grad():
+        nll, _, means = train_mod.batch_nll(before, sub.image.float(), sub.roi.bool(),
+                                            "deepsvg")
+    means = means.double()
+    if penalty == "batch":
+        expected = nll.double().mean() + ((means.mean(0) - mu) ** 2).sum()
+    else:
+        expected = nll.double().mean() + ((means - mu) ** 2).sum(dim=(1, 2)).mean()
+    assert loss == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_batch_penalty_is_the_slice_penalty_minus_the_spread(batch: SliceBatch) -> None:
+    """mean_b ||mu_b - m||^2 = ||mean mu - m||^2 + mean_b ||mu_b - mean mu||^2, so the batch
+    penalty is smaller for several slices and equal for one."""
+    sub = _subset(batch, 4)
+    assert _one_step(sub, "batch", None)[0] < _one_step(sub, "slice", None)[0] - 1e-4
+    one = _subset(batch, 1)
+    assert _one_step(one, "batch", None)[0] == pytest.approx(_one_step(one, "slice", None)[0],
+                                                             rel=1e-6)
+
+
+def test_gradient_norm_is_clipped(batch: SliceBatch) -> None:
+    """With SGD at lr 1 the step equals the clipped gradient, whose norm is clip_norm."""
+    _, before, after = _one_step(_subset(batch, 2), "batch", 1e-3, lr=1.0)
+    with torch.no_grad():
+        step = torch.cat([(a - b).flatten()
+                          for a, b in zip(after.parameters(), before.parameters(), strict=True)])
+    assert float(step.norm()) == pytest.approx(1e-3, rel=1e-4)

@@ -36,6 +36,7 @@ def test_train_writes_a_complete_run(run: Path) -> None:
     assert config["crop_size"] == [64, 64] and config["epoch"] == 1
     assert config["network"]["base_filters"] == 4 and config["network"]["depth"] == 2
     assert len(config["mu_data"]) == 4 and config["lam"] == 1.0
+    assert config["penalty"] == "batch" and config["clip_norm"] == 12.0
 
 
 def test_predict_defaults_to_cases_not_trained_on(run: Path, phantom_root: Path,
@@ -66,6 +67,10 @@ def test_predict_defaults_to_cases_not_trained_on(run: Path, phantom_root: Path,
     (["train", "{root}", "--out", "{tmp}/r", "--model", "deepq", *TINY], "--model"),
     (["train", "{root}", "--out", "{tmp}/r", "--train-patients", "999", *TINY], "999"),
     (["train", "{root}", "--out", "{run}", "--resume", "--lam", "0.5", *TINY], "lam"),
+    (["train", "{root}", "--out", "{run}", "--resume", "--penalty", "slice", *TINY],
+     "penalty"),
+    (["train", "{root}", "--out", "{tmp}/r", "--penalty", "mean", *TINY], "--penalty"),
+    (["train", "{root}", "--out", "{tmp}/r", "--clip-norm", "-1", *TINY], "--clip-norm"),
 ])
 def test_bad_input_is_one_error_line(argv: list[str], message: str, run: Path,
                                      phantom_root: Path, tmp_path: Path) -> None:
