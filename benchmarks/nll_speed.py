@@ -31,7 +31,7 @@ from collections.abc import Callable
 
 import torch
 
-from deepgmm.mixture import gmm_nll, svgmm_nll
+from deepgmm.mixture import gmm_nll, gmm_nll_packed, pack_image, svgmm_nll, svgmm_nll_packed
 from deepgmm.mixture.likelihood import gather_roi, pack_roi
 
 B, K, M, H, W = 16, 4, 3, 160, 160
@@ -111,12 +111,16 @@ def make_inputs(device: torch.device, seed: int = 0):
     return image.to(device), logits.to(device), roi.to(device)
 
 
-def time_call(fn: Callable[[], None], device: torch.device, repeats: int) -> float:
-    """Median milliseconds of ``fn`` over ``repeats`` calls after 3 warm-up calls."""
+def time_call(fn: Callable[[], None], device: torch.device, repeats: int,
+              leaves: tuple[torch.Tensor, ...] = ()) -> float:
+    """Median milliseconds of ``fn`` over ``repeats`` calls after 3 warm-up calls; the
+    gradients of ``leaves`` are reset (to None, as ``zero_grad``) before each call."""
     for _ in range(3):
         fn()
     times = []
     for _ in range(repeats):
+        for leaf in leaves:
+            leaf.grad = None
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
@@ -141,6 +145,16 @@ def run(device: torch.device, repeats: int) -> list[tuple[str, float, str]]:
 
     def ours_gmm(validate: bool = True, gradient: str = "closed_form") -> None:
         nll, _ = gmm_nll(resp, image, roi, validate=validate, gradient=gradient)
+        nll.sum().backward()
+
+    packed = pack_image(image, roi)  # once, as a fit does for its fixed images and ROIs
+
+    def ours_gmm_packed(validate: bool = True) -> None:
+        nll, _ = gmm_nll_packed(resp, packed, validate=validate)
+        nll.sum().backward()
+
+    def ours_svgmm_packed(validate: bool = True) -> None:
+        nll, _ = svgmm_nll_packed(log_resp, packed, validate=validate)
         nll.sum().backward()
 
     def ours_svgmm() -> None:
@@ -180,11 +194,17 @@ def run(device: torch.device, repeats: int) -> list[tuple[str, float, str]]:
         ("gmm_nll (ours)", ours_gmm, "gmm"),
         ("gmm_nll (ours, validate=False)", lambda: ours_gmm(False), "gmm"),
         ("gmm_nll (ours, gradient='autograd')", lambda: ours_gmm(gradient="autograd"), "gmm"),
+        ("gmm_nll_packed (ours, ROI packed once)", ours_gmm_packed, "gmm"),
+        ("  same, validate=False", lambda: ours_gmm_packed(False), "gmm"),
         ("SVGMM NLL_V, loops over slices, K and M", slice_loop_svgmm, "svgmm"),
         ("SVGMM NLL_V, loops over K and M", loop_svgmm, "svgmm"),
         ("svgmm_nll (ours)", ours_svgmm, "svgmm"),
+        ("svgmm_nll_packed (ours, ROI packed once)", ours_svgmm_packed, "svgmm"),
+        ("  same, validate=False", lambda: ours_svgmm_packed(False), "svgmm"),
     ]
-    return [(label, time_call(fn, device, repeats), family) for label, fn, family in rows]
+    leaves = (resp, log_resp, resp_packed)
+    return [(label, time_call(fn, device, repeats, leaves), family)
+            for label, fn, family in rows]
 
 
 def main() -> None:

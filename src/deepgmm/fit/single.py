@@ -38,7 +38,7 @@ from deepgmm.errors import InputError
 from deepgmm.fit import stacked
 from deepgmm.fit.adamw import adamw_step_, clip_per_slice_
 from deepgmm.fit.stacked import StackedFit
-from deepgmm.mixture.likelihood import gmm_nll, mu_penalty, svgmm_nll
+from deepgmm.mixture.likelihood import gmm_nll_packed, mu_penalty, pack_image, svgmm_nll_packed
 from deepgmm.types import SegmentationResult, SliceBatch
 
 __all__ = ["DEFAULT_BATCH_SIZE", "MODELS", "fit_slices"]
@@ -242,6 +242,7 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
     parked: list[tuple[list[int], StackedFit]] = []  # moved aside after a CUDA OOM
     active: list[int] = []
     state: StackedFit | None = None
+    packed, packed_for = None, None  # the running slices' packed ROI pixels, and whose
     bar = tqdm(total=b, disable=not progress, desc=f"{model} fit", unit="slice")
     try:
         while pending or parked or active:
@@ -266,15 +267,18 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
                 state = StackedFit.cat(joins)
 
             index = torch.tensor(active, dtype=torch.int64, device=dev)
-            image, roi = image_dev.index_select(0, index), roi_dev.index_select(0, index)
+            image = image_dev.index_select(0, index)
+            if packed_for != active:  # pack the ROI pixels once per set of running slices
+                packed = pack_image(image, roi_dev.index_select(0, index), n_components=k)
+                packed_for = list(active)
             names = list(state.params)
             leaves = [state.params[n].requires_grad_(True) for n in names]
             try:
                 logits = stacked.forward_stacked(net, state.params, image, how)
                 if model == "deepg":
-                    nll, mix = gmm_nll(logits.softmax(dim=1), image, roi)
+                    nll, mix = gmm_nll_packed(logits.softmax(dim=1), packed)
                 else:
-                    nll, mix = svgmm_nll(logits.log_softmax(dim=1), image, roi)
+                    nll, mix = svgmm_nll_packed(logits.log_softmax(dim=1), packed)
                 loss = nll
                 if mu_ref is not None:
                     loss = nll + lam * mu_penalty(mix.means, mu_ref.index_select(0, index))

@@ -222,6 +222,84 @@ def scatter_roi(packed: torch.Tensor, index: torch.Tensor, mask: torch.Tensor,
     return out.reshape(b, c, h, w)
 
 
+@dataclass(frozen=True)
+class PackedROI:
+    """A batch's ROI pixels packed once (:func:`pack_image`), for many loss evaluations.
+
+    During a fit the images and ROIs stay fixed while the responsibilities change, so the
+    packing (one ``nonzero``) and the image checks need not be repeated on every call of
+    :func:`gmm_nll_packed` / :func:`svgmm_nll_packed`.
+
+    Attributes:
+        index: ``(B, N)`` flat pixel index of each packed pixel (0 on padding).
+        mask: ``(B, N)`` bool, which packed entries are ROI pixels.
+        x: ``(B, M, N)`` image values of the packed pixels, 0 on padding.
+        n_roi: ``(B,)`` ROI pixel counts (at least 1), in the image's dtype.
+        size: ``(H, W)`` of the slices.
+    """
+
+    index: torch.Tensor
+    mask: torch.Tensor
+    x: torch.Tensor
+    n_roi: torch.Tensor
+    size: tuple[int, int]
+
+
+def pack_image(image: torch.Tensor, roi: torch.Tensor, *, n_components: int | None = None,
+               validate: bool = True) -> PackedROI:
+    """Pack the ROI pixels of ``image (B, M, H, W)`` under ``roi (B, H, W)`` once.
+
+    Args:
+        image: ``(B, M, H, W)`` floating pixel features.
+        roi: ``(B, H, W)`` bool.
+        n_components: K, to check that every ROI has enough pixels.
+        validate: run the checks of :func:`check_inputs` on the image.
+
+    Raises:
+        InputError: bad shapes or values (see :func:`check_inputs`).
+    """
+    _check_shapes(image, roi, None, "")
+    index, mask = pack_roi(roi)
+    x = gather_roi(image, index, mask)
+    if validate:
+        _check_packed(x, mask, n_components=n_components, maps=None, maps_name="",
+                      log_maps=False)
+    return PackedROI(index=index, mask=mask, x=x, n_roi=_roi_counts(mask, image.dtype),
+                     size=(int(image.shape[2]), int(image.shape[3])))
+
+
+def _packed_maps(maps: torch.Tensor, packed: PackedROI, *, maps_name: str, log_maps: bool,
+                 validate: bool) -> torch.Tensor:
+    """``(B, K, N)`` packed ``maps (B, K, H, W)``, checked against ``packed`` (the image
+    itself was checked by :func:`pack_image`)."""
+    b = packed.index.shape[0]
+    if not isinstance(maps, torch.Tensor) or maps.ndim != 4 or maps.shape[0] != b \
+            or tuple(maps.shape[2:]) != packed.size:
+        shape = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps)
+        raise InputError(f"{maps_name} must be (B, K, H, W) with B, H, W = "
+                         f"{(b, *packed.size)}, got {shape}")
+    if not maps.is_floating_point():
+        raise InputError(f"{maps_name} must be a floating-point tensor, got {maps.dtype}")
+    out = gather_roi(maps, packed.index, packed.mask)
+    if validate:
+        k = int(maps.shape[1])
+        with torch.no_grad():
+            bad = torch.isnan(out) | (torch.isposinf(out) if log_maps else ~torch.isfinite(out))
+            count = packed.mask.sum(dim=1)  # (B,)
+            flags = torch.stack([count < max(k, 2),
+                                 (bad & packed.mask.unsqueeze(1)).any(dim=(1, 2))])  # (2, B)
+            if bool(flags.any()):
+                small, non_finite = flags.tolist()
+                if True in small:
+                    b = small.index(True)
+                    raise InputError(f"slice {b}: the ROI has {int(count[b])} pixels, "
+                                     f"needs at least {max(k, 2)} for {k} classes (check the "
+                                     "ROI mask)")
+                raise InputError(f"slice {non_finite.index(True)}: {maps_name} has NaN or "
+                                 "infinite values inside the ROI")
+    return out
+
+
 def m_step_packed(p: torch.Tensor, x: torch.Tensor, n_roi: torch.Tensor, *,
                   covariance: Covariance = "diag",
                   var_floor: float = DEFAULT_VAR_FLOOR) -> MixtureParams:
@@ -341,12 +419,12 @@ def _check_gradient(gradient: str) -> None:
         raise InputError(f"gradient must be 'closed_form' or 'autograd', got {gradient!r}")
 
 
-def _closed_form(maps: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, *,
-                 var_floor: float, spatially_variant: bool,
+def _closed_form(maps: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, n_roi: torch.Tensor,
+                 *, var_floor: float, spatially_variant: bool,
                  ) -> tuple[torch.Tensor, MixtureParams]:
     """The diagonal losses through :func:`deepgmm.mixture.closed_form.diag_mixture_nll`."""
     nll, weights, means, variances = diag_mixture_nll(
-        maps, x, mask, _roi_counts(mask, maps.dtype), var_floor=var_floor,
+        maps, x, mask, n_roi.to(maps.dtype), var_floor=var_floor,
         spatially_variant=spatially_variant, mass_eps=_mass_eps(maps.dtype))
     return nll, MixtureParams(weights=weights, means=means, covariances=variances)
 
@@ -377,13 +455,37 @@ def gmm_nll(resp: torch.Tensor, image: torch.Tensor, roi: torch.Tensor, *,
     Raises:
         InputError: bad shapes, options or values (see :func:`check_inputs`).
     """
-    x, p, mask = _packed_inputs(image, roi, resp, maps_name="resp", log_maps=False,
-                                covariance=covariance, var_floor=var_floor,
-                                validate=validate)
+    _check_options(covariance, var_floor)
+    _check_shapes(image, roi, resp, "resp")
+    return gmm_nll_packed(resp, pack_image(image, roi, n_components=resp.shape[1],
+                                           validate=validate),
+                          covariance=covariance, var_floor=var_floor, validate=validate,
+                          gradient=gradient)
+
+
+def gmm_nll_packed(resp: torch.Tensor, packed: PackedROI, *,
+                   covariance: Covariance = "diag", var_floor: float = DEFAULT_VAR_FLOOR,
+                   validate: bool = True, gradient: Gradient = "closed_form",
+                   ) -> tuple[torch.Tensor, MixtureParams]:
+    """:func:`gmm_nll` with the image and ROI packed beforehand by :func:`pack_image`.
+
+    Args:
+        resp: ``(B, K, H, W)`` responsibilities.
+        packed: the slices' packed ROI pixels.
+        covariance, var_floor, gradient: as in :func:`gmm_nll`.
+        validate: check ``resp`` for non-finite values inside the ROI.
+
+    Returns:
+        ``(nll (B,), params)``.
+    """
+    _check_options(covariance, var_floor)
     _check_gradient(gradient)
+    p = _packed_maps(resp, packed, maps_name="resp", log_maps=False, validate=validate)
+    x, mask = packed.x, packed.mask
     if covariance == "diag" and gradient == "closed_form":
-        return _closed_form(p, x, mask, var_floor=var_floor, spatially_variant=False)
-    params = m_step_packed(p, x, _roi_counts(mask, resp.dtype), covariance=covariance,
+        return _closed_form(p, x, mask, packed.n_roi, var_floor=var_floor,
+                            spatially_variant=False)
+    params = m_step_packed(p, x, packed.n_roi.to(resp.dtype), covariance=covariance,
                            var_floor=var_floor)
     log_mix = torch.logsumexp(gmm_log_joint(x.unsqueeze(2), params), dim=1)  # (B, 1, N)
     return -_masked_mean(log_mix.squeeze(1), mask), params
@@ -415,15 +517,40 @@ def svgmm_nll(log_resp: torch.Tensor, image: torch.Tensor, roi: torch.Tensor, *,
     Raises:
         InputError: bad shapes, options or values (see :func:`check_inputs`).
     """
-    x, log_p, mask = _packed_inputs(image, roi, log_resp, maps_name="log_resp",
-                                    log_maps=True, covariance=covariance,
-                                    var_floor=var_floor, validate=validate)
+    _check_options(covariance, var_floor)
+    _check_shapes(image, roi, log_resp, "log_resp")
+    return svgmm_nll_packed(log_resp, pack_image(image, roi, n_components=log_resp.shape[1],
+                                             validate=validate),
+                            covariance=covariance, var_floor=var_floor, validate=validate,
+                            gradient=gradient)
+
+
+def svgmm_nll_packed(log_resp: torch.Tensor, packed: PackedROI, *,
+                     covariance: Covariance = "diag", var_floor: float = DEFAULT_VAR_FLOOR,
+                     validate: bool = True, gradient: Gradient = "closed_form",
+                     ) -> tuple[torch.Tensor, MixtureParams]:
+    """:func:`svgmm_nll` with the image and ROI packed beforehand by :func:`pack_image`.
+
+    Args:
+        log_resp: ``(B, K, H, W)`` log p_nk.
+        packed: the slices' packed ROI pixels.
+        covariance, var_floor, gradient: as in :func:`svgmm_nll`.
+        validate: check ``log_resp`` for NaN / +inf inside the ROI.
+
+    Returns:
+        ``(nll (B,), params)``.
+    """
+    _check_options(covariance, var_floor)
     _check_gradient(gradient)
+    log_p = _packed_maps(log_resp, packed, maps_name="log_resp", log_maps=True,
+                         validate=validate)
+    x, mask = packed.x, packed.mask
     if covariance == "diag" and gradient == "closed_form":
-        return _closed_form(log_p, x, mask, var_floor=var_floor, spatially_variant=True)
+        return _closed_form(log_p, x, mask, packed.n_roi, var_floor=var_floor,
+                            spatially_variant=True)
     p = torch.where(mask.unsqueeze(1), log_p.exp(), torch.zeros((), dtype=log_p.dtype,
                                                                 device=log_p.device))
-    params = m_step_packed(p, x, _roi_counts(mask, log_resp.dtype),
+    params = m_step_packed(p, x, packed.n_roi.to(log_resp.dtype),
                            covariance=covariance, var_floor=var_floor)
     log_mix = torch.logsumexp(log_p + log_densities_packed(x, params), dim=1)  # (B, N)
     return -_masked_mean(log_mix, mask), params
