@@ -27,6 +27,9 @@ app = typer.Typer(
 @app.callback()
 def _root() -> None:
     """Unsupervised segmentation of multi-sequence MR images with deep Gaussian mixtures."""
+    from deepgmm.allocator import tune_cpu_allocator
+
+    tune_cpu_allocator()  # faster CPU work; DEEPGMM_MALLOC_TUNING=0 keeps glibc's defaults
 
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from deepgmm.allocator import tune_cpu_allocator
 from deepgmm.errors import InputError
 from deepgmm.fit.checkpoint import build_network, load_checkpoint
 from deepgmm.fit.train import batch_nll
@@ -74,6 +75,8 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise InputError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        tune_cpu_allocator()
     ckpt = load_checkpoint(run_dir, sequences=batch.sequences, device="cpu")
     config = ckpt.config
     crop = [int(batch.image.shape[2]), int(batch.image.shape[3])]

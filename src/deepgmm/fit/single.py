@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from deepgmm.allocator import tune_cpu_allocator
 from deepgmm.device import resolve_device
 from deepgmm.errors import InputError
 from deepgmm.fit import stacked
@@ -206,6 +207,8 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
         batch_size = _int_at_least(batch_size, "batch_size", 1)
 
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        tune_cpu_allocator()
     how = stacked.resolve_mechanism(mechanism, dev)
     _check_shapes(batch)
     m = int(batch.image.shape[1])

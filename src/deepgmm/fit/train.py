@@ -35,6 +35,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from deepgmm.allocator import tune_cpu_allocator
 from deepgmm.data.augment import AugmentConfig, augment_batch
 from deepgmm.errors import CheckpointError, InputError
 from deepgmm.fit.checkpoint import (
@@ -246,6 +247,8 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
     if clip_norm is not None and not (math.isfinite(clip_norm) and clip_norm > 0):
         raise InputError(f"clip_norm must be a finite number > 0 or None, got {clip_norm!r}")
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        tune_cpu_allocator()
     run = Path(run_dir) if run_dir is not None else None
     if resume and run is None:
         raise InputError("resume needs a run folder (run_dir / --out)")
