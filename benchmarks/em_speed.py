@@ -29,6 +29,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
+from deepgmm.allocator import tune_cpu_allocator
 from deepgmm.mixture import GaussianMixtureEM, SpatiallyVariantEM
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "myops2020"
@@ -81,6 +82,7 @@ def run_sklearn(image: np.ndarray, roi: np.ndarray, init: str, var_floor: float,
 
 
 def main() -> None:
+    tune_cpu_allocator()  # as the command line does (DEEPGMM_MALLOC_TUNING=0: off)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     parser.add_argument("--device", default="cpu")

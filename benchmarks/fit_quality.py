@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from deepgmm._atomic import atomic_path
+from deepgmm.allocator import tune_cpu_allocator
 from deepgmm.data.dataset import load_dataset
 from deepgmm.data.mu_data import compute_mu_data
 from deepgmm.data.myops import MYOPS_DEV_TEST
@@ -51,6 +52,7 @@ def label_map(resp: np.ndarray, roi: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
+    tune_cpu_allocator()  # as the command line does (DEEPGMM_MALLOC_TUNING=0: off)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     parser.add_argument("--patients", nargs="+", default=list(MYOPS_DEV_TEST))

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deepgmm.allocator import tune_cpu_allocator
 from deepgmm.data.dataset import load_dataset
 from deepgmm.data.slices import make_batch
 from deepgmm.fit.single import fit_slices
@@ -103,6 +104,7 @@ def reference_fit(batch: SliceBatch, *, model: str, base: int, lr: float, max_it
 
 
 def main() -> None:
+    tune_cpu_allocator()  # as the command line does (DEEPGMM_MALLOC_TUNING=0: off)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", choices=("myops", "phantom"), default="myops")
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT)

@@ -22,6 +22,7 @@ import warnings
 
 import numpy as np
 
+from deepgmm.allocator import tune_cpu_allocator
 from deepgmm.evaluate.metrics import hd95_per_class, one_hot
 
 
@@ -54,6 +55,7 @@ def monai_full(pred: np.ndarray, truth: np.ndarray, spacing: np.ndarray) -> np.n
 
 
 def main() -> None:
+    tune_cpu_allocator()  # as the command line does (DEEPGMM_MALLOC_TUNING=0: off)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, default=8)
     parser.add_argument("--size", type=int, default=480)

@@ -31,6 +31,7 @@ from collections.abc import Callable
 
 import torch
 
+from deepgmm.allocator import tune_cpu_allocator
 from deepgmm.mixture import gmm_nll, gmm_nll_packed, pack_image, svgmm_nll, svgmm_nll_packed
 from deepgmm.mixture.likelihood import gather_roi, pack_roi
 
@@ -208,6 +209,7 @@ def run(device: torch.device, repeats: int) -> list[tuple[str, float, str]]:
 
 
 def main() -> None:
+    tune_cpu_allocator()  # as the command line does (DEEPGMM_MALLOC_TUNING=0: off)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--repeats", type=int, default=20)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepgmm.allocator import tune_cpu_allocator
 from deepgmm.data.dataset import load_dataset
 from deepgmm.data.myops import MYOPS_DEV_TEST
 from deepgmm.data.slices import make_batch
@@ -45,6 +46,7 @@ def label_map(resp: np.ndarray, roi: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
+    tune_cpu_allocator()  # as the command line does (DEEPGMM_MALLOC_TUNING=0: off)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     parser.add_argument("--model", choices=("deepg", "deepsvg"), default="deepg")

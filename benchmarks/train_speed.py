@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from nll_speed import loop_gmm_nll  # noqa: E402
 
+from deepgmm.allocator import tune_cpu_allocator
 from deepgmm.data.augment import AugmentConfig, augment_batch  # noqa: E402
 from deepgmm.data.dataset import load_dataset  # noqa: E402
 from deepgmm.data.mu_data import compute_mu_data  # noqa: E402
@@ -91,6 +92,7 @@ def loop_epochs(batch: SliceBatch, *, epochs: int, batch_size: int, lr: float,
 
 
 def main() -> None:
+    tune_cpu_allocator()  # as the command line does (DEEPGMM_MALLOC_TUNING=0: off)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=None)
     parser.add_argument("--device", nargs="+", default=["cpu"])
