@@ -339,23 +339,6 @@ def log_densities_packed(x: torch.Tensor, params: MixtureParams) -> torch.Tensor
     return log_densities(x.unsqueeze(2), params).squeeze(2)
 
 
-def _packed_inputs(image: torch.Tensor, roi: torch.Tensor, maps: torch.Tensor, *,
-                   maps_name: str, log_maps: bool, covariance: str, var_floor: float,
-                   validate: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Check the arguments and pack the ROI pixels: ``(x (B, M, N), maps (B, K, N),
-    mask (B, N))``; the shared first half of :func:`m_step`, :func:`gmm_nll` and
-    :func:`svgmm_nll`."""
-    _check_options(covariance, var_floor)
-    _check_shapes(image, roi, maps, maps_name)
-    index, mask = pack_roi(roi)
-    x = gather_roi(image, index, mask)  # (B, M, N)
-    packed = gather_roi(maps, index, mask)  # (B, K, N), 0 on padding
-    if validate:
-        _check_packed(x, mask, n_components=None, maps=packed, maps_name=maps_name,
-                      log_maps=log_maps)
-    return x, packed, mask
-
-
 def m_step(resp: torch.Tensor, image: torch.Tensor, roi: torch.Tensor, *,
            covariance: Covariance = "diag",
            var_floor: float = DEFAULT_VAR_FLOOR, validate: bool = True) -> MixtureParams:
@@ -377,10 +360,11 @@ def m_step(resp: torch.Tensor, image: torch.Tensor, roi: torch.Tensor, *,
     Raises:
         InputError: bad shapes, options or values (see :func:`check_inputs`).
     """
-    x, p, mask = _packed_inputs(image, roi, resp, maps_name="resp", log_maps=False,
-                                covariance=covariance, var_floor=var_floor,
-                                validate=validate)
-    return m_step_packed(p, x, _roi_counts(mask, resp.dtype), covariance=covariance,
+    _check_options(covariance, var_floor)
+    _check_shapes(image, roi, resp, "resp")
+    packed = pack_image(image, roi, n_components=resp.shape[1], validate=validate)
+    p = _packed_maps(resp, packed, maps_name="resp", log_maps=False, validate=validate)
+    return m_step_packed(p, packed.x, packed.n_roi.to(resp.dtype), covariance=covariance,
                          var_floor=var_floor)
 
 
@@ -455,12 +439,8 @@ def gmm_nll(resp: torch.Tensor, image: torch.Tensor, roi: torch.Tensor, *,
     Raises:
         InputError: bad shapes, options or values (see :func:`check_inputs`).
     """
-    _check_options(covariance, var_floor)
-    _check_shapes(image, roi, resp, "resp")
-    return gmm_nll_packed(resp, pack_image(image, roi, n_components=resp.shape[1],
-                                           validate=validate),
-                          covariance=covariance, var_floor=var_floor, validate=validate,
-                          gradient=gradient)
+    return _nll(resp, image, roi, spatially_variant=False, covariance=covariance,
+                var_floor=var_floor, validate=validate, gradient=gradient)
 
 
 def gmm_nll_packed(resp: torch.Tensor, packed: PackedROI, *,
@@ -478,17 +458,8 @@ def gmm_nll_packed(resp: torch.Tensor, packed: PackedROI, *,
     Returns:
         ``(nll (B,), params)``.
     """
-    _check_options(covariance, var_floor)
-    _check_gradient(gradient)
-    p = _packed_maps(resp, packed, maps_name="resp", log_maps=False, validate=validate)
-    x, mask = packed.x, packed.mask
-    if covariance == "diag" and gradient == "closed_form":
-        return _closed_form(p, x, mask, packed.n_roi, var_floor=var_floor,
-                            spatially_variant=False)
-    params = m_step_packed(p, x, packed.n_roi.to(resp.dtype), covariance=covariance,
-                           var_floor=var_floor)
-    log_mix = torch.logsumexp(gmm_log_joint(x.unsqueeze(2), params), dim=1)  # (B, 1, N)
-    return -_masked_mean(log_mix.squeeze(1), mask), params
+    return _packed_nll(resp, packed, spatially_variant=False, covariance=covariance,
+                       var_floor=var_floor, validate=validate, gradient=gradient)
 
 
 def svgmm_nll(log_resp: torch.Tensor, image: torch.Tensor, roi: torch.Tensor, *,
@@ -517,12 +488,8 @@ def svgmm_nll(log_resp: torch.Tensor, image: torch.Tensor, roi: torch.Tensor, *,
     Raises:
         InputError: bad shapes, options or values (see :func:`check_inputs`).
     """
-    _check_options(covariance, var_floor)
-    _check_shapes(image, roi, log_resp, "log_resp")
-    return svgmm_nll_packed(log_resp, pack_image(image, roi, n_components=log_resp.shape[1],
-                                             validate=validate),
-                            covariance=covariance, var_floor=var_floor, validate=validate,
-                            gradient=gradient)
+    return _nll(log_resp, image, roi, spatially_variant=True, covariance=covariance,
+                var_floor=var_floor, validate=validate, gradient=gradient)
 
 
 def svgmm_nll_packed(log_resp: torch.Tensor, packed: PackedROI, *,
@@ -540,20 +507,50 @@ def svgmm_nll_packed(log_resp: torch.Tensor, packed: PackedROI, *,
     Returns:
         ``(nll (B,), params)``.
     """
+    return _packed_nll(log_resp, packed, spatially_variant=True, covariance=covariance,
+                       var_floor=var_floor, validate=validate, gradient=gradient)
+
+
+def _nll(maps: torch.Tensor, image: torch.Tensor, roi: torch.Tensor, *,
+         spatially_variant: bool, covariance: str, var_floor: float, validate: bool,
+         gradient: str) -> tuple[torch.Tensor, MixtureParams]:
+    """Check the arguments, pack the ROI and evaluate :func:`_packed_nll`."""
+    _check_options(covariance, var_floor)
+    _check_shapes(image, roi, maps, _maps_name(spatially_variant))
+    packed = pack_image(image, roi, n_components=maps.shape[1], validate=validate)
+    return _packed_nll(maps, packed, spatially_variant=spatially_variant,
+                       covariance=covariance, var_floor=var_floor, validate=validate,
+                       gradient=gradient)
+
+
+def _maps_name(spatially_variant: bool) -> str:
+    return "log_resp" if spatially_variant else "resp"
+
+
+def _packed_nll(maps: torch.Tensor, packed: PackedROI, *, spatially_variant: bool,
+                covariance: str, var_floor: float, validate: bool,
+                gradient: str) -> tuple[torch.Tensor, MixtureParams]:
+    """deepG (``maps`` = p) or deepSVG (``maps`` = log p) loss on packed ROI pixels."""
     _check_options(covariance, var_floor)
     _check_gradient(gradient)
-    log_p = _packed_maps(log_resp, packed, maps_name="log_resp", log_maps=True,
-                         validate=validate)
+    packed_maps = _packed_maps(maps, packed, maps_name=_maps_name(spatially_variant),
+                               log_maps=spatially_variant, validate=validate)
     x, mask = packed.x, packed.mask
     if covariance == "diag" and gradient == "closed_form":
-        return _closed_form(log_p, x, mask, packed.n_roi, var_floor=var_floor,
-                            spatially_variant=True)
-    p = torch.where(mask.unsqueeze(1), log_p.exp(), torch.zeros((), dtype=log_p.dtype,
-                                                                device=log_p.device))
-    params = m_step_packed(p, x, packed.n_roi.to(log_resp.dtype),
-                           covariance=covariance, var_floor=var_floor)
-    log_mix = torch.logsumexp(log_p + log_densities_packed(x, params), dim=1)  # (B, N)
-    return -_masked_mean(log_mix, mask), params
+        return _closed_form(packed_maps, x, mask, packed.n_roi, var_floor=var_floor,
+                            spatially_variant=spatially_variant)
+    if spatially_variant:  # log p -> p, exactly 0 on padding
+        p = torch.where(mask.unsqueeze(1), packed_maps.exp(),
+                        torch.zeros((), dtype=maps.dtype, device=maps.device))
+    else:
+        p = packed_maps
+    params = m_step_packed(p, x, packed.n_roi.to(maps.dtype), covariance=covariance,
+                           var_floor=var_floor)
+    if spatially_variant:
+        log_mix = torch.logsumexp(packed_maps + log_densities_packed(x, params), dim=1)
+    else:
+        log_mix = torch.logsumexp(gmm_log_joint(x.unsqueeze(2), params), dim=1).squeeze(1)
+    return -_masked_mean(log_mix, mask), params  # log_mix: (B, N)
 
 
 def mu_penalty(means: torch.Tensor, mu_data: torch.Tensor) -> torch.Tensor:
