@@ -245,7 +245,8 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
     parked: list[tuple[list[int], StackedFit]] = []  # moved aside after a CUDA OOM
     active: list[int] = []
     state: StackedFit | None = None
-    packed, packed_for = None, None  # the running slices' packed ROI pixels, and whose
+    # the running slices' images, packed ROI pixels and reference means, and whose they are
+    image = packed = mu_active = packed_for = None
     bar = tqdm(total=b, disable=not progress, desc=f"{model} fit", unit="slice")
     try:
         while pending or parked or active:
@@ -269,10 +270,11 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
             if len(joins) > 1 or state is None:
                 state = StackedFit.cat(joins)
 
-            index = torch.tensor(active, dtype=torch.int64, device=dev)
-            image = image_dev.index_select(0, index)
-            if packed_for != active:  # pack the ROI pixels once per set of running slices
+            if packed_for != active:  # gather and pack once per set of running slices
+                index = torch.tensor(active, dtype=torch.int64, device=dev)
+                image = image_dev.index_select(0, index)
                 packed = pack_image(image, roi_dev.index_select(0, index), n_components=k)
+                mu_active = None if mu_ref is None else mu_ref.index_select(0, index)
                 packed_for = list(active)
             names = list(state.params)
             leaves = [state.params[n].requires_grad_(True) for n in names]
@@ -284,7 +286,7 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
                     nll, mix = svgmm_nll_packed(logits.log_softmax(dim=1), packed)
                 loss = nll
                 if mu_ref is not None:
-                    loss = nll + lam * mu_penalty(mix.means, mu_ref.index_select(0, index))
+                    loss = nll + lam * mu_penalty(mix.means, mu_active)
                 grads = dict(zip(names, torch.autograd.grad(loss.sum(), leaves), strict=True))
             except torch.cuda.OutOfMemoryError as err:
                 if len(active) == 1:
