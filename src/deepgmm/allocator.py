@@ -5,8 +5,8 @@ with fresh ``mmap`` pages and gives freed memory at the top of the heap back to 
 A U-Net step on CPU allocates and frees many activations and gradients of a few MiB each, so
 the kernel keeps mapping fresh pages and zero-filling them on first touch (one page fault
 per 4 KiB). Serving those blocks from the heap and keeping freed memory for reuse removes
-that work: one deepG step on 8 slices of 160 x 160 took 0.112 s instead of 0.150-0.162 s on
-our 2-core test machine, with identical results (``benchmarks/allocator_speed.py``). This is
+that work: one deepG step on 8 slices of 160 x 160 took 0.115 s per slice instead of 0.168 s
+on our 2-core test machine, with identical results (``benchmarks/allocator_speed.py``). This is
 what PyTorch's CPU performance advice gets by preloading jemalloc or tcmalloc; ``mallopt``
 gives the same effect without a second allocator.
 
