@@ -23,6 +23,7 @@ are written after every epoch.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -296,10 +297,7 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         "min_epochs": int(min_epochs), "batch_size": int(batch_size), "lr": float(lr),
         "weight_decay": float(weight_decay), "tol": float(tol), "seed": int(seed),
         "penalty": penalty, "clip_norm": None if clip_norm is None else float(clip_norm),
-        "augment": None if aug_cfg is None else {
-            "alpha": list(aug_cfg.alpha), "sigma": list(aug_cfg.sigma),
-            "p_elastic": aug_cfg.p_elastic, "p_flip": aug_cfg.p_flip,
-            "noise_sigma": list(aug_cfg.noise_sigma), "p_noise": aug_cfg.p_noise},
+        "augment": None if aug_cfg is None else dataclasses.asdict(aug_cfg),
         "network": network.config,
         "n_classes": int(n_classes), "class_names": list(CLASS_NAMES[:n_classes])
         if n_classes == len(CLASS_NAMES) else [f"class{k + 1}" for k in range(n_classes)],
