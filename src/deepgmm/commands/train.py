@@ -70,8 +70,9 @@ def train_command(
         "(published); slice: pull every slice's class means.")] = "batch",
     clip_norm: Annotated[float, typer.Option("--clip-norm", help="Gradient-norm clipping "
                                              "(0: off).")] = 12.0,
-    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Elastic "
-                                          "deformation, flips and noise.")] = True,
+    augment: Annotated[bool, typer.Option(
+        "--augment/--no-augment", help="Elastic deformation, rotation, scaling, flips and "
+        "noise, with the published probabilities.")] = True,
     crop: Annotated[int, typer.Option("--crop", help="Square crop size around the "
                                       "ROI.")] = 160,
     base_filters: Annotated[int, typer.Option("--base-filters", help="U-Net channels of "
