@@ -35,29 +35,11 @@ LABELS = {
 
 
 def _slices(data: str, root: Path, n: int):
-    """``n`` all-class slices of 160 x 160 from MyoPS, or from the phantom."""
-    import tempfile
+    """``n`` all-class slices of 160 x 160 from MyoPS or the phantom (as fit_speed.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from fit_speed import load_slices, take
 
-    from deepgmm.data.dataset import load_dataset
-    from deepgmm.data.slices import make_batch
-
-    if data == "myops":
-        batch = make_batch(load_dataset(root), crop_size=(160, 160))
-    else:
-        from deepgmm.data.phantom import write_phantom
-
-        tmp = Path(tempfile.mkdtemp(prefix="deepgmm-phantom-"))
-        batch = make_batch(load_dataset(write_phantom(tmp, n_cases=max(2, n // 3 + 1),
-                                                      seed=0)), crop_size=(160, 160))
-    idx = list(range(n))
-    from deepgmm.types import SliceBatch
-
-    return SliceBatch(image=batch.image[idx], roi=batch.roi[idx], labels=None,
-                      case_ids=[batch.case_ids[i] for i in idx],
-                      slice_indices=[batch.slice_indices[i] for i in idx],
-                      crop_origins=[batch.crop_origins[i] for i in idx],
-                      full_shapes=[batch.full_shapes[i] for i in idx],
-                      sequences=batch.sequences, spacing=batch.spacing[idx])
+    return take(load_slices(data, root, n), n)
 
 
 def worker(name: str, data: str, root: Path) -> dict[str, float]:

@@ -69,13 +69,19 @@ def _check_shapes(image: torch.Tensor, roi: torch.Tensor, maps: torch.Tensor | N
     if roi.dtype != torch.bool:
         raise InputError(f"roi must be a bool tensor, got {roi.dtype}")
     if maps is not None:
-        if not isinstance(maps, torch.Tensor) or maps.ndim != 4 or maps.shape[0] != b \
-                or tuple(maps.shape[2:]) != (h, w):
-            shape = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps)
-            raise InputError(f"{name} must be (B, K, H, W) with B, H, W = {(b, h, w)}, "
-                             f"got {shape}")
-        if not maps.is_floating_point():
-            raise InputError(f"{name} must be a floating-point tensor, got {maps.dtype}")
+        _check_maps_shape(maps, (b, h, w), name)
+
+
+def _check_maps_shape(maps: torch.Tensor, bhw: tuple[int, int, int], name: str) -> None:
+    """``maps`` must be a floating ``(B, K, H, W)`` tensor with the given B, H, W."""
+    b, h, w = bhw
+    if not isinstance(maps, torch.Tensor) or maps.ndim != 4 or maps.shape[0] != b \
+            or tuple(maps.shape[2:]) != (h, w):
+        shape = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps)
+        raise InputError(f"{name} must be (B, K, H, W) with B, H, W = {(b, h, w)}, "
+                         f"got {shape}")
+    if not maps.is_floating_point():
+        raise InputError(f"{name} must be a floating-point tensor, got {maps.dtype}")
 
 
 def check_inputs(image: torch.Tensor, roi: torch.Tensor, *,
@@ -104,9 +110,11 @@ def check_inputs(image: torch.Tensor, roi: torch.Tensor, *,
 
 
 def _check_packed(x: torch.Tensor, mask: torch.Tensor, *, n_components: int | None,
-                  maps: torch.Tensor | None, maps_name: str, log_maps: bool) -> None:
+                  maps: torch.Tensor | None, maps_name: str, log_maps: bool,
+                  check_image: bool = True) -> None:
     """:func:`check_inputs` on packed ROI pixels: ``x (B, M, N)``, ``mask (B, N)``,
-    ``maps (B, K, N)`` (shapes already checked)."""
+    ``maps (B, K, N)`` (shapes already checked); ``check_image=False`` skips the image's
+    values (checked once by :func:`pack_image`)."""
     k = n_components if n_components is not None else (
         maps.shape[1] if maps is not None else 1)
     if maps is not None and n_components is not None and maps.shape[1] != n_components:
@@ -116,7 +124,7 @@ def _check_packed(x: torch.Tensor, mask: torch.Tensor, *, n_components: int | No
     with torch.no_grad():
         inside = mask.unsqueeze(1)  # (B, 1, N)
         count = mask.sum(dim=1)  # (B,)
-        if x.shape[2] == 0:  # no slice has any ROI pixel
+        if x.shape[2] == 0 or not check_image:  # no ROI pixel at all, or checked before
             nonfinite = constant = torch.zeros(x.shape[:2], dtype=torch.bool,
                                                device=x.device)
         else:
@@ -272,31 +280,11 @@ def _packed_maps(maps: torch.Tensor, packed: PackedROI, *, maps_name: str, log_m
                  validate: bool) -> torch.Tensor:
     """``(B, K, N)`` packed ``maps (B, K, H, W)``, checked against ``packed`` (the image
     itself was checked by :func:`pack_image`)."""
-    b = packed.index.shape[0]
-    if not isinstance(maps, torch.Tensor) or maps.ndim != 4 or maps.shape[0] != b \
-            or tuple(maps.shape[2:]) != packed.size:
-        shape = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps)
-        raise InputError(f"{maps_name} must be (B, K, H, W) with B, H, W = "
-                         f"{(b, *packed.size)}, got {shape}")
-    if not maps.is_floating_point():
-        raise InputError(f"{maps_name} must be a floating-point tensor, got {maps.dtype}")
+    _check_maps_shape(maps, (packed.index.shape[0], *packed.size), maps_name)
     out = gather_roi(maps, packed.index, packed.mask)
     if validate:
-        k = int(maps.shape[1])
-        with torch.no_grad():
-            bad = torch.isnan(out) | (torch.isposinf(out) if log_maps else ~torch.isfinite(out))
-            count = packed.mask.sum(dim=1)  # (B,)
-            flags = torch.stack([count < max(k, 2),
-                                 (bad & packed.mask.unsqueeze(1)).any(dim=(1, 2))])  # (2, B)
-            if bool(flags.any()):
-                small, non_finite = flags.tolist()
-                if True in small:
-                    b = small.index(True)
-                    raise InputError(f"slice {b}: the ROI has {int(count[b])} pixels, "
-                                     f"needs at least {max(k, 2)} for {k} classes (check the "
-                                     "ROI mask)")
-                raise InputError(f"slice {non_finite.index(True)}: {maps_name} has NaN or "
-                                 "infinite values inside the ROI")
+        _check_packed(packed.x, packed.mask, n_components=None, maps=out,
+                      maps_name=maps_name, log_maps=log_maps, check_image=False)
     return out
 
 
@@ -514,8 +502,8 @@ def svgmm_nll_packed(log_resp: torch.Tensor, packed: PackedROI, *,
 def _nll(maps: torch.Tensor, image: torch.Tensor, roi: torch.Tensor, *,
          spatially_variant: bool, covariance: str, var_floor: float, validate: bool,
          gradient: str) -> tuple[torch.Tensor, MixtureParams]:
-    """Check the arguments, pack the ROI and evaluate :func:`_packed_nll`."""
-    _check_options(covariance, var_floor)
+    """Check the shapes, pack the ROI and evaluate :func:`_packed_nll` (which checks the
+    options)."""
     _check_shapes(image, roi, maps, _maps_name(spatially_variant))
     packed = pack_image(image, roi, n_components=maps.shape[1], validate=validate)
     return _packed_nll(maps, packed, spatially_variant=spatially_variant,
