@@ -3,12 +3,14 @@
 Trains one network on the all-class slices of the 20 training patients of MyoPS 2020
 (101-125 except 109 114 117 120 122), with mu_data from 10 random training slices
 (seed 42), then segments the 19 all-class slices of the 5 held-out patients: once with the
-trained network alone and once with ``--refine N`` per-slice iterations started from it.
+trained network alone, once with ``--refine N`` per-slice iterations started from it and,
+with ``--tta``, once with the class probabilities averaged over the crop's quarter turns
+and mirrors.
 The class order comes from mu_data (lam = 1), so no label matching is used.
 
     .venv/bin/python benchmarks/train_quality.py [--root ../shared/data/myops2020]
         [--model deepg] [--seeds 0] [--refine 50] [--refine-lam L] [--epochs 100]
-        [--penalty batch|slice] [--clip-norm 12] [--device auto]
+        [--penalty batch|slice] [--clip-norm 12] [--tta] [--device auto]
 
 Prints one row per seed and variant (mean Dice over the 19 slices per class, mean NLL,
 training time, epochs), the mean over seeds when there are several, and the published
@@ -58,6 +60,8 @@ def main() -> None:
     parser.add_argument("--penalty", choices=("batch", "slice"), default="batch",
                         help="mu_data penalty on the mini-batch mean (published) or per slice")
     parser.add_argument("--clip-norm", type=float, default=12.0, help="0: no clipping")
+    parser.add_argument("--tta", action="store_true",
+                        help="also predict with test-time augmentation (8 symmetries)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args()
@@ -87,15 +91,18 @@ def main() -> None:
                                 progress=args.progress, penalty=args.penalty,
                                 clip_norm=args.clip_norm or None)
             train_s = time.perf_counter() - t0
-            for refine in sorted({0, args.refine}):
+            variants = [(refine, False) for refine in sorted({0, args.refine})]
+            variants += [(0, True)] if args.tta else []
+            for refine, tta in variants:
                 t1 = time.perf_counter()
                 out = predict(Path(tmp) / "run", test_batch, refine=refine,
-                              refine_lam=args.refine_lam, device=args.device,
+                              refine_lam=args.refine_lam, tta=tta, device=args.device,
                               progress=args.progress)
                 pred_s = (time.perf_counter() - t1) / len(test_batch)
                 dice = dice_per_class(label_map(out.responsibilities.numpy(), roi), truth)
                 mean = np.nanmean(dice, axis=0)
-                name = "trained" if refine == 0 else f"trained + refine {refine}"
+                name = ("trained + tta" if tta else "trained" if refine == 0
+                        else f"trained + refine {refine}")
                 scores.setdefault(name, []).append(np.append(mean, out.nll.mean().item()))
                 print(f"{f'{name}, seed {seed}':<34}" + "".join(f"{d:>11.3f}" for d in mean)
                       + f"{out.nll.mean().item():>8.3f}{train_s:>9.1f}"

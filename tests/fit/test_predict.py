@@ -10,7 +10,7 @@ import torch
 from deepgmm.data.slices import make_batch
 from deepgmm.errors import CheckpointError, InputError
 from deepgmm.fit.predict import predict
-from deepgmm.fit.train import TrainResult, batch_nll, train_network
+from deepgmm.fit.train import TrainResult, batch_nll, nll_of_log_resp, train_network
 from deepgmm.types import SliceBatch
 
 
@@ -69,6 +69,29 @@ def test_bad_options_refused(batch: SliceBatch, trained) -> None:  # noqa: ANN00
         predict(run, batch, refine=1, refine_lam=-1.0, device="cpu")
     with pytest.raises(InputError, match="chunk_size"):
         predict(run, batch, chunk_size=0, device="cpu")
+    with pytest.raises(InputError, match="tta"):
+        predict(run, batch, refine=1, tta=True, device="cpu")
+
+
+def test_tta_averages_the_symmetric_copies(batch: SliceBatch, trained) -> None:  # noqa: ANN001
+    run, res = trained
+    out = predict(run, batch, tta=True, device="cpu", chunk_size=5)
+    net = res.network.cpu().eval()
+    with torch.no_grad():  # reference: the 8 turned / mirrored images, one at a time
+        probs = torch.zeros(12, 4, 64, 64)
+        for turns in range(4):
+            for mirror in (False, True):
+                x = torch.rot90(batch.image, turns, dims=(2, 3))
+                x = x.flip(3) if mirror else x
+                p = torch.softmax(net(x), dim=1)
+                p = p.flip(3) if mirror else p
+                probs += torch.rot90(p, -turns, dims=(2, 3)) / 8
+        nll, _, means = nll_of_log_resp(probs.log(), batch.image, batch.roi, "deepsvg")
+    assert torch.allclose(out.responsibilities, probs, atol=1e-5)
+    assert torch.allclose(out.nll, nll, atol=1e-4)
+    assert torch.allclose(out.means, means, atol=1e-4)
+    plain = predict(run, batch, device="cpu")
+    assert (plain.responsibilities - out.responsibilities).abs().max() > 1e-3
 
 
 def test_refine_starts_from_the_trained_weights(batch: SliceBatch, trained) -> None:  # noqa: ANN001

@@ -58,11 +58,17 @@ def test_predict_defaults_to_cases_not_trained_on(run: Path, phantom_root: Path,
                                    "--no-progress", "--no-figures", "--device", "cpu"])
     assert sub.exit_code == 0, sub.output
     assert json.loads((tmp_path / "one" / "summary.json").read_text())["n_slices"] == 3
+    tta = CliRunner().invoke(app, ["predict", str(run), str(phantom_root), "--out",
+                                   str(tmp_path / "tta"), "--patients", "101", "--tta",
+                                   "--no-progress", "--no-figures", "--device", "cpu"])
+    assert tta.exit_code == 0, tta.output
+    assert json.loads((tmp_path / "tta" / "summary.json").read_text())["n_slices"] == 3
 
 
 @pytest.mark.parametrize("argv, message", [
     (["predict", "{tmp}", "{root}", "--out", "{tmp}/o"], "holds no checkpoint"),
     (["predict", "{run}", "{root}", "--out", "{tmp}/o", "--refine", "-2"], "refine"),
+    (["predict", "{run}", "{root}", "--out", "{tmp}/o", "--refine", "2", "--tta"], "tta"),
     (["train", "{root}", "--out", "{run}", *TINY], "already holds a checkpoint"),
     (["train", "{root}", "--out", "{tmp}/r", "--model", "deepq", *TINY], "--model"),
     (["train", "{root}", "--out", "{tmp}/r", "--train-patients", "999", *TINY], "999"),

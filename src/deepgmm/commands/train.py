@@ -138,6 +138,9 @@ def predict_command(
     refine_lam: Annotated[float | None, typer.Option(
         "--refine-lam", help="μ_data penalty weight during --refine (default: the training "
         "--lam; 0: NLL only).")] = None,
+    tta: Annotated[bool, typer.Option(
+        "--tta/--no-tta", help="Average the class probabilities over the crop's quarter "
+        "turns and mirrors (8 forward passes per slice; not with --refine).")] = False,
     selection: Annotated[str, typer.Option(
         "--selection", help="all-classes (slices with every class, as in the paper; needs "
         "ground truth) or roi (every slice with a non-empty ROI).")] = "all-classes",
@@ -166,8 +169,8 @@ def predict_command(
     slices = make_batch(volumes, selection=selection,
                         crop_size=tuple(config["crop_size"]),
                         normalise=config["normalisation"])
-    result = predict(run, slices, refine=refine, refine_lam=refine_lam, device=device,
-                     progress=progress)
+    result = predict(run, slices, refine=refine, refine_lam=refine_lam, tta=tta,
+                     device=device, progress=progress)
     summary = write_segmentation(out, volumes, slices, result, matching="none",
                                  figures=figures, progress=progress)
     if slices.labels is not None:

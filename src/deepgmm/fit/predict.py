@@ -5,6 +5,10 @@ have the sequences (names and order) it was trained on, and runs the network ove
 slices in chunks without gradients. The responsibilities are the network's softmax; the
 NLL and means per slice come from the closed-form M-step on them, as in training.
 
+``tta=True`` averages the network's class probabilities over the symmetries of the crop
+(quarter turns and mirrors, :mod:`deepgmm.nets.tta`): 8 forward passes per slice instead of
+one.
+
 ``refine=N`` continues per-slice fitting from the trained weights for N iterations
 (:func:`deepgmm.fit.single.fit_slices` with ``init_state``): every slice gets its own copy
 of the trained network, fine-tuned on that slice alone.
@@ -23,7 +27,8 @@ import torch
 from deepgmm.allocator import tune_cpu_allocator
 from deepgmm.errors import InputError
 from deepgmm.fit.checkpoint import build_network, load_checkpoint
-from deepgmm.fit.train import batch_nll
+from deepgmm.fit.train import batch_nll, nll_of_log_resp
+from deepgmm.nets.tta import averaged_log_softmax
 from deepgmm.types import SegmentationResult, SliceBatch
 
 logger = logging.getLogger(__name__)
@@ -42,7 +47,7 @@ def _check_refine(refine: int) -> int:
 def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int = 0,
             device: str | torch.device = "auto", chunk_size: int = 16,
             refine_lr: float = DEFAULT_REFINE_LR, refine_lam: float | None = None,
-            progress: bool = False) -> SegmentationResult:
+            tta: bool = False, progress: bool = False) -> SegmentationResult:
     """Apply a trained deepG / deepSVG network to a batch of slices.
 
     Args:
@@ -57,6 +62,8 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
         refine_lam: weight of the mu_data penalty during refinement; ``None`` keeps the
             training lambda. With 0 the refinement minimises the NLL alone (the class order
             still comes from the trained network it starts from).
+        tta: average the class probabilities over the crop's symmetries (test-time
+            augmentation; not with ``refine``).
         progress: show a progress bar during refinement.
 
     Returns:
@@ -66,12 +73,15 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
 
     Raises:
         CheckpointError: a missing, corrupt or incompatible checkpoint (other sequences).
-        InputError: bad ``refine`` or ``chunk_size``; H and W not multiples of
-            ``2 ** depth``.
+        InputError: bad ``refine`` or ``chunk_size``; ``tta`` with ``refine``; H and W not
+            multiples of ``2 ** depth``.
     """
     from deepgmm.device import resolve_device
 
     refine = _check_refine(refine)
+    if tta and refine > 0:
+        raise InputError("tta averages the trained network's forward passes; it cannot be "
+                         "combined with refine > 0")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise InputError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
     dev = resolve_device(device)
@@ -98,7 +108,11 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
         for start in range(0, len(batch), chunk_size):
             img = batch.image[start:start + chunk_size].to(dev, dtype=torch.float32)
             roi = batch.roi[start:start + chunk_size].to(dev, dtype=torch.bool)
-            nll, resp, means = batch_nll(network, img, roi, model)
+            if tta:
+                log_resp = averaged_log_softmax(network, img)
+                nll, resp, means = nll_of_log_resp(log_resp, img, roi, model)
+            else:
+                nll, resp, means = batch_nll(network, img, roi, model)
             resp_parts.append(resp.cpu())
             nll_parts.append(nll.cpu())
             mean_parts.append(means.cpu())

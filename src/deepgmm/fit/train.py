@@ -108,8 +108,22 @@ def batch_nll(network: torch.nn.Module, image: torch.Tensor, roi: torch.Tensor,
     Returns:
         ``(nll (B,), responsibilities (B, K, H, W), means (B, K, M))``.
     """
-    logits = network(image)
-    log_resp = torch.log_softmax(logits, dim=1)
+    return nll_of_log_resp(torch.log_softmax(network(image), dim=1), image, roi, model,
+                           validate=validate)
+
+
+def nll_of_log_resp(log_resp: torch.Tensor, image: torch.Tensor, roi: torch.Tensor,
+                    model: str, *, validate: bool = True,
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-slice NLL of deepG or deepSVG for given log-responsibilities.
+
+    Args:
+        log_resp: ``(B, K, H, W)`` log class probabilities (log-softmax of the logits).
+        image, roi, model, validate: as for :func:`batch_nll`.
+
+    Returns:
+        ``(nll (B,), responsibilities (B, K, H, W), means (B, K, M))``.
+    """
     if model == "deepg":
         resp = log_resp.exp()
         nll, params = gmm_nll(resp, image, roi, validate=validate)
