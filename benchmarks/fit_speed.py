@@ -13,6 +13,11 @@ slices one after the other (the published code's structure, with our log-space l
 
 ``--devices cuda`` adds GPU rows where a CUDA device exists (skipped otherwise). Ratios in
 the last column are against the first row of the same device and configuration.
+
+The ``GFLOP/s`` column is the U-Net's arithmetic per iteration and slice (forward +
+backward, counted by ``torch.utils.flop_counter``) over the measured seconds per iteration;
+the footer gives a large single-precision matrix multiply's rate on the same device and
+threads, the practical ceiling, and the least time per iteration it implies.
 """
 
 from __future__ import annotations
@@ -103,6 +108,33 @@ def reference_fit(batch: SliceBatch, *, model: str, base: int, lr: float, max_it
     return np.array(iters), np.array(nlls)
 
 
+def unet_flops(base: int, in_channels: int, h: int, w: int) -> float:
+    """FLOPs of one forward + backward pass of the default-depth U-Net on one slice."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = UNet(in_channels, n_classes=4, depth=4, base_filters=base)
+    x = torch.randn(1, in_channels, h, w)
+    with FlopCounterMode(display=False) as counter:
+        net(x).sum().backward()
+    return float(counter.get_total_flops())
+
+
+def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 10) -> float:
+    """Measured GFLOP/s of a ``size x size`` float32 matrix multiply on ``device``."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    for _ in range(3):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * size**3 * repeats / (time.perf_counter() - t0) / 1e9
+
+
 def main() -> None:
     tune_cpu_allocator()  # as the command line does (DEEPGMM_MALLOC_TUNING=0: off)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -127,7 +159,10 @@ def main() -> None:
           f"{args.model}; {torch.get_num_threads()} CPU threads; max {args.max_iter} "
           f"iterations, tol 1e-3")
     print(f"{'device':<7}{'base':>5}{'lr':>8} {'mechanism':<10}{'N':>4}{'s/slice':>9}"
-          f"{'iter':>7}{'s/iter':>8}{'NLL':>8}{'ratio':>7}")
+          f"{'iter':>7}{'s/iter':>8}{'NLL':>8}{'ratio':>7}{'GFLOP/s':>9}")
+    m, h, w = (int(s) for s in batch.image.shape[1:])
+    flops = {int(spec.split(":")[0]): unet_flops(int(spec.split(":")[0]), m, h, w)
+             for spec in args.configs}
     for device_name in args.devices:
         if device_name == "cuda" and not torch.cuda.is_available():
             print("cuda: no CUDA device here, rows skipped")
@@ -157,7 +192,14 @@ def main() -> None:
                     print(f"{device_name:<7}{base:>5}{lr:>8.0e} {mechanism:<10}{n:>4}"
                           f"{per_slice:>9.2f}{iters.mean():>7.1f}"
                           f"{per_slice / iters.mean():>8.3f}{nll.mean():>8.3f}"
-                          f"{per_slice / first:>7.2f}", flush=True)
+                          f"{per_slice / first:>7.2f}"
+                          f"{flops[base] / (per_slice / iters.mean()) / 1e9:>9.0f}",
+                          flush=True)
+        peak = matmul_gflops(device)
+        print(f"{device_name}: 2048 x 2048 float32 matrix multiply {peak:.0f} GFLOP/s; "
+              + "; ".join(f"U-Net base {b} forward + backward {f / 1e9:.1f} GFLOP per "
+                          f"slice, so at least {f / 1e9 / peak:.3f} s per iteration"
+                          for b, f in flops.items()), flush=True)
 
 
 if __name__ == "__main__":

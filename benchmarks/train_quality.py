@@ -10,7 +10,7 @@ The class order comes from mu_data (lam = 1), so no label matching is used.
 
     .venv/bin/python benchmarks/train_quality.py [--root ../shared/data/myops2020]
         [--model deepg] [--seeds 0] [--refine 50] [--refine-lam L] [--epochs 100]
-        [--penalty batch|slice] [--clip-norm 12] [--tta] [--device auto]
+        [--penalty batch|slice] [--clip-norm 12] [--label-weight 0] [--tta] [--device auto]
 
 Prints one row per seed and variant (mean Dice over the 19 slices per class, mean NLL,
 training time, epochs), the mean over seeds when there are several, and the published
@@ -60,6 +60,8 @@ def main() -> None:
     parser.add_argument("--penalty", choices=("batch", "slice"), default="batch",
                         help="mu_data penalty on the mini-batch mean (published) or per slice")
     parser.add_argument("--clip-norm", type=float, default=12.0, help="0: no clipping")
+    parser.add_argument("--label-weight", type=float, default=0.0,
+                        help="cross-entropy weight on the 10 slices that define mu_data")
     parser.add_argument("--tta", action="store_true",
                         help="also predict with test-time augmentation (8 symmetries)")
     parser.add_argument("--device", default="auto")
@@ -77,6 +79,7 @@ def main() -> None:
     print(f"train: {len(train_vols)} patients, {len(train_batch)} slices; "
           f"test: {', '.join(sorted(test_ids))}, {len(test_batch)} slices; "
           f"model {args.model}, lam 1, penalty {args.penalty}, clip {args.clip_norm:g}, "
+          f"label weight {args.label_weight:g}, "
           "no matching")
 
     header = (f"{'variant':<34}" + "".join(f"{n:>11}" for n in CLASS_NAMES)
@@ -89,7 +92,8 @@ def main() -> None:
             res = train_network(train_batch, model=args.model, lam=1.0, epochs=args.epochs,
                                 seed=seed, device=args.device, run_dir=Path(tmp) / "run",
                                 progress=args.progress, penalty=args.penalty,
-                                clip_norm=args.clip_norm or None)
+                                clip_norm=args.clip_norm or None,
+                                label_weight=args.label_weight)
             train_s = time.perf_counter() - t0
             variants = [(refine, False) for refine in sorted({0, args.refine})]
             variants += [(0, True)] if args.tta else []

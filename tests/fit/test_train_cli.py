@@ -77,6 +77,10 @@ def test_predict_defaults_to_cases_not_trained_on(run: Path, phantom_root: Path,
      "penalty"),
     (["train", "{root}", "--out", "{tmp}/r", "--penalty", "mean", *TINY], "--penalty"),
     (["train", "{root}", "--out", "{tmp}/r", "--clip-norm", "-1", *TINY], "--clip-norm"),
+    (["train", "{root}", "--out", "{tmp}/r", "--label-weight", "-1", *TINY],
+     "--label-weight"),
+    (["train", "{root}", "--out", "{tmp}/r", "--label-weight", "1", "--labelled-slices", "0",
+      *TINY], "--labelled-slices"),
 ])
 def test_bad_input_is_one_error_line(argv: list[str], message: str, run: Path,
                                      phantom_root: Path, tmp_path: Path) -> None:

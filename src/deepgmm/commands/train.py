@@ -70,6 +70,12 @@ def train_command(
         "(published); slice: pull every slice's class means.")] = "batch",
     clip_norm: Annotated[float, typer.Option("--clip-norm", help="Gradient-norm clipping "
                                              "(0: off).")] = 12.0,
+    label_weight: Annotated[float, typer.Option(
+        "--label-weight", help="Weight of a cross-entropy term on the slices whose ground "
+        "truth defines μ_data (0: none, the published loss; needs ground truth).")] = 0.0,
+    labelled_slices: Annotated[int, typer.Option(
+        "--labelled-slices", help="How many training slices carry their labels with "
+        "--label-weight (drawn as μ_data's slices are: the same 10 by default).")] = 10,
     augment: Annotated[bool, typer.Option(
         "--augment/--no-augment", help="Elastic deformation, rotation, scaling, flips and "
         "noise, with the published probabilities.")] = True,
@@ -99,6 +105,10 @@ def train_command(
     check_choice("--penalty", penalty, PENALTIES)
     if not clip_norm >= 0:
         raise InputError(f"--clip-norm must be >= 0 (0: off), got {clip_norm}")
+    if not label_weight >= 0 or label_weight == float("inf"):
+        raise InputError(f"--label-weight must be a finite number >= 0, got {label_weight}")
+    if labelled_slices < 1:
+        raise InputError(f"--labelled-slices must be at least 1, got {labelled_slices}")
     if not resume and has_checkpoint(out):  # say so before loading any data
         raise InputError(f"{str(out)!r} already holds a checkpoint; pass --resume to continue "
                          "it, or choose another --out folder")
@@ -114,7 +124,8 @@ def train_command(
                            weight_decay=weight_decay, tol=tol, seed=seed, device=device,
                            augment=augment, run_dir=out, resume=resume, progress=progress,
                            depth=depth, base_filters=base_filters, penalty=penalty,
-                           clip_norm=clip_norm if clip_norm > 0 else None)
+                           clip_norm=clip_norm if clip_norm > 0 else None,
+                           label_weight=label_weight, labelled_slices=labelled_slices)
     state = "converged" if result.converged else "stopped at the epoch limit"
     typer.echo(f"trained {model} on {len(slices)} slices of {len(volumes)} case(s): "
                f"{result.n_epochs} epochs ({state}), final NLL "

@@ -26,6 +26,15 @@ log = logging.getLogger(__name__)
 FORMAT = "deepgmm.mu_data/1"
 
 
+def draw_slices(n_total: int, n_slices: int = 10, seed: int = 42) -> np.ndarray:
+    """Indices of the slices whose ground truth defines μ_data: ``min(n_slices, n_total)``
+    of ``0..n_total-1`` drawn without replacement with ``numpy.random.default_rng(seed)``,
+    sorted."""
+    n_draw = min(int(n_slices), int(n_total))
+    return np.sort(np.random.default_rng(seed).choice(int(n_total), size=n_draw,
+                                                      replace=False))
+
+
 def compute_mu_data(batch: SliceBatch, n_slices: int = 10, seed: int = 42) -> np.ndarray:
     """Class-wise mean normalised intensity over ``n_slices`` random labelled slices.
 
@@ -52,8 +61,7 @@ def compute_mu_data(batch: SliceBatch, n_slices: int = 10, seed: int = 42) -> np
     if n_slices > n_total:
         log.warning("μ_data: %d slices asked for, only %d available; using all of them",
                     n_slices, n_total)
-    n_draw = min(int(n_slices), n_total)
-    chosen = np.sort(np.random.default_rng(seed).choice(n_total, size=n_draw, replace=False))
+    chosen = draw_slices(n_total, n_slices, seed)
     image = batch.image[chosen].double().numpy()  # (n, M, H, W)
     labels = batch.labels[chosen].numpy()  # (n, H, W)
     k = len(CLASS_NAMES)

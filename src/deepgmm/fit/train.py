@@ -8,7 +8,9 @@ deepSVG: spatially variant NLL, each with its closed-form M-step inside the loss
 (``penalty="batch"``): the mini-batch's mean class means are pulled towards μ_data, so each
 slice keeps its own class means; ``penalty="slice"`` pulls every slice's means instead,
 ``lam * mean_b ||mu_b - mu_data||^2``, which adds the spread of the class means between the
-slices to the penalty. The gradient norm is clipped (12, as published). Training stops when
+slices to the penalty. The gradient norm is clipped (12, as published). With
+``label_weight > 0`` the slices whose ground truth defines μ_data also add a cross-entropy
+term (:mod:`deepgmm.fit.labelled`). Training stops when
 the epoch-mean NLL changes by less than ``tol`` once ``min_epochs`` epochs are done, or after
 ``epochs``.
 
@@ -46,6 +48,7 @@ from deepgmm.fit.checkpoint import (
     recover_checkpoint,
     save_checkpoint,
 )
+from deepgmm.fit.labelled import labelled_cross_entropy, labelled_targets
 from deepgmm.mixture.likelihood import check_inputs, gmm_nll, mu_penalty, svgmm_nll
 from deepgmm.types import CLASS_NAMES, SliceBatch
 
@@ -59,9 +62,11 @@ CURVE_FILE = "training_curve.png"
 _RESUME_KEYS: tuple[str, ...] = (
     "model", "lam", "epochs", "min_epochs", "batch_size", "lr", "weight_decay", "tol", "seed",
     "augment", "network", "train_patients", "n_slices", "crop_size", "sequences", "mu_data",
-    "penalty", "clip_norm",
+    "penalty", "clip_norm", "label_weight", "labelled_slices",
 )
 PENALTIES: tuple[str, ...] = ("batch", "slice")
+# What a checkpoint written before a setting existed used, for comparing on resume.
+_RESUME_DEFAULTS: dict[str, Any] = {"label_weight": 0.0, "labelled_slices": []}
 
 
 @dataclass
@@ -213,12 +218,14 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
                   progress: bool = True, depth: int = 4, base_filters: int = 32,
                   n_classes: int = len(CLASS_NAMES), normalisation: str = "crop",
                   penalty: Literal["batch", "slice"] = "batch",
-                  clip_norm: float | None = 12.0) -> TrainResult:
+                  clip_norm: float | None = 12.0, label_weight: float = 0.0,
+                  labelled_slices: int = 10) -> TrainResult:
     """Train one U-Net on all slices of ``batch`` by minimising the deepG / deepSVG loss.
 
     Args:
         batch: training slices: image ``(B, M, H, W)``, roi ``(B, H, W)``; labels are used
-            only to compute ``mu_data`` when it is not given.
+            only to compute ``mu_data`` when it is not given and, with ``label_weight > 0``,
+            for the cross-entropy of the labelled slices.
         model: ``"deepg"`` (GMM NLL) or ``"deepsvg"`` (spatially variant NLL).
         lam: weight of ``||mu - mu_data||^2``; with lam > 0 the class order follows mu_data.
         mu_data: ``(K, M)`` class means (array-like); when ``None`` they are computed from the
@@ -244,6 +251,10 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         penalty: ``"batch"`` (published): ``||mean_b mu_b - mu_data||^2`` over the mini-batch;
             ``"slice"``: ``mean_b ||mu_b - mu_data||^2``.
         clip_norm: gradient-norm clipping (``None``: off).
+        label_weight: weight of the cross-entropy on the labelled slices (0: none, the
+            published loss).
+        labelled_slices: how many slices carry their labels when ``label_weight > 0``, drawn
+            as μ_data's slices are (seed 42), so with the defaults they are the same slices.
 
     Returns:
         A :class:`TrainResult`.
@@ -261,6 +272,8 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         raise InputError(f"penalty must be one of {', '.join(PENALTIES)}, got {penalty!r}")
     if clip_norm is not None and not (math.isfinite(clip_norm) and clip_norm > 0):
         raise InputError(f"clip_norm must be a finite number > 0 or None, got {clip_norm!r}")
+    if not (math.isfinite(label_weight) and label_weight >= 0):
+        raise InputError(f"label_weight must be a finite number >= 0, got {label_weight!r}")
     dev = resolve_device(device)
     if dev.type == "cpu":
         tune_cpu_allocator()
@@ -295,6 +308,9 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         raise InputError("lam > 0 needs class means: give mu_data (--mu-data) or training "
                          "data with ground truth")
     mu = None if mu_data is None else _as_mu(mu_data, n_classes, sequences, dev)
+    target, labelled = None, np.zeros(0, dtype=np.int64)
+    if label_weight > 0:
+        target, labelled = labelled_targets(batch, labelled_slices)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
@@ -311,6 +327,9 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         "min_epochs": int(min_epochs), "batch_size": int(batch_size), "lr": float(lr),
         "weight_decay": float(weight_decay), "tol": float(tol), "seed": int(seed),
         "penalty": penalty, "clip_norm": None if clip_norm is None else float(clip_norm),
+        "label_weight": float(label_weight),
+        "labelled_slices": [[batch.case_ids[i], int(batch.slice_indices[i])]
+                            for i in labelled],
         "augment": None if aug_cfg is None else dataclasses.asdict(aug_cfg),
         "network": network.config,
         "n_classes": int(n_classes), "class_names": list(CLASS_NAMES[:n_classes])
@@ -349,6 +368,7 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
     image = batch.image.to(dev, dtype=torch.float32)
     roi = batch.roi.to(dev, dtype=torch.bool)
     check_inputs(image, roi, n_components=n_classes)
+    target_dev = None if target is None else target.to(dev)
 
     from tqdm.auto import tqdm
 
@@ -365,7 +385,8 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
                                            lam=lam, mu=mu, batch_size=batch_size,
                                            penalty=penalty, clip_norm=clip_norm,
                                            generator_seed=_epoch_seed(seed, epoch),
-                                           aug_cfg=aug_cfg, dev=dev)
+                                           aug_cfg=aug_cfg, dev=dev, target=target_dev,
+                                           label_weight=label_weight)
             epoch += 1
             history["nll"].append(nll_sum / n_slices)
             history["loss"].append(loss_sum / n_slices)
@@ -396,8 +417,13 @@ def _run_epoch(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
                image: torch.Tensor, roi: torch.Tensor, *, model: str, lam: float,
                mu: torch.Tensor | None, batch_size: int, penalty: str,
                clip_norm: float | None, generator_seed: int,
-               aug_cfg: AugmentConfig | None, dev: torch.device) -> tuple[float, float]:
-    """One pass over all slices in a seeded random order; returns summed (NLL, loss)."""
+               aug_cfg: AugmentConfig | None, dev: torch.device,
+               target: torch.Tensor | None = None, label_weight: float = 0.0,
+               ) -> tuple[float, float]:
+    """One pass over all slices in a seeded random order; returns summed (NLL, loss).
+
+    ``target`` ``(B, H, W)`` holds the labelled slices' classes (0: no label); it is
+    augmented with the image and adds ``label_weight`` times their cross-entropy."""
     network.train()
     gen = torch.Generator(device=dev)
     gen.manual_seed(generator_seed)
@@ -408,10 +434,14 @@ def _run_epoch(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
         img, msk = image[idx], roi[idx]
+        lab = None if target is None else target[idx]
         if aug_cfg is not None:
-            img, msk, _ = augment_batch(img, msk, None, generator=gen, config=aug_cfg)
-        nll, _, means = batch_nll(network, img, msk, model, validate=False)
+            img, msk, lab = augment_batch(img, msk, lab, generator=gen, config=aug_cfg)
+        log_resp = torch.log_softmax(network(img), dim=1)
+        nll, _, means = nll_of_log_resp(log_resp, img, msk, model, validate=False)
         loss = nll.mean()
+        if lab is not None and label_weight > 0:
+            loss = loss + label_weight * labelled_cross_entropy(log_resp, lab, msk).mean()
         if mu is not None and lam != 0:
             if penalty == "batch":
                 loss = loss + lam * mu_penalty(means.mean(dim=0), mu)
@@ -436,9 +466,12 @@ def _optimizer_to(optimizer: torch.optim.Optimizer, dev: torch.device) -> None:
 
 
 def _check_resume(stored: dict[str, Any], current: dict[str, Any], run: Path | None) -> None:
-    diffs = [f"{key}: checkpoint {stored.get(key)!r}, now {current.get(key)!r}"
+    def old(key: str) -> Any:
+        return stored.get(key, _RESUME_DEFAULTS.get(key))
+
+    diffs = [f"{key}: checkpoint {old(key)!r}, now {current.get(key)!r}"
              for key in _RESUME_KEYS
-             if _normalised(stored.get(key)) != _normalised(current.get(key))]
+             if _normalised(old(key)) != _normalised(current.get(key))]
     if diffs:
         raise CheckpointError(f"cannot resume {str(run)!r} with other settings or data: "
                               + "; ".join(diffs))
