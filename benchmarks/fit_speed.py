@@ -17,7 +17,7 @@ the last column are against the first row of the same device and configuration.
 The ``GFLOP/s`` column is the U-Net's arithmetic per iteration and slice (forward +
 backward, counted by ``torch.utils.flop_counter``) over the measured seconds per iteration;
 the footer gives a large single-precision matrix multiply's rate on the same device and
-threads, the practical ceiling, and the least time per iteration it implies.
+threads as a yardstick, and the time per iteration at that rate.
 """
 
 from __future__ import annotations
@@ -196,9 +196,10 @@ def main() -> None:
                           f"{flops[base] / (per_slice / iters.mean()) / 1e9:>9.0f}",
                           flush=True)
         peak = matmul_gflops(device)
-        print(f"{device_name}: 2048 x 2048 float32 matrix multiply {peak:.0f} GFLOP/s; "
-              + "; ".join(f"U-Net base {b} forward + backward {f / 1e9:.1f} GFLOP per "
-                          f"slice, so at least {f / 1e9 / peak:.3f} s per iteration"
+        print(f"{device_name}: 2048 x 2048 float32 matrix multiply {peak:.0f} GFLOP/s "
+              "(yardstick for the GFLOP/s column); "
+              + "; ".join(f"U-Net base {b} forward + backward {f / 1e9:.1f} GFLOP per slice "
+                          f"({f / 1e9 / peak:.3f} s at that rate)"
                           for b, f in flops.items()), flush=True)
 
 

@@ -10,7 +10,9 @@ The class order comes from mu_data (lam = 1), so no label matching is used.
 
     .venv/bin/python benchmarks/train_quality.py [--root ../shared/data/myops2020]
         [--model deepg] [--seeds 0] [--refine 50] [--refine-lam L] [--epochs 100]
-        [--penalty batch|slice] [--clip-norm 12] [--label-weight 0] [--tta] [--device auto]
+        [--penalty batch|slice] [--clip-norm 12] [--label-weights 0 5]
+        [--labelled-slices 10] [--tta]
+        [--test-patients 109 114 117 120 122] [--exclude ...] [--device auto]
 
 Prints one row per seed and variant (mean Dice over the 19 slices per class, mean NLL,
 training time, epochs), the mean over seeds when there are several, and the published
@@ -60,8 +62,18 @@ def main() -> None:
     parser.add_argument("--penalty", choices=("batch", "slice"), default="batch",
                         help="mu_data penalty on the mini-batch mean (published) or per slice")
     parser.add_argument("--clip-norm", type=float, default=12.0, help="0: no clipping")
-    parser.add_argument("--label-weight", type=float, default=0.0,
-                        help="cross-entropy weight on the 10 slices that define mu_data")
+    parser.add_argument("--label-weights", type=float, nargs="+", default=[0.0],
+                        help="cross-entropy weights on the 10 slices that define mu_data "
+                             "(one run per weight and seed)")
+    parser.add_argument("--labelled-slices", type=int, default=10,
+                        help="training slices whose labels the cross-entropy uses (drawn "
+                             "as mu_data's, seed 42)")
+    parser.add_argument("--test-patients", nargs="+", default=list(MYOPS_DEV_TEST),
+                        help="held-out patients (default: the paper's five)")
+    parser.add_argument("--exclude", nargs="+", default=[],
+                        help="patients used neither for training nor for testing (e.g. the "
+                             "paper's test patients, for a validation split inside the "
+                             "training patients)")
     parser.add_argument("--tta", action="store_true",
                         help="also predict with test-time augmentation (8 symmetries)")
     parser.add_argument("--device", default="auto")
@@ -69,8 +81,9 @@ def main() -> None:
     args = parser.parse_args()
 
     volumes = load_dataset(args.root)
-    test_ids = set(MYOPS_DEV_TEST)
-    train_vols = [v for v in volumes if v.case_id not in test_ids]
+    test_ids = set(args.test_patients)
+    train_vols = [v for v in volumes
+                  if v.case_id not in test_ids and v.case_id not in set(args.exclude)]
     test_vols = [v for v in volumes if v.case_id in test_ids]
     train_batch = make_batch(train_vols, crop_size=(160, 160), require_labels=True)
     test_batch = make_batch(test_vols, crop_size=(160, 160), require_labels=True)
@@ -79,21 +92,22 @@ def main() -> None:
     print(f"train: {len(train_vols)} patients, {len(train_batch)} slices; "
           f"test: {', '.join(sorted(test_ids))}, {len(test_batch)} slices; "
           f"model {args.model}, lam 1, penalty {args.penalty}, clip {args.clip_norm:g}, "
-          f"label weight {args.label_weight:g}, "
           "no matching")
 
-    header = (f"{'variant':<34}" + "".join(f"{n:>11}" for n in CLASS_NAMES)
+    header = (f"{'variant':<40}" + "".join(f"{n:>11}" for n in CLASS_NAMES)
               + f"{'NLL':>8}{'train s':>9}{'epochs':>7}{'pred s/sl':>10}")
     print(header, flush=True)
     scores: dict[str, list[np.ndarray]] = {}
-    for seed in args.seeds:
+    for weight, seed in [(w, s) for w in args.label_weights for s in args.seeds]:
+        tag = f", labels {weight:g}" if len(args.label_weights) > 1 or weight else ""
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
             res = train_network(train_batch, model=args.model, lam=1.0, epochs=args.epochs,
                                 seed=seed, device=args.device, run_dir=Path(tmp) / "run",
                                 progress=args.progress, penalty=args.penalty,
                                 clip_norm=args.clip_norm or None,
-                                label_weight=args.label_weight)
+                                label_weight=weight,
+                                labelled_slices=args.labelled_slices)
             train_s = time.perf_counter() - t0
             variants = [(refine, False) for refine in sorted({0, args.refine})]
             variants += [(0, True)] if args.tta else []
@@ -106,18 +120,18 @@ def main() -> None:
                 dice = dice_per_class(label_map(out.responsibilities.numpy(), roi), truth)
                 mean = np.nanmean(dice, axis=0)
                 name = ("trained + tta" if tta else "trained" if refine == 0
-                        else f"trained + refine {refine}")
+                        else f"trained + refine {refine}") + tag
                 scores.setdefault(name, []).append(np.append(mean, out.nll.mean().item()))
-                print(f"{f'{name}, seed {seed}':<34}" + "".join(f"{d:>11.3f}" for d in mean)
+                print(f"{f'{name}, seed {seed}':<40}" + "".join(f"{d:>11.3f}" for d in mean)
                       + f"{out.nll.mean().item():>8.3f}{train_s:>9.1f}"
                       f"{res.n_epochs:>7d}{pred_s:>10.3f}", flush=True)
     if len(args.seeds) > 1:
         for name, values in scores.items():
             avg = np.mean(values, axis=0)
-            print(f"{f'{name}, mean of {len(values)} seeds':<34}"
+            print(f"{f'{name}, mean of {len(values)} seeds':<40}"
                   + "".join(f"{d:>11.3f}" for d in avg[:-1]) + f"{avg[-1]:>8.3f}")
     pub = PUBLISHED[args.model]
-    print(f"{'published code (METHOD.md)':<34}" + "".join(f"{d:>11.2f}" for d in pub[:4])
+    print(f"{'published code (METHOD.md)':<40}" + "".join(f"{d:>11.2f}" for d in pub[:4])
           + f"{pub[4]:>8.2f}")
 
 
