@@ -105,7 +105,7 @@ def train_command(
     check_choice("--penalty", penalty, PENALTIES)
     if not clip_norm >= 0:
         raise InputError(f"--clip-norm must be >= 0 (0: off), got {clip_norm}")
-    if not label_weight >= 0 or label_weight == float("inf"):
+    if not 0 <= label_weight < float("inf"):  # also refuses NaN
         raise InputError(f"--label-weight must be a finite number >= 0, got {label_weight}")
     if labelled_slices < 1:
         raise InputError(f"--labelled-slices must be at least 1, got {labelled_slices}")

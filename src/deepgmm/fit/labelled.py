@@ -63,6 +63,6 @@ def labelled_cross_entropy(log_resp: torch.Tensor, target: torch.Tensor,
     valid = roi & (target > 0)
     index = (target - 1).clamp_min(0).unsqueeze(1)                         # (B, 1, H, W)
     picked = log_resp.gather(1, index).squeeze(1)                          # (B, H, W)
-    total = -(torch.where(valid, picked, 0.0)).sum(dim=(1, 2))
+    total = -torch.where(valid, picked, 0.0).sum(dim=(1, 2))
     count = valid.sum(dim=(1, 2))
     return total / count.clamp_min(1)
