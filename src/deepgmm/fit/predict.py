@@ -27,8 +27,8 @@ import torch
 from deepgmm.allocator import tune_cpu_allocator
 from deepgmm.errors import InputError
 from deepgmm.fit.checkpoint import build_network, load_checkpoint
-from deepgmm.fit.train import batch_nll, nll_of_log_resp
-from deepgmm.nets.tta import averaged_log_softmax
+from deepgmm.fit.train import nll_of_log_resp
+from deepgmm.nets.tta import PLAIN, averaged_log_softmax
 from deepgmm.types import SegmentationResult, SliceBatch
 
 logger = logging.getLogger(__name__)
@@ -108,11 +108,8 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
         for start in range(0, len(batch), chunk_size):
             img = batch.image[start:start + chunk_size].to(dev, dtype=torch.float32)
             roi = batch.roi[start:start + chunk_size].to(dev, dtype=torch.bool)
-            if tta:
-                log_resp = averaged_log_softmax(network, img)
-                nll, resp, means = nll_of_log_resp(log_resp, img, roi, model)
-            else:
-                nll, resp, means = batch_nll(network, img, roi, model)
+            log_resp = averaged_log_softmax(network, img, None if tta else PLAIN)
+            nll, resp, means = nll_of_log_resp(log_resp, img, roi, model)
             resp_parts.append(resp.cpu())
             nll_parts.append(nll.cpu())
             mean_parts.append(means.cpu())

@@ -26,6 +26,9 @@ Transform = tuple[int, bool]
 """``(quarter_turns, mirror)``: quarter turns 0..3 of the last two axes, then a mirror of the
 last axis."""
 
+PLAIN: tuple[Transform, ...] = ((0, False),)
+"""The identity alone: :func:`averaged_log_softmax` is then the plain forward pass."""
+
 
 def symmetries(height: int, width: int) -> tuple[Transform, ...]:
     """The image symmetries used for a ``height x width`` crop.
@@ -61,7 +64,7 @@ def averaged_log_softmax(network: torch.nn.Module, image: torch.Tensor,
         network: maps ``(B, M, H, W)`` to ``(B, K, H, W)`` logits.
         image: ``(B, M, H, W)``.
         transforms: the symmetries to average over (default: :func:`symmetries` of the
-            crop; ``((0, False),)`` is the plain forward pass).
+            crop; :data:`PLAIN` is the plain forward pass).
 
     Returns:
         ``(B, K, H, W)`` log of the mean of the back-transformed softmax outputs.
