@@ -76,6 +76,40 @@ def test_per_slice_clip_and_adamw_match_torch(max_norm: float | None) -> None:
     assert state.step.tolist() == [4.0, 4.0]
 
 
+def test_adamw_uses_each_slices_own_step_count() -> None:
+    # slice 0 has taken 3 steps before slice 1 joins; the joint step must apply bias
+    # corrections for step 4 to slice 0 and step 1 to slice 1, as two torch.optim.AdamW would
+    nets = _nets(2)
+    ref_opts = [torch.optim.AdamW(n.parameters(), lr=1e-2, weight_decay=1e-3) for n in nets]
+    gen = torch.Generator().manual_seed(2)
+    shapes = {k: v.shape for k, v in nets[0].named_parameters()}
+
+    def random_grads() -> dict[str, torch.Tensor]:
+        return {k: torch.randn(shape, generator=gen) for k, shape in shapes.items()}
+
+    early = StackedFit.from_states([nets[0].state_dict()], torch.device("cpu"))
+    for _ in range(3):
+        g = random_grads()
+        adamw_step_(early, {k: v.unsqueeze(0) for k, v in g.items()}, lr=1e-2, weight_decay=1e-3)
+        for name, p in nets[0].named_parameters():
+            p.grad = g[name].clone()
+        ref_opts[0].step()
+    joined = StackedFit.cat([early, StackedFit.from_states([nets[1].state_dict()],
+                                                           torch.device("cpu"))])
+    g0, g1 = random_grads(), random_grads()
+    adamw_step_(joined, {k: torch.stack([g0[k], g1[k]]) for k in shapes},
+                lr=1e-2, weight_decay=1e-3)
+    for net, opt, g in zip(nets, ref_opts, (g0, g1), strict=True):
+        for name, p in net.named_parameters():
+            p.grad = g[name].clone()
+        opt.step()
+    assert joined.step.tolist() == [4.0, 1.0]
+    for i, net in enumerate(nets):
+        for name, p in net.named_parameters():
+            torch.testing.assert_close(joined.params[name][i], p.detach(), atol=1e-6,
+                                       rtol=1e-5, msg=f"slice {i} {name}")
+
+
 def test_clip_uses_each_slices_own_norm() -> None:
     grads = {"a": torch.tensor([[3.0, 0.0], [0.3, 0.0]]), "b": torch.tensor([[4.0], [0.4]])}
     norms = clip_per_slice_(grads, 1.0)

@@ -3,6 +3,12 @@
 Each slice behaves exactly as if it had its own ``torch.nn.utils.clip_grad_norm_`` and
 ``torch.optim.AdamW``: the norm is taken over that slice's parameters only, and each slice
 carries its own step count (slices may join a running batch later than others).
+
+The update itself is PyTorch's fused AdamW kernel (``torch._fused_adamw_``, the kernel
+behind ``torch.optim.AdamW(fused=True)``), called on each slice's view of every stacked
+tensor with that slice's step count: one pass over the parameters and moments instead of
+about ten element-wise passes with full-size temporaries. On these networks (8 M parameters
+per slice) that pass is memory-bound and was about a fifth of a CPU iteration.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ def slice_grad_norms(grads: Mapping[str, torch.Tensor]) -> torch.Tensor:
     Args:
         grads: name -> ``(N, *shape)`` gradients.
     """
-    sq = [g.reshape(g.shape[0], -1).square().sum(dim=1) for g in grads.values()]
-    return torch.stack(sq).sum(dim=0).sqrt()
+    norms = [torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1)
+             for g in grads.values()]
+    return torch.linalg.vector_norm(torch.stack(norms), dim=0)
 
 
 def clip_per_slice_(grads: Mapping[str, torch.Tensor], max_norm: float | None) -> torch.Tensor:
@@ -56,18 +63,14 @@ def adamw_step_(state: StackedFit, grads: Mapping[str, torch.Tensor], *, lr: flo
     beta1, beta2 = betas
     state.step += 1
     n = len(state)
-    bc1 = 1.0 - torch.pow(beta1, state.step)  # (N,)
-    bc2_sqrt = (1.0 - torch.pow(beta2, state.step)).sqrt()  # (N,)
-    step_size = (lr / bc1).to(torch.float32)
-    bc2_sqrt = bc2_sqrt.to(torch.float32)
-    decay = 1.0 - lr * weight_decay
-    for name, p in state.params.items():
-        g = grads[name]
-        m, v = state.exp_avg[name], state.exp_avg_sq[name]
-        shape = (n, *([1] * (p.ndim - 1)))
-        if decay != 1.0:
-            p.mul_(decay)
-        m.lerp_(g, 1.0 - beta1)
-        v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
-        denom = (v.sqrt() / bc2_sqrt.reshape(shape)).add_(eps)
-        p.sub_(step_size.reshape(shape) * m / denom)
+    names = list(state.params)
+    steps = state.step.to(torch.float32).unbind(0)  # N zero-dimensional views
+
+    def per_slice(tensors: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+        return [view for name in names for view in tensors[name].unbind(0)]
+
+    step_of_each = [steps[i] for _ in names for i in range(n)]
+    torch._fused_adamw_(per_slice(state.params), per_slice(grads), per_slice(state.exp_avg),
+                        per_slice(state.exp_avg_sq), [], step_of_each,
+                        lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay, eps=eps,
+                        amsgrad=False, maximize=False)
