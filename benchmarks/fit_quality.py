@@ -9,7 +9,11 @@ order is the network's own (no matching).
 
     .venv/bin/python benchmarks/fit_quality.py [--root ../shared/data/myops2020]
         [--models deepg deepsvg] [--lam 0] [--seeds 0] [--base-filters 32] [--lr 1e-4]
-        [--max-iter 200] [--batch-size 8] [--threads 2] [--json out.json]
+        [--max-iter 200] [--batch-size 8] [--threads 2] [--precisions fp32 bf16]
+        [--json out.json]
+
+``--precisions fp32 bf16`` fits every model and seed in both arithmetic precisions (see
+:mod:`deepgmm.fit.precision`), one after the other.
 
 The published code's scores (docs/METHOD.md) are printed below the table.
 """
@@ -36,6 +40,7 @@ from deepgmm.data.myops import MYOPS_DEV_TEST
 from deepgmm.data.slices import make_batch
 from deepgmm.evaluate.matching import apply_permutation, match_clusters
 from deepgmm.evaluate.metrics import dice_per_class
+from deepgmm.fit.precision import PRECISIONS
 from deepgmm.fit.single import fit_slices
 from deepgmm.types import CLASS_NAMES
 
@@ -70,6 +75,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=PRECISIONS)
     parser.add_argument("--json", type=Path, default=None, help="per-slice results to save")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -91,51 +97,55 @@ def main() -> None:
           f"{args.depth}, base filters {args.base_filters}; lr {args.lr}, tol {args.tol}, "
           f"iterations {args.min_iter}..{args.max_iter}; {torch.get_num_threads()} threads")
 
-    header = (f"{'model':<9}{'seed':>5} {'matching':<10}" + "".join(f"{n:>11}" for n in
-                                                                     CLASS_NAMES)
+    header = (f"{'model':<9}{'prec':<5}{'seed':>5} {'matching':<10}"
+              + "".join(f"{n:>11}" for n in CLASS_NAMES)
               + f"{'NLL':>8}{'iter':>7}{'s/slice':>9}")
     rows: list[str] = []
-    means: dict[tuple[str, str], list[np.ndarray]] = {}
+    means: dict[tuple[str, str, str], list[np.ndarray]] = {}
     record: list[dict[str, object]] = []
-    for model in args.models:
-        for seed in args.seeds:
-            t0 = time.perf_counter()
-            res = fit_slices(batch, model=model, lam=args.lam, mu_data=mu_data, tol=args.tol,
-                             min_iter=args.min_iter, max_iter=args.max_iter, lr=args.lr,
-                             seed=seed, device=args.device, batch_size=args.batch_size,
-                             net_config={"depth": args.depth,
-                                         "base_filters": args.base_filters},
-                             progress=args.progress)
-            wall = time.perf_counter() - t0
-            for rule in rules:
-                perm = match_clusters(res.responsibilities, truth, roi, rule)
-                resp = apply_permutation(res.responsibilities, perm).numpy()
-                dice = dice_per_class(label_map(resp, roi), truth)
-                mean = np.nanmean(dice, axis=0)
-                means.setdefault((model, rule), []).append(
-                    np.append(mean, [res.nll.mean().item(), res.n_iter.double().mean().item(),
-                                     wall / len(batch)]))
-                rows.append(f"{model:<9}{seed:>5} {rule:<10}"
-                            + "".join(f"{d:>11.3f}" for d in mean)
-                            + f"{res.nll.mean().item():>8.3f}"
-                            f"{res.n_iter.double().mean().item():>7.1f}{wall / len(batch):>9.2f}")
-                record.append({"model": model, "seed": seed, "rule": rule, "lam": args.lam,
-                               "case_ids": batch.case_ids, "slices": batch.slice_indices,
-                               "dice": dice.tolist(), "nll": res.nll.tolist(),
-                               "n_iter": res.n_iter.tolist(), "seconds": res.seconds.tolist()})
-            print(rows[-1], flush=True)
+    runs = [(model, precision, seed) for model in args.models for precision in args.precisions
+            for seed in args.seeds]
+    for model, precision, seed in runs:
+        t0 = time.perf_counter()
+        res = fit_slices(batch, model=model, lam=args.lam, mu_data=mu_data, tol=args.tol,
+                         min_iter=args.min_iter, max_iter=args.max_iter, lr=args.lr,
+                         seed=seed, device=args.device, batch_size=args.batch_size,
+                         net_config={"depth": args.depth,
+                                     "base_filters": args.base_filters},
+                         progress=args.progress, precision=precision)
+        wall = time.perf_counter() - t0
+        for rule in rules:
+            perm = match_clusters(res.responsibilities, truth, roi, rule)
+            resp = apply_permutation(res.responsibilities, perm).numpy()
+            dice = dice_per_class(label_map(resp, roi), truth)
+            mean = np.nanmean(dice, axis=0)
+            means.setdefault((model, precision, rule), []).append(
+                np.append(mean, [res.nll.mean().item(), res.n_iter.double().mean().item(),
+                                 wall / len(batch)]))
+            rows.append(f"{model:<9}{precision:<5}{seed:>5} {rule:<10}"
+                        + "".join(f"{d:>11.3f}" for d in mean)
+                        + f"{res.nll.mean().item():>8.3f}"
+                        f"{res.n_iter.double().mean().item():>7.1f}{wall / len(batch):>9.2f}")
+            record.append({"model": model, "precision": precision, "seed": seed,
+                           "rule": rule, "lam": args.lam,
+                           "case_ids": batch.case_ids, "slices": batch.slice_indices,
+                           "dice": dice.tolist(), "nll": res.nll.tolist(),
+                           "n_iter": res.n_iter.tolist(), "seconds": res.seconds.tolist()})
+        print(rows[-1], flush=True)
     print()
     print(header)
     for row in rows:
         print(row)
     if len(args.seeds) > 1:
-        for (model, rule), values in means.items():
+        for (model, precision, rule), values in means.items():
             avg = np.mean(values, axis=0)
-            print(f"{model:<9}{'mean':>5} {rule:<10}" + "".join(f"{d:>11.3f}" for d in avg[:4])
+            print(f"{model:<9}{precision:<5}{'mean':>5} {rule:<10}"
+                  + "".join(f"{d:>11.3f}" for d in avg[:4])
                   + f"{avg[4]:>8.3f}{avg[5]:>7.1f}{avg[6]:>9.2f}")
     for model in args.models:
         pub = PUBLISHED[model]
-        print(f"{model:<9}{'pub':>5} {'greedy':<10}" + "".join(f"{d:>11.2f}" for d in pub[:4])
+        print(f"{model:<9}{'':<5}{'pub':>5} {'greedy':<10}"
+              + "".join(f"{d:>11.2f}" for d in pub[:4])
               + f"{pub[4]:>8.2f}{pub[5]:>7d}   (published code, METHOD.md)")
     if args.json is not None:
         with atomic_path(args.json) as tmp:

@@ -10,9 +10,12 @@ slices one after the other (the published code's structure, with our log-space l
     .venv/bin/python benchmarks/fit_speed.py [--data myops|phantom] [--root DIR]
         [--model deepg] [--sizes 1 8 32] [--configs 32:1e-4 16:1e-4]
         [--mechanisms auto reference] [--devices cpu] [--max-iter 200] [--threads 2]
+        [--precisions fp32 bf16]
 
 ``--devices cuda`` adds GPU rows where a CUDA device exists (skipped otherwise). Ratios in
 the last column are against the first row of the same device and configuration.
+``--precisions fp32 bf16`` runs every row in both arithmetic precisions (see
+:mod:`deepgmm.fit.precision`; the reference rows under the same ``torch.autocast``).
 
 The ``GFLOP/s`` column is the U-Net's arithmetic per iteration and slice (forward +
 backward, counted by ``torch.utils.flop_counter``) over the measured seconds per iteration;
@@ -37,6 +40,7 @@ import torch
 from deepgmm.allocator import tune_cpu_allocator
 from deepgmm.data.dataset import load_dataset
 from deepgmm.data.slices import make_batch
+from deepgmm.fit.precision import PRECISIONS, network_autocast
 from deepgmm.fit.single import fit_slices
 from deepgmm.fit.stacked import init_state, slice_seed
 from deepgmm.mixture.likelihood import gmm_nll, svgmm_nll
@@ -72,7 +76,8 @@ def take(batch: SliceBatch, n: int) -> SliceBatch:
 
 
 def reference_fit(batch: SliceBatch, *, model: str, base: int, lr: float, max_iter: int,
-                  device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+                  device: torch.device, precision: str = "fp32"
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Straightforward loop: a module and an optimiser per slice, one slice at a time.
 
     Returns ``(n_iter (B,), nll (B,))``; same initialisation, loss and stopping rule as
@@ -80,6 +85,7 @@ def reference_fit(batch: SliceBatch, *, model: str, base: int, lr: float, max_it
     """
     config = {"in_channels": int(batch.image.shape[1]), "n_classes": 4, "depth": 4,
               "base_filters": base}
+    autocast = network_autocast(precision, device)
     iters, nlls = [], []
     for i in range(len(batch)):
         net = UNet(**config)
@@ -91,7 +97,9 @@ def reference_fit(batch: SliceBatch, *, model: str, base: int, lr: float, max_it
         prev = float("inf")
         for it in range(1, max_iter + 1):
             opt.zero_grad()
-            logits = net(x)
+            with autocast():
+                logits = net(x)
+            logits = logits.float()
             if model == "deepg":
                 nll, _ = gmm_nll(logits.softmax(dim=1), x, roi)
             else:
@@ -145,12 +153,13 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=["32:1e-4"],
                         help="BASE_FILTERS:LR pairs")
     parser.add_argument("--mechanisms", nargs="+", default=["auto", "reference"],
-                        choices=("auto", "loop", "vmap", "reference"))
+                        choices=("auto", "loop", "vmap", "threads", "reference"))
     parser.add_argument("--devices", nargs="+", default=["cpu"], choices=("cpu", "cuda"))
     parser.add_argument("--reference-slices", type=int, default=4,
                         help="slices for the reference rows (they run one at a time)")
     parser.add_argument("--max-iter", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=PRECISIONS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -158,7 +167,7 @@ def main() -> None:
     print(f"data: {args.data}, {len(batch)} slices of 160 x 160 available; model "
           f"{args.model}; {torch.get_num_threads()} CPU threads; max {args.max_iter} "
           f"iterations, tol 1e-3")
-    print(f"{'device':<7}{'base':>5}{'lr':>8} {'mechanism':<10}{'N':>4}{'s/slice':>9}"
+    print(f"{'device':<7}{'base':>5}{'lr':>8} {'prec':<5}{'mechanism':<10}{'N':>4}{'s/slice':>9}"
           f"{'iter':>7}{'s/iter':>8}{'NLL':>8}{'ratio':>7}{'GFLOP/s':>9}")
     m, h, w = (int(s) for s in batch.image.shape[1:])
     flops = {int(spec.split(":")[0]): unet_flops(int(spec.split(":")[0]), m, h, w)
@@ -172,29 +181,34 @@ def main() -> None:
             base_s, lr_s = spec.split(":")
             base, lr = int(base_s), float(lr_s)
             first: float | None = None
-            for mechanism in args.mechanisms:
-                sizes = [args.reference_slices] if mechanism == "reference" else args.sizes
-                for n in sizes:
-                    part = take(batch, n)
-                    t0 = time.perf_counter()
-                    if mechanism == "reference":
-                        iters, nll = reference_fit(part, model=args.model, base=base, lr=lr,
-                                                   max_iter=args.max_iter, device=device)
-                    else:
-                        res = fit_slices(part, model=args.model, lr=lr, max_iter=args.max_iter,
-                                         device=device, batch_size=n, mechanism=mechanism,
-                                         net_config={"base_filters": base}, progress=False)
-                        iters, nll = res.n_iter.numpy(), res.nll.numpy()
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
-                    per_slice = (time.perf_counter() - t0) / n
-                    first = first if first is not None else per_slice
-                    print(f"{device_name:<7}{base:>5}{lr:>8.0e} {mechanism:<10}{n:>4}"
-                          f"{per_slice:>9.2f}{iters.mean():>7.1f}"
-                          f"{per_slice / iters.mean():>8.3f}{nll.mean():>8.3f}"
-                          f"{per_slice / first:>7.2f}"
-                          f"{flops[base] / (per_slice / iters.mean()) / 1e9:>9.0f}",
-                          flush=True)
+            for precision in args.precisions:
+                for mechanism in args.mechanisms:
+                    sizes = [args.reference_slices] if mechanism == "reference" else args.sizes
+                    for n in sizes:
+                        part = take(batch, n)
+                        t0 = time.perf_counter()
+                        if mechanism == "reference":
+                            iters, nll = reference_fit(part, model=args.model, base=base, lr=lr,
+                                                       max_iter=args.max_iter, device=device,
+                                                       precision=precision)
+                        else:
+                            res = fit_slices(part, model=args.model, lr=lr,
+                                             max_iter=args.max_iter, device=device,
+                                             batch_size=n, mechanism=mechanism,
+                                             net_config={"base_filters": base},
+                                             progress=False, precision=precision)
+                            iters, nll = res.n_iter.numpy(), res.nll.numpy()
+                        if device.type == "cuda":
+                            torch.cuda.synchronize()
+                        per_slice = (time.perf_counter() - t0) / n
+                        first = first if first is not None else per_slice
+                        print(f"{device_name:<7}{base:>5}{lr:>8.0e} {precision:<5}"
+                              f"{mechanism:<10}{n:>4}"
+                              f"{per_slice:>9.2f}{iters.mean():>7.1f}"
+                              f"{per_slice / iters.mean():>8.3f}{nll.mean():>8.3f}"
+                              f"{per_slice / first:>7.2f}"
+                              f"{flops[base] / (per_slice / iters.mean()) / 1e9:>9.0f}",
+                              flush=True)
         peak = matmul_gflops(device)
         print(f"{device_name}: 2048 x 2048 float32 matrix multiply {peak:.0f} GFLOP/s "
               "(yardstick for the GFLOP/s column); "

@@ -138,3 +138,9 @@ def test_fit_on_phantom_with_mu_data_needs_no_matching(phantom_root: Path,
     assert len(list((out / "figures").glob("*.png"))) == 3
     rows = (out / "results.csv").read_text().splitlines()
     assert len(rows) == 4 and rows[0].startswith("case,slice,method")
+
+
+def test_fit_unknown_precision_is_one_line(phantom_root: Path, tmp_path: Path) -> None:
+    result = _run("fit", phantom_root, "--precision", "half", "--out", tmp_path / "out")
+    _assert_user_error(result, "--precision", "fp32, bf16", "'half'")
+    assert not (tmp_path / "out").exists()

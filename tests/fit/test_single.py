@@ -202,7 +202,7 @@ def test_small_roi_is_input_error_naming_the_slice() -> None:
     ({"lr": float("nan")}, "lr must be finite"),
     ({"batch_size": 0}, "batch_size must be an integer >= 1"),
     ({"device": "tpu"}, "--device must be one of"),
-    ({"mechanism": "threads"}, "mechanism must be one of"),
+    ({"mechanism": "processes"}, "mechanism must be one of"),
     ({"net_config": {"depth": 5}}, r"2\*\*depth = 32"),
     ({"net_config": {"width": 5}}, "unknown key"),
     ({"net_config": {"in_channels": 2}}, "in_channels = 2 but the batch has 3"),

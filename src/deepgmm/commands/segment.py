@@ -92,10 +92,11 @@ def em_command(
 
 def _fit_options(*, lam: float, tol: float, min_iter: int, max_iter: int, lr: float,
                  batch: int | None, device: str, seed: int, base_filters: int,
-                 depth: int) -> dict[str, Any]:
+                 depth: int, precision: str) -> dict[str, Any]:
     return {"lam": lam, "tol": tol, "min_iter": min_iter, "max_iter": max_iter, "lr": lr,
             "batch_size": batch, "device": device, "seed": seed,
-            "net_config": {"base_filters": base_filters, "depth": depth}}
+            "net_config": {"base_filters": base_filters, "depth": depth},
+            "precision": precision}
 
 
 LamOpt = Annotated[float, typer.Option("--lam", help="Weight of the μ_data penalty "
@@ -112,6 +113,10 @@ BaseFiltersOpt = Annotated[int, typer.Option(
     "3x faster on CPU).")]
 DepthOpt = Annotated[int, typer.Option("--depth", help="U-Net down-sampling steps; the crop "
                                        "must be divisible by 2**depth.")]
+PrecisionOpt = Annotated[str, typer.Option(
+    "--precision", help="deepG / deepSVG arithmetic: fp32, or bf16 (the networks' "
+    "convolutions in bfloat16: faster on CPUs with AVX-512 BF16 / AMX and on recent GPUs; "
+    "slightly different results).")]
 
 
 @command("fit", context_settings=MULTI_VALUE_CONTEXT)
@@ -130,6 +135,7 @@ def fit_command(
     batch: BatchOpt = None,
     base_filters: BaseFiltersOpt = 32,
     depth: DepthOpt = 4,
+    precision: PrecisionOpt = "fp32",
     matching: MatchingOpt = "hungarian",
     selection: SelectionOpt = "all-classes",
     crop: CropOpt = 160,
@@ -140,9 +146,11 @@ def fit_command(
 ) -> None:
     """deepG / deepSVG: a fresh U-Net per slice, many slices fitted at once."""
     from deepgmm.errors import InputError
+    from deepgmm.fit.precision import PRECISIONS
     from deepgmm.pipeline import check_choice, segment_dataset
 
     check_choice("--model", model, ("deepg", "deepsvg"))
+    check_choice("--precision", precision, PRECISIONS)
     if lam > 0 and mu_data is None:
         raise InputError("--lam > 0 needs --mu-data (class means from `deepgmm mu-data`)")
     summary = segment_dataset(
@@ -151,7 +159,7 @@ def fit_command(
         progress=progress,
         **_fit_options(lam=lam, tol=tol, min_iter=min_iter, max_iter=max_iter, lr=lr,
                        batch=batch, device=device, seed=seed, base_filters=base_filters,
-                       depth=depth))
+                       depth=depth, precision=precision))
     print_summary(summary, out)
 
 
@@ -174,6 +182,7 @@ def segment_command(
     lr: LrOpt = 1e-4,
     base_filters: BaseFiltersOpt = 32,
     depth: DepthOpt = 4,
+    precision: PrecisionOpt = "fp32",
     matching: Annotated[str | None, typer.Option(
         "--matching", help="hungarian, greedy or none (default: hungarian with --gt, "
         "else none).")] = None,
@@ -185,9 +194,11 @@ def segment_command(
 ) -> None:
     """Segment one case of any co-registered sequences inside an ROI mask."""
     from deepgmm.errors import InputError
+    from deepgmm.fit.precision import PRECISIONS
     from deepgmm.pipeline import METHODS, check_choice, segment_case
 
     check_choice("--model", model, METHODS)
+    check_choice("--precision", precision, PRECISIONS)
     if lam > 0 and mu_data is None:
         raise InputError("--lam > 0 needs --mu-data (class means from `deepgmm mu-data`)")
     if model.startswith("em-"):
@@ -196,7 +207,7 @@ def segment_command(
     else:
         options = _fit_options(lam=lam, tol=tol, min_iter=min_iter, max_iter=max_iter, lr=lr,
                                batch=None, device=device, seed=seed,
-                               base_filters=base_filters, depth=depth)
+                               base_filters=base_filters, depth=depth, precision=precision)
     summary = segment_case(parse_named_files(image, "--image"), roi, out, labels=gt,
                            method=model, crop_size=crop, mu_data=mu_data, matching=matching,
                            figures=figures, progress=progress, **options)

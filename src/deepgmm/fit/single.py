@@ -38,7 +38,9 @@ from deepgmm.device import resolve_device
 from deepgmm.errors import InputError
 from deepgmm.fit import stacked
 from deepgmm.fit.adamw import adamw_step_, clip_per_slice_
+from deepgmm.fit.precision import network_autocast
 from deepgmm.fit.stacked import StackedFit
+from deepgmm.fit.threaded import SliceWorkers
 from deepgmm.mixture.likelihood import gmm_nll_packed, mu_penalty, pack_image, svgmm_nll_packed
 from deepgmm.types import SegmentationResult, SliceBatch
 
@@ -144,6 +146,17 @@ def _mu_data(mu_data: Any, lam: float, b: int, k: int, m: int,
     return mu.to(device)
 
 
+def _loss(logits: torch.Tensor, model: str, packed: Any, lam: float,
+          mu_active: torch.Tensor | None) -> tuple[torch.Tensor, Any, torch.Tensor]:
+    """``(nll (N,), mixture parameters, loss (N,))`` of N slices' float32 logits."""
+    if model == "deepg":
+        nll, mix = gmm_nll_packed(logits.softmax(dim=1), packed)
+    else:
+        nll, mix = svgmm_nll_packed(logits.log_softmax(dim=1), packed)
+    loss = nll if mu_active is None else nll + lam * mu_penalty(mix.means, mu_active)
+    return nll, mix, loss
+
+
 def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
                mu_data: torch.Tensor | np.ndarray | None = None, tol: float = 1e-3,
                min_iter: int = 10, max_iter: int = 200, lr: float = 1e-4,
@@ -151,7 +164,8 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
                device: str | torch.device = "auto", batch_size: int | None = None,
                net_config: Mapping[str, Any] | None = None,
                init_state: Mapping[str, torch.Tensor] | None = None,
-               progress: bool = True, mechanism: str = "auto") -> SegmentationResult:
+               progress: bool = True, mechanism: str = "auto",
+               precision: str = "fp32") -> SegmentationResult:
     """Fit a fresh deepG or deepSVG network to every slice of ``batch``.
 
     Args:
@@ -179,6 +193,11 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
         progress: show a progress bar over finished slices.
         mechanism: how the networks run together, ``"auto"``, ``"loop"`` or ``"vmap"``
             (see :mod:`deepgmm.fit.stacked`); the results are the same.
+        precision: ``"fp32"`` (default) or ``"bf16"``: the networks' convolutions run in
+            bfloat16 under ``torch.autocast`` (parameters, optimiser state and the
+            likelihood stay float32); about twice as fast on CPUs with AVX-512 BF16 or AMX
+            and on recent GPUs, with slightly different results (see
+            :mod:`deepgmm.fit.precision`).
 
     Returns:
         :class:`SegmentationResult` (on CPU) with ``responsibilities (B, K, H, W)``
@@ -209,7 +228,8 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
     dev = resolve_device(device)
     if dev.type == "cpu":
         tune_cpu_allocator()
-    how = stacked.resolve_mechanism(mechanism, dev)
+    autocast = network_autocast(precision, dev)
+    how = stacked.resolve_mechanism(mechanism, dev, precision)
     _check_shapes(batch)
     m = int(batch.image.shape[1])
     config = _net_config(net_config, m)
@@ -248,6 +268,7 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
     # the running slices' images, packed ROI pixels and reference means, and whose they are
     image = packed = mu_active = packed_for = None
     bar = tqdm(total=b, disable=not progress, desc=f"{model} fit", unit="slice")
+    workers = SliceWorkers(torch.get_num_threads()) if how == "threads" else None
     try:
         while pending or parked or active:
             t0 = time.perf_counter()
@@ -278,16 +299,23 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
                 packed_for = list(active)
             names = list(state.params)
             leaves = [state.params[n].requires_grad_(True) for n in names]
+
             try:
-                logits = stacked.forward_stacked(net, state.params, image, how)
-                if model == "deepg":
-                    nll, mix = gmm_nll_packed(logits.softmax(dim=1), packed)
+                if workers is not None:  # forward, loss, backward in three steps
+                    graphs = workers.forward(net, state.params, image, autocast)
+                    logits = torch.cat([g.logits.detach() for g in graphs]).float()
+                    nll, mix, loss = _loss(logits.requires_grad_(True), model, packed, lam,
+                                           mu_active)
+                    (grad_logits,) = torch.autograd.grad(loss.sum(), [logits])
+                    grads = workers.backward(graphs, grad_logits)
+                    del graphs, grad_logits
                 else:
-                    nll, mix = svgmm_nll_packed(logits.log_softmax(dim=1), packed)
-                loss = nll
-                if mu_ref is not None:
-                    loss = nll + lam * mu_penalty(mix.means, mu_active)
-                grads = dict(zip(names, torch.autograd.grad(loss.sum(), leaves), strict=True))
+                    with autocast():
+                        logits = stacked.forward_stacked(net, state.params, image, how)
+                    logits = logits.float()
+                    nll, mix, loss = _loss(logits, model, packed, lam, mu_active)
+                    grads = dict(zip(names, torch.autograd.grad(loss.sum(), leaves),
+                                     strict=True))
             except torch.cuda.OutOfMemoryError as err:
                 if len(active) == 1:
                     raise InputError(f"one slice of {h} x {w} pixels does not fit in the memory "
@@ -341,6 +369,8 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
                 bar.update(n_done)
     finally:
         bar.close()
+        if workers is not None:
+            workers.close()
     log.info("%s: %d slices, mean %.1f iterations, %.2f s per slice", model, b,
              float(n_iter.double().mean()), float(seconds.mean()))
     return SegmentationResult(responsibilities=resp_out, nll=nll_out.float(), n_iter=n_iter,

@@ -5,19 +5,24 @@ into one tensor ``(N, *shape)`` so that adding or removing slices is one ``index
 ``cat`` per parameter, and the optimiser (:mod:`deepgmm.fit.adamw`) updates all slices with a
 few vectorised operations.
 
-Two ways to run the N networks forward, same maths and same per-slice results:
+Three ways to run the N networks, same maths and same per-slice results:
 
 - ``"loop"``: the stacked tensors are unbound into per-slice views and each network runs on
   its own slice (``torch.func.functional_call``); one backward pass through the summed
   losses fills all gradients.
 - ``"vmap"``: ``torch.func.vmap`` over the stacked parameters (PyTorch turns the batched
   weights into grouped convolutions): fewer, larger kernels.
+- ``"threads"`` (CPU only): the slices' networks run on worker threads with one intra-op
+  thread each, so each core works on whole convolutions of its own slice
+  (:mod:`deepgmm.fit.threaded`).
 
-``"auto"`` picks ``"vmap"``: on 2 quiet CPU cores, 8 MyoPS slices at once took 0.041 s per
-slice-iteration with vmap against 0.056 s with the loop (16 base filters) and 0.142 s
-against 0.156 s (32 base filters) (``benchmarks/fit_speed.py --sizes 1 8 --configs
-32:1e-4 16:1e-4 --mechanisms loop vmap reference --max-iter 11``); on GPUs fewer, larger
-kernels are the point.
+``"auto"`` picks ``"threads"`` on a CPU with more than one intra-op thread and ``"vmap"``
+elsewhere (``"loop"`` for bfloat16 on a single CPU thread, where grouped bfloat16
+convolutions are slow). On 2 CPU cores, 8 MyoPS slices at once, 31 iterations
+(``benchmarks/fit_speed.py --sizes 8 --max-iter 31 --mechanisms threads vmap loop
+--precisions bf16 fp32``), seconds per slice-iteration in bfloat16 0.077 (threads),
+0.087 (loop), 0.109 (vmap); in float32 0.105 (threads), 0.109 (vmap), 0.118 (loop). On
+GPUs fewer, larger kernels are the point.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ from torch.func import functional_call, vmap
 from deepgmm.errors import InputError
 from deepgmm.nets.unet import UNet
 
-Mechanism = Literal["auto", "loop", "vmap"]
-MECHANISMS: tuple[str, ...] = ("auto", "loop", "vmap")
+Mechanism = Literal["auto", "loop", "vmap", "threads"]
+MECHANISMS: tuple[str, ...] = ("auto", "loop", "vmap", "threads")
 
 
 def slice_seed(seed: int, case_id: str, slice_index: int) -> int:
@@ -140,12 +145,19 @@ class StackedFit:
                           torch.cat([p.step for p in parts]))
 
 
-def resolve_mechanism(mechanism: str, device: torch.device) -> Literal["loop", "vmap"]:
-    """``"auto"`` -> ``"vmap"`` (see the module docstring); validates the name."""
+def resolve_mechanism(mechanism: str, device: torch.device,
+                      precision: str = "fp32") -> Literal["loop", "vmap", "threads"]:
+    """``"auto"`` -> ``"threads"`` on a CPU with more than one intra-op thread, else
+    ``"loop"`` for bfloat16 on CPU and ``"vmap"`` otherwise (see the module docstring);
+    validates the name. ``"threads"`` is for CPUs only."""
     if mechanism not in MECHANISMS:
         raise InputError(f"mechanism must be one of {', '.join(MECHANISMS)}, got {mechanism!r}")
+    if mechanism == "threads" and device.type != "cpu":
+        raise InputError(f"mechanism 'threads' runs on the CPU, not on {device}")
     if mechanism == "auto":
-        return "vmap"
+        if device.type == "cpu" and torch.get_num_threads() > 1:
+            return "threads"
+        return "loop" if device.type == "cpu" and precision == "bf16" else "vmap"
     return mechanism  # type: ignore[return-value]
 
 
