@@ -11,7 +11,7 @@ The class order comes from mu_data (lam = 1), so no label matching is used.
     .venv/bin/python benchmarks/train_quality.py [--root ../shared/data/myops2020]
         [--model deepg] [--seeds 0] [--refine 50] [--refine-lam L] [--epochs 100]
         [--penalty batch|slice] [--clip-norm 12] [--label-weights 0 5]
-        [--labelled-slices 10] [--tta]
+        [--labelled-slices 10] [--tta] [--precision fp32|bf16]
         [--test-patients 109 114 117 120 122] [--exclude ...] [--device auto]
 
 Prints one row per seed and variant (mean Dice over the 19 slices per class, mean NLL,
@@ -33,6 +33,7 @@ from deepgmm.data.dataset import load_dataset
 from deepgmm.data.myops import MYOPS_DEV_TEST
 from deepgmm.data.slices import make_batch
 from deepgmm.evaluate.metrics import dice_per_class
+from deepgmm.fit.precision import PRECISIONS
 from deepgmm.fit.predict import predict
 from deepgmm.fit.train import train_network
 from deepgmm.types import CLASS_NAMES
@@ -77,6 +78,8 @@ def main() -> None:
     parser.add_argument("--tta", action="store_true",
                         help="also predict with test-time augmentation (8 symmetries)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="training and prediction arithmetic (deepgmm.fit.precision)")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args()
 
@@ -100,6 +103,7 @@ def main() -> None:
     scores: dict[str, list[np.ndarray]] = {}
     for weight, seed in [(w, s) for w in args.label_weights for s in args.seeds]:
         tag = f", labels {weight:g}" if len(args.label_weights) > 1 or weight else ""
+        tag += ", bf16" if args.precision == "bf16" else ""
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
             res = train_network(train_batch, model=args.model, lam=1.0, epochs=args.epochs,
@@ -107,7 +111,8 @@ def main() -> None:
                                 progress=args.progress, penalty=args.penalty,
                                 clip_norm=args.clip_norm or None,
                                 label_weight=weight,
-                                labelled_slices=args.labelled_slices)
+                                labelled_slices=args.labelled_slices,
+                                precision=args.precision)
             train_s = time.perf_counter() - t0
             variants = [(refine, False) for refine in sorted({0, args.refine})]
             variants += [(0, True)] if args.tta else []

@@ -14,7 +14,10 @@ slice at a time. Optionally (``--converge``) one full training run with the publ
 settings (max 100 epochs, min 10, tol 5e-3) gives the time to convergence.
 
     .venv/bin/python benchmarks/train_speed.py [--root DATA] [--device cpu cuda]
-        [--epochs 1] [--repeats 3] [--base-filters 32] [--crop 160] [--converge]
+        [--epochs 1] [--repeats 3] [--base-filters 32] [--crop 160] [--converge] [--bf16]
+
+``--bf16`` adds rows for ours with the network in bfloat16 (``precision="bf16"``, see
+:mod:`deepgmm.fit.precision`), timed in the same interleaved repeats.
 
 Without ``--root`` a phantom of 20 cases (60 slices, as many as the paper's training set)
 is written to a temporary folder. Prints one table per device.
@@ -101,6 +104,7 @@ def main() -> None:
     parser.add_argument("--base-filters", type=int, default=32)
     parser.add_argument("--crop", type=int, default=160)
     parser.add_argument("--converge", action="store_true")
+    parser.add_argument("--bf16", action="store_true", help="add bfloat16 rows")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -128,11 +132,18 @@ def main() -> None:
             train_network(batch, epochs=1, min_epochs=1, run_dir=run, **common)
             loop_epochs(batch, epochs=1, batch_size=4, lr=1e-3,
                         base_filters=args.base_filters, mu=mu, dev=dev)
-            ours_t, ref_t = [], []
-            for rep in range(args.repeats):  # interleaved: both see the same machine load
+            if args.bf16:
+                train_network(batch, epochs=1, min_epochs=1, run_dir=Path(tmp) / "run-bf16",
+                              precision="bf16", **common)
+            ours_t, ref_t, half_t = [], [], []
+            for rep in range(args.repeats):  # interleaved: all see the same machine load
                 res = train_network(batch, epochs=args.epochs, min_epochs=args.epochs,
                                     seed=rep, **common)
                 ours_t.append(sum(res.config["history"]["seconds"]) / args.epochs)
+                if args.bf16:
+                    res = train_network(batch, epochs=args.epochs, min_epochs=args.epochs,
+                                        seed=rep, precision="bf16", **common)
+                    half_t.append(sum(res.config["history"]["seconds"]) / args.epochs)
                 ref_t.append(loop_epochs(batch, epochs=args.epochs, batch_size=4, lr=1e-3,
                                          base_filters=args.base_filters, mu=mu, dev=dev,
                                          seed=rep))
@@ -145,22 +156,30 @@ def main() -> None:
                   f"{min(ref_t):>13.2f}")
             print(f"{'ours (train_network)':<40}{ours:>10.2f}{len(batch) / ours:>10.1f}"
                   f"{ref / ours:>10.2f}{min(ours_t):>13.2f}")
+            if half_t:
+                half = statistics.median(half_t)
+                print(f"{'ours, bf16':<40}{half:>10.2f}{len(batch) / half:>10.1f}"
+                      f"{ref / half:>10.2f}{min(half_t):>13.2f}")
 
             predict(run, batch, device=dev, chunk_size=16)  # warm-up
             timings = {}
-            for chunk in (1, 16):
+            variants = [(1, "fp32"), (16, "fp32")] + ([(16, "bf16")] if args.bf16 else [])
+            for chunk, precision in variants:
                 sync(dev)
                 t0 = time.perf_counter()
-                predict(run, batch, device=dev, chunk_size=chunk)
+                predict(run, batch, device=dev, chunk_size=chunk, precision=precision)
                 sync(dev)
-                timings[chunk] = time.perf_counter() - t0
+                timings[chunk, precision] = time.perf_counter() - t0
             print(f"\nprediction, device {dev} ({len(batch)} slices, checkpoint loading "
                   "included)")
             print(f"{'implementation':<40}{'seconds':>10}{'slices/s':>10}{'speed-up':>10}")
-            for chunk, label in ((1, "one slice per forward pass"),
-                                 (16, "ours, 16 slices per forward pass")):
-                print(f"{label:<40}{timings[chunk]:>10.2f}"
-                      f"{len(batch) / timings[chunk]:>10.1f}{timings[1] / timings[chunk]:>10.2f}")
+            labels = {(1, "fp32"): "one slice per forward pass",
+                      (16, "fp32"): "ours, 16 slices per forward pass",
+                      (16, "bf16"): "ours, 16 slices per pass, bf16"}
+            base = timings[1, "fp32"]
+            for key, seconds in timings.items():
+                print(f"{labels[key]:<40}{seconds:>10.2f}"
+                      f"{len(batch) / seconds:>10.1f}{base / seconds:>10.2f}")
 
             if args.converge:
                 t0 = time.perf_counter()

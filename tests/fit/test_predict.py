@@ -113,3 +113,27 @@ def test_refine_starts_from_the_trained_weights(batch: SliceBatch, trained) -> N
     # Without the penalty the refinement follows the NLL alone: a different path.
     free = predict(run, few, refine=2, refine_lr=1e-3, refine_lam=0.0, device="cpu")
     assert (free.responsibilities - moved.responsibilities).abs().max() > 1e-4
+
+
+def test_precision_defaults_to_the_trained_one(batch: SliceBatch, trained) -> None:  # noqa: ANN001
+    run, _ = trained  # trained in fp32
+    default = predict(run, batch, device="cpu")
+    full = predict(run, batch, device="cpu", precision="fp32")
+    half = predict(run, batch, device="cpu", precision="bf16")
+    assert torch.equal(default.responsibilities, full.responsibilities)
+    assert not torch.equal(half.responsibilities, full.responsibilities)
+    assert half.responsibilities.dtype == torch.float32
+    torch.testing.assert_close(half.responsibilities, full.responsibilities, atol=0.05, rtol=0)
+    with pytest.raises(InputError, match="precision must be one of"):
+        predict(run, batch, device="cpu", precision="half")
+
+
+def test_bf16_run_predicts_in_bf16_by_default(batch: SliceBatch, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train_network(batch, model="deepg", lam=1.0, epochs=1, min_epochs=1, seed=0, depth=2,
+                  base_filters=4, device="cpu", progress=False, run_dir=run, precision="bf16")
+    default = predict(run, batch, device="cpu")
+    half = predict(run, batch, device="cpu", precision="bf16")
+    full = predict(run, batch, device="cpu", precision="fp32")
+    assert torch.equal(default.responsibilities, half.responsibilities)
+    assert not torch.equal(default.responsibilities, full.responsibilities)

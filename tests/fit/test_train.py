@@ -197,3 +197,21 @@ def test_gradient_norm_is_clipped(batch: SliceBatch) -> None:
         step = torch.cat([(a - b).flatten()
                           for a, b in zip(after.parameters(), before.parameters(), strict=True)])
     assert float(step.norm()) == pytest.approx(1e-3, rel=1e-4)
+
+
+def test_bf16_training_reduces_nll_is_recorded_and_resumes_only_in_bf16(
+        batch: SliceBatch, tmp_path: Path) -> None:
+    kw = {"model": "deepg", "lam": 1.0, "epochs": 4, "min_epochs": 4, "lr": 2e-3,
+          "augment": False, "seed": 0, **SMALL}
+    half = train_network(batch, precision="bf16", run_dir=tmp_path / "bf16", **kw)
+    full = train_network(batch, **kw)
+    assert half.nll_history[-1] < half.nll_history[0] - 0.05
+    # the same training, to bfloat16's precision: close to float32's, not equal
+    assert half.nll_history != full.nll_history
+    assert half.nll_history[-1] == pytest.approx(full.nll_history[-1], abs=0.05)
+    assert half.config["precision"] == "bf16" and full.config["precision"] == "fp32"
+    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["precision"] == "bf16"
+    with pytest.raises(CheckpointError, match="precision"):
+        train_network(batch, run_dir=tmp_path / "bf16", resume=True, **kw)
+    with pytest.raises(InputError, match="precision must be one of"):
+        train_network(batch, precision="fp16", **kw)

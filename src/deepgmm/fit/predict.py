@@ -27,6 +27,7 @@ import torch
 from deepgmm.allocator import tune_cpu_allocator
 from deepgmm.errors import InputError
 from deepgmm.fit.checkpoint import build_network, load_checkpoint
+from deepgmm.fit.precision import network_autocast
 from deepgmm.fit.train import nll_of_log_resp
 from deepgmm.nets.tta import PLAIN, averaged_log_softmax
 from deepgmm.types import SegmentationResult, SliceBatch
@@ -47,7 +48,8 @@ def _check_refine(refine: int) -> int:
 def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int = 0,
             device: str | torch.device = "auto", chunk_size: int = 16,
             refine_lr: float = DEFAULT_REFINE_LR, refine_lam: float | None = None,
-            tta: bool = False, progress: bool = False) -> SegmentationResult:
+            tta: bool = False, progress: bool = False,
+            precision: str | None = None) -> SegmentationResult:
     """Apply a trained deepG / deepSVG network to a batch of slices.
 
     Args:
@@ -65,6 +67,8 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
         tta: average the class probabilities over the crop's symmetries (test-time
             augmentation; not with ``refine``).
         progress: show a progress bar during refinement.
+        precision: ``"fp32"`` or ``"bf16"`` for the network's convolutions (see
+            :mod:`deepgmm.fit.precision`); ``None``: the precision it was trained in.
 
     Returns:
         :class:`~deepgmm.types.SegmentationResult` with responsibilities ``(B, K, H, W)``,
@@ -89,6 +93,9 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
         tune_cpu_allocator()
     ckpt = load_checkpoint(run_dir, sequences=batch.sequences, device="cpu")
     config = ckpt.config
+    if precision is None:
+        precision = str(config.get("precision", "fp32"))
+    autocast = network_autocast(precision, dev)
     crop = [int(batch.image.shape[2]), int(batch.image.shape[3])]
     if crop != list(config["crop_size"]):
         logger.warning("slices are %d x %d, the network was trained on %d x %d crops",
@@ -97,10 +104,15 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
         if refine_lam is not None and (not math.isfinite(refine_lam) or refine_lam < 0):
             raise InputError(f"refine_lam must be a finite number >= 0, got {refine_lam!r}")
         return _refine(ckpt.config, ckpt.model_state, batch, refine=refine, device=dev,
-                       lr=refine_lr, lam=refine_lam, progress=progress)
+                       lr=refine_lr, lam=refine_lam, progress=progress, precision=precision)
 
     network = build_network(ckpt, device=dev).eval()
     network.check_input(batch.image[:1])
+
+    def logits_of(image: torch.Tensor) -> torch.Tensor:
+        with autocast():
+            logits = network(image)
+        return logits.float()
     model = str(config["model"])
     t0 = time.perf_counter()
     resp_parts, nll_parts, mean_parts = [], [], []
@@ -108,7 +120,7 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
         for start in range(0, len(batch), chunk_size):
             img = batch.image[start:start + chunk_size].to(dev, dtype=torch.float32)
             roi = batch.roi[start:start + chunk_size].to(dev, dtype=torch.bool)
-            log_resp = averaged_log_softmax(network, img, None if tta else PLAIN)
+            log_resp = averaged_log_softmax(logits_of, img, None if tta else PLAIN)
             nll, resp, means = nll_of_log_resp(log_resp, img, roi, model)
             resp_parts.append(resp.cpu())
             nll_parts.append(nll.cpu())
@@ -124,7 +136,7 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
 
 def _refine(config: dict[str, Any], state: dict[str, torch.Tensor], batch: SliceBatch, *,
             refine: int, device: torch.device, lr: float, lam: float | None,
-            progress: bool) -> SegmentationResult:
+            progress: bool, precision: str) -> SegmentationResult:
     """Exactly ``refine`` per-slice iterations from the trained weights (``min_iter`` =
     ``max_iter``, so the stopping tolerance never ends a slice earlier)."""
     from deepgmm.fit.single import fit_slices
@@ -135,4 +147,4 @@ def _refine(config: dict[str, Any], state: dict[str, torch.Tensor], batch: Slice
                       mu_data=None if mu is None else torch.tensor(mu, dtype=torch.float32),
                       tol=1e-3, min_iter=refine, max_iter=refine, lr=lr,
                       seed=int(config["seed"]), device=device, init_state=state,
-                      net_config=config["network"], progress=progress)
+                      net_config=config["network"], progress=progress, precision=precision)

@@ -30,7 +30,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -62,11 +63,12 @@ CURVE_FILE = "training_curve.png"
 _RESUME_KEYS: tuple[str, ...] = (
     "model", "lam", "epochs", "min_epochs", "batch_size", "lr", "weight_decay", "tol", "seed",
     "augment", "network", "train_patients", "n_slices", "crop_size", "sequences", "mu_data",
-    "penalty", "clip_norm", "label_weight", "labelled_slices",
+    "penalty", "clip_norm", "label_weight", "labelled_slices", "precision",
 )
 PENALTIES: tuple[str, ...] = ("batch", "slice")
 # What a checkpoint written before a setting existed used, for comparing on resume.
-_RESUME_DEFAULTS: dict[str, Any] = {"label_weight": 0.0, "labelled_slices": []}
+_RESUME_DEFAULTS: dict[str, Any] = {"label_weight": 0.0, "labelled_slices": [],
+                                    "precision": "fp32"}
 
 
 @dataclass
@@ -219,7 +221,7 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
                   n_classes: int = len(CLASS_NAMES), normalisation: str = "crop",
                   penalty: Literal["batch", "slice"] = "batch",
                   clip_norm: float | None = 12.0, label_weight: float = 0.0,
-                  labelled_slices: int = 10) -> TrainResult:
+                  labelled_slices: int = 10, precision: str = "fp32") -> TrainResult:
     """Train one U-Net on all slices of ``batch`` by minimising the deepG / deepSVG loss.
 
     Args:
@@ -255,6 +257,10 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
             published loss).
         labelled_slices: how many slices carry their labels when ``label_weight > 0``, drawn
             as μ_data's slices are (seed 42), so with the defaults they are the same slices.
+        precision: ``"fp32"`` or ``"bf16"`` (the network's convolutions in bfloat16 under
+            ``torch.autocast``; weights, optimiser and loss in float32; see
+            :mod:`deepgmm.fit.precision`). Recorded in the checkpoint; prediction uses it
+            unless told otherwise.
 
     Returns:
         A :class:`TrainResult`.
@@ -265,6 +271,7 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         CheckpointError: ``resume`` with a checkpoint made with other settings or data.
     """
     from deepgmm.device import resolve_device
+    from deepgmm.fit.precision import network_autocast
     from deepgmm.nets.unet import UNet
 
     _check_settings(model, lam, epochs, min_epochs, batch_size, lr, weight_decay, tol)
@@ -275,6 +282,7 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
     if not (math.isfinite(label_weight) and label_weight >= 0):
         raise InputError(f"label_weight must be a finite number >= 0, got {label_weight!r}")
     dev = resolve_device(device)
+    autocast = network_autocast(precision, dev)
     if dev.type == "cpu":
         tune_cpu_allocator()
     run = Path(run_dir) if run_dir is not None else None
@@ -327,7 +335,7 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         "min_epochs": int(min_epochs), "batch_size": int(batch_size), "lr": float(lr),
         "weight_decay": float(weight_decay), "tol": float(tol), "seed": int(seed),
         "penalty": penalty, "clip_norm": None if clip_norm is None else float(clip_norm),
-        "label_weight": float(label_weight),
+        "label_weight": float(label_weight), "precision": precision,
         "labelled_slices": [[batch.case_ids[i], int(batch.slice_indices[i])]
                             for i in labelled],
         "augment": None if aug_cfg is None else dataclasses.asdict(aug_cfg),
@@ -386,7 +394,7 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
                                            penalty=penalty, clip_norm=clip_norm,
                                            generator_seed=_epoch_seed(seed, epoch),
                                            aug_cfg=aug_cfg, dev=dev, target=target_dev,
-                                           label_weight=label_weight)
+                                           label_weight=label_weight, autocast=autocast)
             epoch += 1
             history["nll"].append(nll_sum / n_slices)
             history["loss"].append(loss_sum / n_slices)
@@ -419,11 +427,14 @@ def _run_epoch(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
                clip_norm: float | None, generator_seed: int,
                aug_cfg: AugmentConfig | None, dev: torch.device,
                target: torch.Tensor | None = None, label_weight: float = 0.0,
+               autocast: Callable[[], AbstractContextManager] = nullcontext,
                ) -> tuple[float, float]:
     """One pass over all slices in a seeded random order; returns summed (NLL, loss).
 
     ``target`` ``(B, H, W)`` holds the labelled slices' classes (0: no label); it is
-    augmented with the image and adds ``label_weight`` times their cross-entropy."""
+    augmented with the image and adds ``label_weight`` times their cross-entropy. The
+    network runs inside ``autocast()`` (:func:`deepgmm.fit.precision.network_autocast`); its
+    logits are cast to float32 before the loss."""
     network.train()
     gen = torch.Generator(device=dev)
     gen.manual_seed(generator_seed)
@@ -437,7 +448,9 @@ def _run_epoch(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
         lab = None if target is None else target[idx]
         if aug_cfg is not None:
             img, msk, lab = augment_batch(img, msk, lab, generator=gen, config=aug_cfg)
-        log_resp = torch.log_softmax(network(img), dim=1)
+        with autocast():
+            logits = network(img)
+        log_resp = torch.log_softmax(logits.float(), dim=1)
         nll, _, means = nll_of_log_resp(log_resp, img, msk, model, validate=False)
         loss = nll.mean()
         if lab is not None and label_weight > 0:

@@ -17,6 +17,7 @@ by 90 degrees (``torch.rot90``), then mirror the last axis when ``mirror`` is tr
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -56,12 +57,13 @@ def invert_transform(y: torch.Tensor, transform: Transform) -> torch.Tensor:
     return torch.rot90(x, -turns, dims=(-2, -1)) if turns % 4 else x
 
 
-def averaged_log_softmax(network: torch.nn.Module, image: torch.Tensor,
+def averaged_log_softmax(network: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor,
                          transforms: tuple[Transform, ...] | None = None) -> torch.Tensor:
     """Log of the network's class probabilities averaged over image symmetries.
 
     Args:
-        network: maps ``(B, M, H, W)`` to ``(B, K, H, W)`` logits.
+        network: maps ``(B, M, H, W)`` to ``(B, K, H, W)`` logits (a module or any
+            callable).
         image: ``(B, M, H, W)``.
         transforms: the symmetries to average over (default: :func:`symmetries` of the
             crop; :data:`PLAIN` is the plain forward pass).
