@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
 
 from deepgmm.types import CaseVolume, SliceBatch
 
@@ -49,3 +52,29 @@ def myops_root() -> Path:
         pytest.skip(f"MyoPS 2020 data not found at {root} (expected train25/ and "
                     f"train25_myops_gd/ there)")
     return root
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` intra-op torch threads, then restore the previous setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread: tiny networks and tensors run many times faster on one thread
+    than on two on a busy 2-core machine (thread hand-offs dominate)."""
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture
+def two_torch_threads() -> Iterator[None]:
+    """Two intra-op threads (what the worker-thread fitting splits into workers)."""
+    with torch_threads(2):
+        yield

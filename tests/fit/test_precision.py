@@ -14,14 +14,7 @@ from deepgmm.fit.single import fit_slices
 TINY = {"depth": 2, "base_filters": 4}
 QUICK = {"net_config": TINY, "lr": 1e-2, "progress": False, "min_iter": 0}
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_fp32_leaves_convolutions_in_float32_and_bf16_runs_them_in_bfloat16() -> None:

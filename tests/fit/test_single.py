@@ -14,17 +14,9 @@ from deepgmm.fit import stacked
 from deepgmm.fit.single import fit_slices
 from deepgmm.mixture.likelihood import gmm_nll, m_step, svgmm_nll
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = {"depth": 2, "base_filters": 4}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The networks here are tiny: one thread is several times faster than two on a
-    busy 2-core machine (thread hand-offs dominate such small convolutions)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 QUICK = {"net_config": TINY, "lr": 1e-2, "progress": False, "min_iter": 0}
 
 

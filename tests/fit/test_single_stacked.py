@@ -11,15 +11,7 @@ from deepgmm.fit.stacked import StackedFit
 from deepgmm.nets.unet import UNet
 
 CONFIG = {"in_channels": 2, "n_classes": 3, "depth": 2, "base_filters": 4}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one thread beats two on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _nets(n: int) -> list[UNet]:

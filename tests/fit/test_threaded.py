@@ -20,13 +20,6 @@ QUICK = {"net_config": {"depth": 2, "base_filters": 4}, "lr": 1e-2, "progress": 
          "min_iter": 0}
 
 
-@pytest.fixture
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
 
 def _state(n: int) -> StackedFit:
     return StackedFit.from_states([stacked.init_state(CONFIG, 10 + i) for i in range(n)],
@@ -54,7 +47,7 @@ def test_forward_and_backward_equal_one_network_per_slice(n_workers: int) -> Non
                                        msg=f"slice {i} {name}")
 
 
-def test_workers_leave_the_callers_thread_count_alone(two_threads) -> None:  # noqa: ANN001
+def test_workers_leave_the_callers_thread_count_alone(two_torch_threads: None) -> None:
     state = _state(2)
     with SliceWorkers(2) as workers:
         workers.forward(stacked.template(CONFIG), state.params, torch.randn(2, 3, 16, 16),
@@ -62,7 +55,7 @@ def test_workers_leave_the_callers_thread_count_alone(two_threads) -> None:  # n
     assert torch.get_num_threads() == 2
 
 
-def test_threads_fit_matches_loop_and_is_batch_independent(two_threads) -> None:  # noqa: ANN001
+def test_threads_fit_matches_loop_and_is_batch_independent(two_torch_threads: None) -> None:
     batch = regions.region_batch(3, n_regions=4, size=16, seed=5)
     opts = {**QUICK, "max_iter": 12, "min_iter": 3}
     loop = fit_slices(batch, mechanism="loop", **opts)
@@ -76,7 +69,7 @@ def test_threads_fit_matches_loop_and_is_batch_independent(two_threads) -> None:
                                atol=1e-4, rtol=0)
 
 
-def test_threads_fit_with_bf16_recovers_two_regions(two_threads) -> None:  # noqa: ANN001
+def test_threads_fit_with_bf16_recovers_two_regions(two_torch_threads: None) -> None:
     batch = regions.region_batch(3, n_regions=2, size=16, seed=1)
     res = fit_slices(batch, model="deepsvg", mechanism="threads", precision="bf16",
                      net_config={"depth": 2, "base_filters": 8, "n_classes": 2}, lr=1e-2,
@@ -85,7 +78,7 @@ def test_threads_fit_with_bf16_recovers_two_regions(two_threads) -> None:  # noq
     assert (dice > 0.95).all(), dice
 
 
-def test_auto_picks_threads_on_a_multi_threaded_cpu_only(two_threads) -> None:  # noqa: ANN001
+def test_auto_picks_threads_on_a_multi_threaded_cpu_only(two_torch_threads: None) -> None:
     cpu = torch.device("cpu")
     assert stacked.resolve_mechanism("auto", cpu) == "threads"
     assert stacked.resolve_mechanism("auto", torch.device("cuda")) == "vmap"

@@ -4,17 +4,9 @@ not faster. The previous setting is restored after each test."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def _one_thread_per_test(one_torch_thread: None) -> None:
+    """Every test here runs with the shared ``one_torch_thread`` fixture."""
