@@ -27,24 +27,34 @@ def _state(n: int) -> StackedFit:
 
 
 @pytest.mark.parametrize("n_workers", [1, 2, 3])
-def test_forward_and_backward_equal_one_network_per_slice(n_workers: int) -> None:
+def test_a_step_equals_one_network_and_optimiser_per_slice(n_workers: int) -> None:
+    # forward on the workers, then backward + clipping + AdamW for slices 0 and 2 only:
+    # each must match its own UNet, clip_grad_norm_ and torch.optim.AdamW; slice 1 stays
     state = _state(3)
+    before = {k: v.clone() for k, v in state.params.items()}
     x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     weights = torch.randn(3, 4, 16, 16, generator=torch.Generator().manual_seed(1))
     with SliceWorkers(n_workers) as workers:
         graphs = workers.forward(stacked.template(CONFIG), state.params, x,
                                  contextlib.nullcontext)
         logits = torch.cat([g.logits.detach() for g in graphs])
-        grads = workers.backward(graphs, weights)  # gradient of sum(weights * logits)
+        # the gradient of sum(weights * logits) with respect to the logits is weights
+        workers.backward_step(graphs, weights, [0, 2], state, clip_norm=0.05, lr=1e-2,
+                              weight_decay=1e-3)
+    assert state.step.tolist() == [1.0, 0.0, 1.0]
     for i in range(3):
         net = UNet(**CONFIG)
-        net.load_state_dict({k: v[i] for k, v in state.params.items()})
+        net.load_state_dict({k: v[i] for k, v in before.items()})
         out = net(x[i:i + 1])
         torch.testing.assert_close(logits[i:i + 1], out.detach(), atol=1e-5, rtol=1e-5)
-        (out * weights[i:i + 1]).sum().backward()
+        if i != 1:
+            (out * weights[i:i + 1]).sum().backward()
+            norm = torch.nn.utils.clip_grad_norm_(net.parameters(), 0.05)
+            assert norm > 0.05  # the clipping was active
+            torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=1e-3).step()
         for name, p in net.named_parameters():
-            torch.testing.assert_close(grads[name][i], p.grad, atol=1e-5, rtol=1e-4,
-                                       msg=f"slice {i} {name}")
+            torch.testing.assert_close(state.params[name][i], p.detach(), atol=1e-6,
+                                       rtol=1e-5, msg=f"slice {i} {name}")
 
 
 def test_workers_leave_the_callers_thread_count_alone(two_torch_threads: None) -> None:

@@ -60,7 +60,6 @@ def adamw_step_(state: StackedFit, grads: Mapping[str, torch.Tensor], *, lr: flo
         grads: name -> ``(N, *shape)`` gradients (already clipped).
         lr, weight_decay, betas, eps: as in ``torch.optim.AdamW``.
     """
-    beta1, beta2 = betas
     state.step += 1
     n = len(state)
     names = list(state.params)
@@ -69,8 +68,30 @@ def adamw_step_(state: StackedFit, grads: Mapping[str, torch.Tensor], *, lr: flo
     def per_slice(tensors: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
         return [view for name in names for view in tensors[name].unbind(0)]
 
-    step_of_each = [steps[i] for _ in names for i in range(n)]
-    torch._fused_adamw_(per_slice(state.params), per_slice(grads), per_slice(state.exp_avg),
-                        per_slice(state.exp_avg_sq), [], step_of_each,
-                        lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay, eps=eps,
-                        amsgrad=False, maximize=False)
+    fused_adamw_(per_slice(state.params), per_slice(grads), per_slice(state.exp_avg),
+                 per_slice(state.exp_avg_sq), [steps[i] for _ in names for i in range(n)],
+                 lr=lr, weight_decay=weight_decay, betas=betas, eps=eps)
+
+
+@torch.no_grad()
+def fused_adamw_(params: list[torch.Tensor], grads: list[torch.Tensor],
+                 exp_avg: list[torch.Tensor], exp_avg_sq: list[torch.Tensor],
+                 steps: list[torch.Tensor], *, lr: float, weight_decay: float,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    """AdamW step on matching lists of tensors, in place; ``steps`` are float32 0-d tensors
+    holding each tensor's step count (already incremented for this step)."""
+    torch._fused_adamw_(params, grads, exp_avg, exp_avg_sq, [], steps, lr=lr, beta1=betas[0],
+                        beta2=betas[1], weight_decay=weight_decay, eps=eps, amsgrad=False,
+                        maximize=False)
+
+
+@torch.no_grad()
+def clip_one_slice_(grads: list[torch.Tensor], max_norm: float | None) -> torch.Tensor:
+    """One slice's :func:`clip_per_slice_`: scale ``grads`` in place to norm ``max_norm`` at
+    most; returns the norm before clipping (0-d)."""
+    norm = torch.nn.utils.get_total_norm(grads)
+    if max_norm is not None:
+        factor = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(factor)
+    return norm

@@ -267,6 +267,7 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
     state: StackedFit | None = None
     # the running slices' images, packed ROI pixels and reference means, and whose they are
     image = packed = mu_active = packed_for = None
+    graphs = grad_logits = grads = None  # this iteration's graphs (threads) or gradients
     bar = tqdm(total=b, disable=not progress, desc=f"{model} fit", unit="slice")
     workers = SliceWorkers(torch.get_num_threads()) if how == "threads" else None
     try:
@@ -308,8 +309,6 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
                     nll, mix, loss = _loss(logits.requires_grad_(True), model, packed, lam,
                                            mu_active)
                     (grad_logits,) = torch.autograd.grad(loss.sum(), [logits])
-                    grads = workers.backward(graphs, grad_logits)
-                    del graphs, grad_logits
                 else:
                     with autocast():
                         logits = stacked.forward_stacked(net, state.params, image, how)
@@ -353,7 +352,12 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
                 nll_out[ids[d]] = nll_now[d]
                 means_out[ids[d]] = mix.means.detach().index_select(0, d_dev).float().cpu()
             go_on = (~done).nonzero()[:, 0]
-            if len(go_on):
+            if len(go_on) and workers is not None:  # backward and step of the slices going on
+                workers.backward_step(graphs, grad_logits, go_on.tolist(), state,
+                                      clip_norm=clip_norm, lr=lr, weight_decay=weight_decay)
+                if len(go_on) < len(active):
+                    state = state.select(go_on)
+            elif len(go_on):
                 if len(d_keep := go_on.to(dev)) < len(active):
                     state = state.select(d_keep)
                     grads = {n: g.index_select(0, d_keep) for n, g in grads.items()}
@@ -361,7 +365,8 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
                 adamw_step_(state, grads, lr=lr, weight_decay=weight_decay)
             else:
                 state = None
-            del logits, nll, mix, loss, grads
+            del logits, nll, mix, loss
+            graphs = grad_logits = grads = None
             dt = time.perf_counter() - t0
             seconds[ids] += dt / len(active)
             n_done = int(done.sum())

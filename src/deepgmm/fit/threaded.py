@@ -11,10 +11,12 @@ A step is split in three so that the mixture loss stays in one place:
 
 1. :meth:`SliceWorkers.forward`: on the workers, each slice's network forward pass from
    per-slice leaf tensors (detached views of the stacked parameters), keeping its graph;
-2. the caller computes the loss of all slices from the concatenated logits (a fresh leaf)
-   and its gradient with respect to them, which is cheap;
-3. :meth:`SliceWorkers.backward`: on the workers, each slice's backward pass from its share
-   of that gradient; the gradients are stacked again to ``(N, *shape)``.
+2. the caller computes the loss of all slices from the concatenated logits (a fresh leaf),
+   its gradient with respect to them, which is cheap, and which slices stop here;
+3. :meth:`SliceWorkers.backward_step`: on the workers, for each slice that goes on, its
+   backward pass from its share of that gradient, its gradient clipping and its AdamW step
+   on its views of the stacked parameters. Gradients are never stacked, the optimiser's
+   memory-bound passes run on both cores, and a stopping slice skips its backward pass.
 
 PyTorch releases the GIL inside its operators and runs CPU backward passes in the calling
 thread, so the workers run truly in parallel. The number of intra-op threads is per thread:
@@ -34,6 +36,8 @@ from types import TracebackType
 import torch
 from torch.func import functional_call
 
+from deepgmm.fit.adamw import clip_one_slice_, fused_adamw_
+from deepgmm.fit.stacked import StackedFit
 from deepgmm.nets.unet import UNet
 
 __all__ = ["SliceGraph", "SliceWorkers"]
@@ -114,25 +118,34 @@ class SliceWorkers:
             future.result()
         return graphs  # type: ignore[return-value]
 
-    def backward(self, graphs: list[SliceGraph], grad_logits: torch.Tensor
-                 ) -> dict[str, torch.Tensor]:
-        """Backward pass of every slice from ``grad_logits`` ``(N, K, H, W)``.
+    def backward_step(self, graphs: list[SliceGraph], grad_logits: torch.Tensor,
+                      slices: list[int], state: StackedFit, *, clip_norm: float | None,
+                      lr: float, weight_decay: float) -> None:
+        """Backward pass, gradient clipping and AdamW step of the slices at ``slices``.
 
-        Returns:
-            name -> ``(N, *shape)`` gradients of the stacked parameters.
+        Each worker takes its slices one after the other: the gradients of slice i from
+        ``grad_logits[i]`` ``(K, H, W)``, clipped to ``clip_norm`` over that slice's
+        parameters, then one AdamW step on slice i's views of ``state`` (in place; its step
+        count goes up by one). The other slices of ``graphs`` are left alone.
         """
-        n = len(graphs)
-        per_slice: list[tuple[torch.Tensor, ...] | None] = [None] * n
         names = list(graphs[0].leaves)
+        index = torch.tensor(slices, dtype=torch.int64)
+        state.step[index] += 1
+        steps = state.step.to(torch.float32)
 
         def run(indices: list[int]) -> None:
             for i in indices:
                 g = graphs[i]
-                per_slice[i] = torch.autograd.grad(
+                grads = list(torch.autograd.grad(
                     g.logits, [g.leaves[k] for k in names],
-                    grad_outputs=grad_logits[i:i + 1].to(g.logits.dtype))
+                    grad_outputs=grad_logits[i:i + 1].to(g.logits.dtype)))
+                clip_one_slice_(grads, clip_norm)
+                fused_adamw_([state.params[k][i] for k in names], grads,
+                             [state.exp_avg[k][i] for k in names],
+                             [state.exp_avg_sq[k][i] for k in names],
+                             [steps[i]] * len(names), lr=lr, weight_decay=weight_decay)
 
-        for future in [self._pool.submit(run, g) for g in self._groups(n)]:
+        groups = self._groups(len(slices))
+        futures = [self._pool.submit(run, [slices[j] for j in g]) for g in groups]
+        for future in futures:
             future.result()
-        return {k: torch.stack([grads[j] for grads in per_slice])  # type: ignore[index]
-                for j, k in enumerate(names)}
