@@ -4,8 +4,8 @@ With ``"bf16"`` the U-Net's convolutions (forward and backward) run in bfloat16 
 parameters, the optimiser state, the gradient clipping and the mixture likelihood stay in
 float32 (the logits are cast back to float32 before the softmax). It pays off where the
 hardware multiplies bfloat16 natively (AVX-512 BF16 or AMX on CPUs, tensor cores on GPUs):
-on our 2-core AVX-512 BF16 test machine a per-slice iteration took 0.077 s instead of
-0.105 s and a training epoch 3.68 s instead of 5.61 s. bfloat16 keeps 8 bits of mantissa,
+on our 2-core AVX-512 BF16 test machine a per-slice iteration took 0.063 s instead of
+0.095 s and a training epoch 3.68 s instead of 5.61 s. bfloat16 keeps 8 bits of mantissa,
 so the fits follow a slightly different path and stop at slightly different iterations;
 ``benchmarks/fit_quality.py --precisions``, ``benchmarks/fit_speed.py --precisions``,
 ``benchmarks/train_speed.py --bf16`` and ``benchmarks/train_quality.py --precision``

@@ -195,7 +195,7 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
             (see :mod:`deepgmm.fit.stacked`); the results are the same.
         precision: ``"fp32"`` (default) or ``"bf16"``: the networks' convolutions run in
             bfloat16 under ``torch.autocast`` (parameters, optimiser state and the
-            likelihood stay float32): an iteration took 0.077 s instead of 0.105 s on a
+            likelihood stay float32): an iteration took 0.063 s instead of 0.095 s on a
             2-core CPU with AVX-512 BF16; slightly different results (see
             :mod:`deepgmm.fit.precision`).
 

@@ -20,8 +20,8 @@ Three ways to run the N networks, same maths and same per-slice results:
 elsewhere (``"loop"`` for bfloat16 on a single CPU thread, where grouped bfloat16
 convolutions are slow). On 2 CPU cores, 8 MyoPS slices at once, 31 iterations
 (``benchmarks/fit_speed.py --sizes 8 --max-iter 31 --mechanisms threads vmap loop
---precisions bf16 fp32``), seconds per slice-iteration in bfloat16 0.077 (threads),
-0.087 (loop), 0.109 (vmap); in float32 0.105 (threads), 0.109 (vmap), 0.118 (loop). On
+--precisions bf16 fp32``), seconds per slice-iteration in bfloat16 0.063 (threads),
+0.090 (loop), 0.120 (vmap); in float32 0.095 (threads), 0.110 (vmap), 0.118 (loop). On
 GPUs fewer, larger kernels are the point.
 """
 

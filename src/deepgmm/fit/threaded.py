@@ -4,8 +4,8 @@ One U-Net step on one 160 x 160 slice uses two CPU cores poorly: most of the net
 levels are too small to split well between threads. Running two slices at once, each on
 its own core with one thread, keeps both cores busy with whole convolutions instead. On
 our 2-core test machine (``benchmarks/fit_speed.py --sizes 8 --max-iter 31 --mechanisms
-threads vmap loop --precisions bf16 fp32``) a slice-iteration took 0.077 s against 0.087 s
-for the plain loop on two threads in bfloat16, and 0.105 s against 0.118 s in float32.
+threads vmap loop --precisions bf16 fp32``) a slice-iteration took 0.063 s against 0.090 s
+for the plain loop on two threads in bfloat16, and 0.095 s against 0.118 s in float32.
 
 A step is split in three so that the mixture loss stays in one place:
 
