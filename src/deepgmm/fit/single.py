@@ -191,8 +191,9 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
         init_state: a state dict of a ``UNet`` with this configuration to start every slice
             from (to refine a trained network per slice); None: fresh initialisation.
         progress: show a progress bar over finished slices.
-        mechanism: how the networks run together, ``"auto"``, ``"loop"`` or ``"vmap"``
-            (see :mod:`deepgmm.fit.stacked`); the results are the same.
+        mechanism: how the networks run together, ``"auto"``, ``"loop"``, ``"vmap"`` or
+            ``"threads"`` (CPU only; see :mod:`deepgmm.fit.stacked`); the results agree to
+            float rounding.
         precision: ``"fp32"`` (default) or ``"bf16"``: the networks' convolutions run in
             bfloat16 under ``torch.autocast`` (parameters, optimiser state and the
             likelihood stay float32): an iteration took 0.063 s instead of 0.095 s on a
