@@ -83,14 +83,17 @@ class SliceWorkers:
             self._nets = (net, [copy.deepcopy(net) for _ in range(self.n_workers)])
         return self._nets[1]
 
-    def _groups(self, n: int) -> list[list[int]]:
-        """Slice indices per worker, round robin (``n`` slices)."""
-        k = min(self.n_workers, n)
-        return [list(range(w, n, k)) for w in range(k)]
+    def _run(self, task: Callable[[int, list[int]], None], slices: list[int]) -> None:
+        """``task(w, its_slices)`` on worker w, the ``slices`` dealt round robin; waits for
+        all and re-raises the first error."""
+        k = min(self.n_workers, len(slices))
+        futures = [self._pool.submit(task, w, slices[w::k]) for w in range(k)]
+        for future in futures:
+            future.result()
 
     def forward(self, net: UNet, params: Mapping[str, torch.Tensor], x: torch.Tensor,
                 autocast: Callable[[], AbstractContextManager]) -> list[SliceGraph]:
-        """Forward pass of network i on slice i, with graphs for :meth:`backward`.
+        """Forward pass of network i on slice i, with graphs for :meth:`backward_step`.
 
         Args:
             net: the architecture (its own parameters are not used).
@@ -105,17 +108,17 @@ class SliceWorkers:
         n = int(x.shape[0])
         graphs: list[SliceGraph | None] = [None] * n
 
-        def run(module: UNet, indices: list[int]) -> None:
+        modules = self._copies(net)
+
+        def run(worker: int, indices: list[int]) -> None:
+            module = modules[worker]
             with torch.enable_grad(), autocast():
                 for i in indices:
                     leaves = {k: v[i].detach().requires_grad_(True) for k, v in params.items()}
                     logits = functional_call(module, leaves, (x[i:i + 1],))
                     graphs[i] = SliceGraph(leaves, logits)
 
-        futures = [self._pool.submit(run, module, g)
-                   for module, g in zip(self._copies(net), self._groups(n), strict=False)]
-        for future in futures:
-            future.result()
+        self._run(run, list(range(n)))
         return graphs  # type: ignore[return-value]
 
     def backward_step(self, graphs: list[SliceGraph], grad_logits: torch.Tensor,
@@ -133,7 +136,7 @@ class SliceWorkers:
         state.step[index] += 1
         steps = state.step.to(torch.float32)
 
-        def run(indices: list[int]) -> None:
+        def run(_worker: int, indices: list[int]) -> None:
             for i in indices:
                 g = graphs[i]
                 grads = list(torch.autograd.grad(
@@ -145,7 +148,4 @@ class SliceWorkers:
                              [state.exp_avg_sq[k][i] for k in names],
                              [steps[i]] * len(names), lr=lr, weight_decay=weight_decay)
 
-        groups = self._groups(len(slices))
-        futures = [self._pool.submit(run, [slices[j] for j in g]) for g in groups]
-        for future in futures:
-            future.result()
+        self._run(run, slices)
