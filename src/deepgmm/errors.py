@@ -13,3 +13,7 @@ class InputError(DeepGMMError, ValueError):
 
 class CheckpointError(DeepGMMError):
     """A checkpoint is corrupt or does not match the data it is applied to."""
+
+
+class FitError(DeepGMMError):
+    """A fit could not be carried out on valid input: it diverged or ran out of memory."""

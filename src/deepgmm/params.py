@@ -1,0 +1,75 @@
+"""Parameter constraints: one table per method, checked the way scikit-learn checks estimators.
+
+A constraint table maps every parameter name to a list of scikit-learn constraints
+(:class:`~sklearn.utils._param_validation.Interval`, ``StrOptions``, a type, ``None``, ...):
+a value is valid when it satisfies any of them. The same tables serve the Python API, the
+command line (which maps parameter names to its flags) and stored run configurations, so a
+rule is written once. scikit-learn's checker already rejects NaN and infinite values for
+bounded real intervals and names the parameter and the caller in its message; this module
+adds what it leaves out: unknown names are refused rather than skipped, and booleans are
+not accepted where an integer is expected.
+
+Example:
+    >>> from numbers import Real
+    >>> TABLE = {"tol": [Interval(Real, 0, None, closed="left")]}
+    >>> check_params(TABLE, {"tol": 1e-3}, caller="fit_slices")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from numbers import Integral, Real
+from typing import Any
+
+from sklearn.utils._param_validation import (
+    Interval,
+    InvalidParameterError,
+    Options,
+    StrOptions,
+    validate_parameter_constraints,
+)
+
+from deepgmm.errors import InputError
+
+__all__ = ["Constraints", "Integral", "Interval", "Options", "Real", "StrOptions",
+           "check_params", "check_known"]
+
+Constraints = Mapping[str, list[Any]]
+
+
+def check_known(constraints: Constraints, names: Any, *, caller: str) -> None:
+    """Raise :class:`InputError` naming every name of ``names`` that ``constraints`` lacks."""
+    unknown = sorted(set(names) - set(constraints))
+    if unknown:
+        plural = "s" if len(unknown) > 1 else ""
+        raise InputError(f"{caller}: unknown or inapplicable option{plural} "
+                         f"{', '.join(map(repr, unknown))}; it takes "
+                         f"{', '.join(sorted(constraints))}")
+
+
+def _integer_only(constraints: list[Any]) -> bool:
+    return any(isinstance(c, Interval) and c.type is Integral for c in constraints) and not any(
+        c is bool or (isinstance(c, str) and c == "boolean") for c in constraints)
+
+
+def check_params(constraints: Constraints, params: Mapping[str, Any], *, caller: str) -> None:
+    """Validate ``params`` against ``constraints``; raise :class:`InputError` on the first bad one.
+
+    Args:
+        constraints: parameter name -> list of scikit-learn constraints.
+        params: the values to check (a subset of the table's names).
+        caller: who takes them (a function or class name), for the message.
+
+    Raises:
+        InputError: an unknown name, or a value that satisfies none of its constraints. The
+            message names the parameter, what was expected and what was given.
+    """
+    check_known(constraints, params, caller=caller)
+    for name, value in params.items():
+        if isinstance(value, bool) and _integer_only(constraints[name]):
+            raise InputError(f"The {name!r} parameter of {caller} must be an int, "
+                             f"got {value!r}")
+    try:
+        validate_parameter_constraints(dict(constraints), dict(params), caller_name=caller)
+    except InvalidParameterError as err:
+        raise InputError(str(err)) from err
