@@ -5,6 +5,7 @@ co-registered sequences given explicitly with an ROI mask.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -24,38 +25,68 @@ def _stack(images: Sequence[NiftiVolume]) -> np.ndarray:
     return np.stack([v.data for v in images]).astype(np.float32, copy=False)
 
 
-def load_case(case_files: CaseFiles) -> CaseVolume:
-    """Load one MyoPS case: its sequences and its ground truth.
+def load_images(case_files: CaseFiles) -> list[NiftiVolume]:
+    """Load one case's sequences (no ground truth needed) and check they share one grid.
+
+    Returns:
+        One :class:`NiftiVolume` per sequence, in channel order.
+
+    Raises:
+        InputError: unreadable files, or sequences on different grids.
+    """
+    images = [load_nifti(p, what=f"{name} image") for name, p in case_files.images.items()]
+    check_same_space(images)
+    return images
+
+
+def load_case(case_files: CaseFiles, *, roi: np.ndarray | None = None) -> CaseVolume:
+    """Load one MyoPS case: its sequences and its ground truth (when it has one).
 
     The ROI is the left ventricle: voxels of class 1..4 (blood, myocardium, edema, scar);
-    the right ventricle (code 600) is background.
+    the right ventricle (code 600) is background. A given ``roi`` replaces it (the ground
+    truth, if any, is still loaded for evaluation); a case without ground truth needs one.
 
     Args:
         case_files: as found by :func:`deepgmm.data.myops.discover_cases`.
+        roi: optional ``(X, Y, Z)`` mask on the case's grid (non-zero = inside), e.g. from
+            an ROI run (:mod:`deepgmm.roi`) or a ``<case>_roi.nii.gz`` file.
 
     Returns:
-        The case: image ``(M, X, Y, Z)``, roi and labels ``(X, Y, Z)``.
+        The case: image ``(M, X, Y, Z)``, roi and labels ``(X, Y, Z)`` (labels ``None``
+        without ground truth).
 
     Raises:
         InputError: unreadable files, sequences/labels on different grids, unknown label
-            codes, no ground truth (then no ROI is known: use :func:`load_explicit` with a
-            mask), or an empty ROI.
+            codes, no ground truth and no ``roi`` (then no ROI is known), an ``roi`` of
+            another shape, or an empty ROI.
     """
-    if case_files.labels is None:
+    if case_files.labels is None and roi is None:
         raise InputError(f"case {case_files.case_id} has no ground-truth (_gd) file, so its "
-                         f"region of interest is unknown; give an ROI mask explicitly "
-                         f"(load_explicit / --roi)")
-    images = [load_nifti(p, what=f"{name} image") for name, p in case_files.images.items()]
-    gd = load_nifti(case_files.labels, what="ground-truth")
-    check_same_space([*images, gd])
-    labels = labels_to_classes(gd.data, source=f"ground-truth file {str(gd.path)!r}")
-    roi = labels > 0
-    if not roi.any():
-        raise InputError(f"ground-truth file {str(gd.path)!r} has no left-ventricle voxels "
-                         f"(codes 500, 200, 1220, 2221): the region of interest is empty")
+                         f"region of interest is unknown; give an ROI explicitly "
+                         f"(--roi auto with an ROI run, or --roi FOLDER of masks)")
+    images = load_images(case_files)
+    labels = None
+    if case_files.labels is not None:
+        gd = load_nifti(case_files.labels, what="ground-truth")
+        check_same_space([images[0], gd])
+        labels = labels_to_classes(gd.data, source=f"ground-truth file {str(gd.path)!r}")
     first = images[0]
+    if roi is None:
+        roi_arr = labels > 0
+        if not roi_arr.any():
+            raise InputError(f"ground-truth file {str(case_files.labels)!r} has no "
+                             f"left-ventricle voxels (codes 500, 200, 1220, 2221): the region "
+                             f"of interest is empty")
+    else:
+        roi_arr = np.asarray(roi) != 0
+        if roi_arr.shape != first.shape:
+            raise InputError(f"case {case_files.case_id}: the ROI has shape {roi_arr.shape} "
+                             f"but the images ({str(first.path)!r}) have {first.shape}")
+        if not roi_arr.any():
+            raise InputError(f"case {case_files.case_id}: the given region of interest is "
+                             f"empty")
     return CaseVolume(case_id=case_files.case_id, sequences=tuple(case_files.images),
-                      image=_stack(images), roi=roi, labels=labels, affine=first.affine,
+                      image=_stack(images), roi=roi_arr, labels=labels, affine=first.affine,
                       zooms=first.zooms, source=str(first.path))
 
 
@@ -134,24 +165,43 @@ def select_cases(cases: Sequence[CaseFiles], patients: Sequence[str] | None = No
 
 def load_dataset(root: PathLike, patients: Sequence[str] | None = None, *,
                  exclude: Sequence[str] | None = None,
-                 sequences: Sequence[str] = MYOPS_SEQUENCES) -> list[CaseVolume]:
+                 sequences: Sequence[str] = MYOPS_SEQUENCES,
+                 rois: Mapping[str, np.ndarray] | None = None) -> list[CaseVolume]:
     """Load the MyoPS-style cases below ``root``.
+
+    A folder without ground truth (e.g. the MyoPS ``test20/`` layout) loads when ``rois``
+    gives every case's ROI; a warning then says which cases Dice will not be computed for.
 
     Args:
         root: folder searched by :func:`deepgmm.data.myops.discover_cases`.
         patients: case ids to load (e.g. ``["101", "102"]``); all when ``None``.
         exclude: case ids to leave out (e.g. the held-out test patients).
         sequences: sequence names, in channel order.
+        rois: case id -> ``(X, Y, Z)`` ROI mask replacing the one from the ground truth;
+            cases without ground truth need one.
 
     Returns:
         One :class:`CaseVolume` per case, sorted by case id.
 
     Raises:
         InputError: as :func:`discover_cases` and :func:`load_case`; an unknown patient id
-            (listing the ids available).
+            (listing the ids available); cases without ground truth and without an ROI
+            (naming them and how to give one).
     """
     cases = select_cases(discover_cases(root, sequences), patients, exclude)
-    return [load_case(c) for c in cases]
+    rois = rois or {}
+    unlabelled = [c.case_id for c in cases if c.labels is None]
+    no_roi = [c for c in unlabelled if c not in rois]
+    if no_roi:
+        raise InputError(f"{len(no_roi)} case(s) below {str(root)!r} have no ground truth "
+                         f"(_gd file): {', '.join(no_roi)}; their region of interest must be "
+                         f"given (--roi auto with --roi-run, or --roi FOLDER of "
+                         f"<case>_roi.nii.gz masks), and Dice cannot be computed for them")
+    if unlabelled:
+        warnings.warn(f"{len(unlabelled)} case(s) below {str(root)!r} have no ground truth "
+                      f"(_gd file): {', '.join(unlabelled)}; Dice will not be computed for "
+                      f"them", stacklevel=2)
+    return [load_case(c, roi=rois.get(c.case_id)) for c in cases]
 
 
 def case_label_summary(volume: CaseVolume) -> dict[str, object]:

@@ -161,3 +161,19 @@ def labels_to_classes(codes: np.ndarray, *, source: str = "labels") -> np.ndarra
                          f"(expected {', '.join(str(c) for c in _CODES)})")
     index = np.searchsorted(_CODES, np.rint(codes).astype(np.int64))
     return _CLASSES[index]
+
+
+def sequence_names(root: PathLike) -> tuple[str, ...]:
+    """The sequence names (file tokens other than ``gd``) of the MyoPS-style files below
+    ``root``, MyoPS ones first in their order, then the others sorted; hidden files ignored.
+    """
+    root = Path(root)
+    tokens: set[str] = set()
+    for path in root.rglob("*.nii*"):
+        if any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue
+        match = FILE_PATTERN.match(path.name)
+        if match is not None and match["token"] != LABEL_TOKEN:
+            tokens.add(match["token"])
+    known = [s for s in MYOPS_SEQUENCES if s in tokens]
+    return (*known, *sorted(tokens - set(known)))
