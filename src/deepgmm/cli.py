@@ -41,8 +41,10 @@ def _show_warning(message: Warning | str, category: type[Warning], *_: Any,
     typer.echo(f"warning: {message}", err=True)
 
 
-def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
-    """Register a function as a command of ``app`` that reports library errors cleanly.
+def command(name: str | None = None, *, group: typer.Typer | None = None,
+            **kwargs: Any) -> Callable[[F], F]:
+    """Register a function as a command of ``app`` (or of a ``group`` such as
+    ``deepgmm roi``) that reports library errors cleanly.
 
     A :class:`deepgmm.errors.DeepGMMError` raised inside the command becomes one line
     ``error: <message>`` on stderr and exit code 2, also under ``typer.testing.CliRunner``.
@@ -61,7 +63,7 @@ def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
                     typer.echo(f"error: {err}", err=True)
                     raise typer.Exit(2) from None
 
-        app.command(name, **kwargs)(wrapper)
+        (group or app).command(name, **kwargs)(wrapper)
         return func
 
     return decorate
