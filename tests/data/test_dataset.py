@@ -135,3 +135,35 @@ def test_load_dataset_patients(phantom_root: Path):
     with pytest.raises(InputError, match=r"unknown patient id\(s\) 999; available: "
                                          r"101, 102, 103, 104"):
         load_dataset(phantom_root, ["101", "999"])
+
+
+def test_folder_without_ground_truth_needs_an_roi(phantom_root: Path, tmp_path: Path):
+    data = tmp_path / "test20-layout"
+    shutil.copytree(phantom_root / "train25", data / "test20")
+    with pytest.raises(InputError, match=r"4 case\(s\) .* have no ground truth .*101, 102, "
+                                         r"103, 104.*--roi auto"):
+        load_dataset(data)
+    shape = load_case(discover_cases(phantom_root)[0]).shape
+    roi = np.zeros(shape, dtype=bool)
+    roi[60:70, 60:70, :] = True
+    with pytest.warns(UserWarning, match=r"have no ground truth .*101, 102.*Dice will not be "
+                                         r"computed"):
+        volumes = load_dataset(data, ["101", "102"], rois={"101": roi, "102": roi})
+    assert [v.case_id for v in volumes] == ["101", "102"]
+    assert all(v.labels is None for v in volumes)
+    np.testing.assert_array_equal(volumes[0].roi, roi)
+    assert volumes[0].image.shape == (3, *shape)
+
+
+def test_given_roi_replaces_the_ground_truth_one(phantom_root: Path):
+    case = discover_cases(phantom_root)[0]
+    labelled = load_case(case)
+    roi = np.zeros(labelled.shape, dtype=np.uint8)
+    roi[10:20, 10:20, 1] = 3
+    replaced = load_case(case, roi=roi)
+    np.testing.assert_array_equal(replaced.roi, roi != 0)
+    np.testing.assert_array_equal(replaced.labels, labelled.labels)
+    with pytest.raises(InputError, match=r"case 101: the ROI has shape \(4, 4, 4\)"):
+        load_case(case, roi=np.ones((4, 4, 4)))
+    with pytest.raises(InputError, match="case 101: the given region of interest is empty"):
+        load_case(case, roi=np.zeros(labelled.shape))

@@ -105,3 +105,12 @@ def test_labels_to_classes_lists_unknown_codes():
         labels_to_classes(np.array([0, 7, 500, 300, 7]), source="gd.nii.gz")
     with pytest.raises(InputError, match="200.5"):
         labels_to_classes(np.array([0.0, 200.5]))
+
+
+def test_sequence_names_myops_first_then_sorted(tmp_path: Path):
+    from deepgmm.data.myops import sequence_names
+
+    _touch_case(tmp_path / "a", "x", 1, tokens=("T2", "gd", "FLAIR", "C0"))
+    _touch_case(tmp_path / ".hidden", "x", 2, tokens=("DE",))
+    _touch_case(tmp_path / "b", "x", 3, tokens=("ADC",))
+    assert sequence_names(tmp_path) == ("C0", "T2", "ADC", "FLAIR")
