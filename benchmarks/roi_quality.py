@@ -73,6 +73,7 @@ def run_fold(fold: int, volumes: list, settings, runs: Path | None,
         run = (runs / f"fold{fold}") if runs else Path(scratch) / "run"
         if (run / "config.json").is_file():
             model = load_roi_run(run)
+            seconds = float(model.config.get("train_seconds", math.nan))
             if sorted(model.config["train_patients"]) != sorted(v.case_id for v in train):
                 sys.exit(f"error: {run} was trained on other patients than fold {fold}'s")
         else:
@@ -113,10 +114,11 @@ def format_tables(scores: list[CaseScore], seconds: dict[int, float]) -> str:
         slices = [d for s in group for d in s.slice_dice]
         centres = [s.centre_mm for s in group]
         train_s = (seconds[int(name)] if name != "all" else sum(seconds.values()))
+        train_text = "–" if math.isnan(train_s) else f"{train_s:.0f}"
         lines.append(f"| {name} | {len(group)} | {len(slices)} | "
                      f"{_mean_sd([s.dice for s in group])} | {_mean_sd(slices)} | "
                      f"{min(s.dice for s in group):.3f} | {np.nanmean(centres):.1f} / "
-                     f"{np.nanmax(centres):.1f} | {train_s:.0f} |")
+                     f"{np.nanmax(centres):.1f} | {train_text} |")
     return "\n".join(lines)
 
 
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         scores += fold_scores
         print(f"fold {fold}: per-case Dice {_mean_sd([s.dice for s in fold_scores])}, "
               f"centre error {np.mean([s.centre_mm for s in fold_scores]):.1f} mm, "
-              f"trained in {seconds[fold]:.0f} s", flush=True)
+              f"training {seconds[fold]:.0f} s", flush=True)
     table = format_tables(scores, seconds)
     print(table)
     print(f"settings: {dataclasses.asdict(settings)}; targets: per-case Dice >= "

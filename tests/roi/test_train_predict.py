@@ -36,7 +36,7 @@ def test_run_folder_holds_weights_and_config(tiny_run: Path):
     assert config["n_train_slices"] == 9
     assert config["network"]["in_channels"] == 3 and config["network"]["channels"] == [4, 8, 16]
     assert config["spacing_mm"] == 3.0 and config["crop"] == 64
-    assert config["settings"]["seed"] == 0
+    assert config["settings"]["seed"] == 0 and config["train_seconds"] > 0
 
 
 def test_same_seed_same_weights(phantom_volumes, tiny_run: Path, tmp_path: Path,

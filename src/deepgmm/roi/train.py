@@ -19,6 +19,7 @@ import dataclasses
 import math
 import os
 import platform
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -146,6 +147,7 @@ def train_roi(volumes: Sequence[CaseVolume], run_dir: PathLike, *,
     }
     history: list[float] = []
     run = Path(run_dir)
+    start = time.perf_counter()
     bar = tqdm(total=settings.epochs, desc="train roi", unit="epoch", disable=not progress)
     network.train()
     for epoch in range(1, settings.epochs + 1):
@@ -174,7 +176,7 @@ def train_roi(volumes: Sequence[CaseVolume], run_dir: PathLike, *,
         bar.update(1)
         if epoch % settings.checkpoint_every == 0 or epoch == settings.epochs:
             config = {**base_config, "epoch": epoch, "epochs": settings.epochs,
-                      "history": history}
+                      "history": history, "train_seconds": time.perf_counter() - start}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # safetensors' storage notes
                 save_roi_run(run, network, config)
