@@ -83,7 +83,7 @@ def run_method(batch: SliceBatch, method: str, *, mu_data: np.ndarray | None = N
     if method.startswith("em-"):
         from deepgmm.mixture.em import em_segment
 
-        return em_segment(batch, model=method.removeprefix("em-"), mu_data=mu_data, **opts)
+        return em_segment(batch, model=method, mu_data=mu_data, **opts)
     from deepgmm.fit.single import fit_slices
 
     return fit_slices(batch, model=method, mu_data=mu_data, progress=progress, **opts)
