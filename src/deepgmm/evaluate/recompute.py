@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from deepgmm.data.nifti import AFFINE_ATOL_MM  # also the largest label-map/truth gap
 from deepgmm.errors import InputError
 from deepgmm.evaluate.metrics import dice_per_class, hd95_per_class
 from deepgmm.report.outputs import (
@@ -51,8 +52,6 @@ from deepgmm.types import CLASS_NAMES
 
 EVALUATION_CSV = "evaluation.csv"
 EVALUATION_JSON = "evaluation.json"
-AFFINE_ATOL_MM = 1e-3
-"""Largest difference (mm) between the label map's and the truth's affines."""
 
 
 def read_results(out_dir: Path) -> tuple[dict[str, list[int]], str, str]:
