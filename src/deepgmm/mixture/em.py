@@ -31,6 +31,7 @@ from deepgmm.mixture.likelihood import (
     DEFAULT_VAR_FLOOR,
     Covariance,
     MixtureParams,
+    _check_shapes,
     _masked_mean,
     _roi_counts,
     check_inputs,
@@ -215,9 +216,10 @@ class GaussianMixtureEM(BaseEstimator):
         return self._default_tol if self.tol is None else float(self.tol)
 
     def _prepare(self, image: torch.Tensor | np.ndarray, roi: torch.Tensor | np.ndarray,
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+                 *, fitting: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Tensors on the working device, image floating (float32 unless float64), roi bool,
-        checked with :func:`check_inputs`."""
+        checked with :func:`check_inputs` for fitting; for predicting only shapes and
+        finite values inside the ROI are needed (any number of pixels, constant or not)."""
         try:
             image_t = torch.as_tensor(image)
             roi_t = torch.as_tensor(roi)
@@ -232,7 +234,12 @@ class GaussianMixtureEM(BaseEstimator):
                 raise InputError(f"roi must be a bool or integer mask, got {roi_t.dtype}")
             roi_t = roi_t != 0
         roi_t = roi_t.to(device)
-        check_inputs(image_t, roi_t, n_components=self.n_components)
+        if fitting:
+            check_inputs(image_t, roi_t, n_components=self.n_components)
+        else:
+            _check_shapes(image_t, roi_t, None, "resp")
+            if bool((~torch.isfinite(image_t) & roi_t.unsqueeze(1)).any()):
+                raise InputError("image has NaN or infinite values inside the ROI")
         return image_t, roi_t
 
     def _fitted_check(self, image: torch.Tensor) -> None:
@@ -395,7 +402,7 @@ class GaussianMixtureEM(BaseEstimator):
             ``(B, K, H, W)`` responsibilities (outside the ROI: the posterior of the zero
             vector, to be masked by the caller).
         """
-        image_t, roi_t = self._prepare(image, roi)
+        image_t, roi_t = self._prepare(image, roi, fitting=False)
         self._fitted_check(image_t)
         return torch.softmax(self._log_joint(image_t, roi_t), dim=1)
 
@@ -407,7 +414,7 @@ class GaussianMixtureEM(BaseEstimator):
     def score(self, image: torch.Tensor | np.ndarray,
               roi: torch.Tensor | np.ndarray) -> torch.Tensor:
         """``(B,)`` mean log-likelihood over each slice's ROI pixels (minus the NLL)."""
-        image_t, roi_t = self._prepare(image, roi)
+        image_t, roi_t = self._prepare(image, roi, fitting=False)
         self._fitted_check(image_t)
         return _masked_mean(torch.logsumexp(self._log_joint(image_t, roi_t), dim=1), roi_t)
 
