@@ -17,7 +17,7 @@ from deepgmm.report.tables import RESULT_COLUMNS
 from deepgmm.types import CLASS_NAMES, CLASS_TO_MYOPS
 
 SUMMARY_KEYS = {"method", "n_slices", "matching", "dice", "dice_sd", "hd95", "nll",
-                "seconds_per_slice", "class_order", "maps"}
+                "seconds_per_slice", "class_order", "maps", "roi"}
 MYOPS_VALUES = {"0": "background", "500": "blood", "200": "myocardium", "1220": "edema",
                 "2221": "scar"}
 CLASS_KEYS = {"blood", "myocardium", "edema", "scar"}
@@ -82,6 +82,7 @@ def test_onehot_truth_round_trips_to_the_input_labels(tmp_path, case, synth, mat
     assert set(summary) == SUMMARY_KEYS
     assert json.loads((out / "summary.json").read_text()) == summary
     assert summary["n_slices"] == 3 and summary["matching"] == matching
+    assert summary["roi"] == "given"  # the volumes' own ROI (no roi_source passed)
     assert summary["method"] == "test"
     assert summary["dice"] == dict.fromkeys(CLASS_KEYS, 1.0)
     assert summary["dice_sd"] == dict.fromkeys(CLASS_KEYS, 0.0)

@@ -28,7 +28,7 @@ All NIfTI files carry the input's affine (qform and sform) so they overlay the i
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +192,8 @@ def _volume_maps(labels: np.ndarray, probs: np.ndarray, rows: Sequence[int],
 def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVolume],
                        batch: SliceBatch, result: SegmentationResult, *,
                        matching: str = "hungarian", figures: bool = True,
-                       progress: bool = True, class_identity: bool = False) -> dict[str, Any]:
+                       progress: bool = True, class_identity: bool = False,
+                       roi_source: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Write the method's own maps, the matched maps (when asked), tables and figures.
 
     The own maps (``<case>_seg.nii.gz``, ``<case>_prob.nii.gz``) are the fit as it came
@@ -212,6 +213,10 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
         progress: show a progress bar.
         class_identity: the components are the classes in order (μ_data fixed the order):
             the own label map then holds MyoPS codes, else clusters 1..K.
+        roi_source: where the ROI came from (:meth:`deepgmm.roi.source.RoiSource.as_dict`:
+            ``roi`` = ``gt`` / ``auto`` / ``folder``, ``roi_path``, ``roi_skipped``), added to
+            ``summary.json`` and as the ``roi`` column of ``results.csv``; ``None``: the
+            ROI given with the volumes (``roi`` = ``given``).
 
     Returns:
         The summary dict written to ``summary.json``.
@@ -227,6 +232,7 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
         raise InputError(f"matching {matching!r} needs ground-truth labels, but the input "
                          "has none; use matching 'none'")
     by_id = _check_inputs(volumes, batch, result)
+    roi_info = dict(roi_source) if roi_source is not None else {"roi": "given"}
     out = check_output_dir(Path(out_dir), [v.source for v in volumes])
 
     roi = _numpy(batch.roi).astype(bool)
@@ -246,10 +252,12 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
                       hd95=scores.hd95,
                       extra={"method": [result.method] * n_b, "nll": list(nll),
                              "iterations": [int(i) for i in n_iter],
-                             "seconds": list(seconds), "matching": [matching] * n_b})
+                             "seconds": list(seconds), "matching": [matching] * n_b,
+                             "roi": [roi_info["roi"]] * n_b})
     summary = summarize(method=result.method, matching=matching, dice=scores.dice,
                         hd95=scores.hd95, nll=nll, seconds=seconds, n_slices=n_b)
     summary["class_order"] = "mu_data" if class_identity else "clusters"
+    summary.update(roi_info)
     summary["maps"] = label_tables(class_identity, matching)
 
     case_order = list(dict.fromkeys(batch.case_ids))

@@ -25,7 +25,7 @@ from deepgmm.types import CLASS_NAMES
 DICE_COLUMNS: tuple[str, ...] = tuple(f"dice_{n}" for n in CLASS_NAMES)
 HD95_COLUMNS: tuple[str, ...] = tuple(f"hd95_{n}" for n in CLASS_NAMES)
 RESULT_COLUMNS: tuple[str, ...] = ("case", "slice", "method", *DICE_COLUMNS, *HD95_COLUMNS,
-                                   "nll", "iterations", "seconds", "matching")
+                                   "nll", "iterations", "seconds", "matching", "roi")
 """Columns of ``results.csv``, one row per segmented slice."""
 EVALUATION_COLUMNS: tuple[str, ...] = ("case", "slice", *DICE_COLUMNS, *HD95_COLUMNS)
 """Columns of ``evaluation.csv`` (metrics recomputed from saved label maps)."""
