@@ -33,6 +33,7 @@ import math
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -678,6 +679,8 @@ def run_study(args: argparse.Namespace) -> None:
     from deepgmm.data.dataset import load_dataset
 
     tune_cpu_allocator()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     precision = resolve_precision(args.precision, args.device)
     units = [(c, f, s) for c, f, s in plan(args.configs, args.folds, args.seeds, args.order)
              if not is_cached(args.cache, unit_key(c, f, s, mu_seed_for(s, args.mu_seed)))]
@@ -687,6 +690,7 @@ def run_study(args: argparse.Namespace) -> None:
         return
     volumes = load_dataset(args.root)
     batches: dict[tuple[int, str], tuple[SliceBatch, SliceBatch]] = {}
+    failed: list[tuple[str, int, int]] = []
     for config, fold, seed in units:
         method = REGISTRY[config]
         mu_seed = mu_seed_for(seed, args.mu_seed)
@@ -695,8 +699,14 @@ def run_study(args: argparse.Namespace) -> None:
                 volumes, FOLDS[fold], normalise=method.normalise)
         train, test = batches[(fold, method.normalise)]
         t0 = time.perf_counter()
-        out = run_unit(method, train, test, seed=seed, mu_seed=mu_seed, device=args.device,
-                       precision=precision)
+        try:
+            out = run_unit(method, train, test, seed=seed, mu_seed=mu_seed,
+                           device=args.device, precision=precision)
+        except Exception:  # one failed unit must not stop a long study; it is not cached
+            failed.append((config, fold, seed))
+            print(f"FAILED {config} fold {fold} seed {seed}:\n{traceback.format_exc()}",
+                  flush=True)
+            continue
         wall = time.perf_counter() - t0
         meta = {"config": config, "description": method.description, "fold": fold,
                 "seed": seed, "mu_seed": mu_seed, "normalise": method.normalise,
@@ -713,6 +723,9 @@ def run_study(args: argparse.Namespace) -> None:
         print(f"{config:<18} fold {fold} seed {seed} (mu {mu_seed}): "
               + " ".join(f"{n} {d:.3f}" for n, d in zip(CLASS_NAMES, dice, strict=True))
               + f"  train {out.train_seconds:.1f} s, wall {wall:.1f} s", flush=True)
+    if failed:
+        print(f"{len(failed)} unit(s) failed: {failed}", flush=True)
+        raise SystemExit(1)
 
 
 def summaries_from_cache(cache: Path, configs: Sequence[str],
@@ -741,6 +754,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="the networks' arithmetic (auto: bf16 where the hardware has "
                              "it, else fp32); recorded per unit and shown in the tables")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's choice); on a shared "
+                             "machine 1 avoids the threads waiting for each other")
     parser.add_argument("--report", action="store_true", help="print tables from the cache")
     parser.add_argument("--markdown", type=Path, default=None,
                         help="with --report or --compare: also write the tables as Markdown")
@@ -749,6 +765,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--list", action="store_true", help="list the configurations")
     args = parser.parse_args(argv)
 
+    for name, value in (("--threads", args.threads), ("--n-boot", args.n_boot)):
+        if value is not None and value < 1:
+            _fail(f"{name} must be an integer >= 1, got {value}")
     if args.list:
         for name, method in REGISTRY.items():
             print(f"{name:<18} {method.description}")
