@@ -615,7 +615,11 @@ def report_tables(summaries: Sequence[Summary], *, markdown: bool = False,
                       f"{m3[1]:.3f} ± {d3[1]:.3f}"])
     h = "### " if markdown else ""
     names = list(CLASS_NAMES)
+    n_units = sum(s.n_units for s in summaries)
     parts = [
+        f"{n_units} cached unit(s) (configuration, fold, seed) in these tables; a row "
+        "uses only the seeds whose 5 folds are all cached, and is marked partial (its "
+        "slices only) when no seed is complete yet.",
         f"{h}Dice per class, mean over slices (seed-averaged per slice), 95 % bootstrap "
         "interval by patient",
         _table(["config", "units"] + names + ["train s / fold", "precision"], rows1, markdown),
@@ -634,7 +638,7 @@ def compare_table(a: Summary, b: Summary, *, markdown: bool = False) -> str:
     for name, res in compare(a, b).items():
         wins = int((res.differences > 0).sum())
         rows.append([name, f"{res.mean:+.4f}", f"{wins}/{len(res.patients)}",
-                     f"{res.p_value:.4f}", "yes" if res.p_value < 0.05 else "no"])
+                     f"{res.p_value:.3g}", "yes" if res.p_value < 0.05 else "no"])
     title = (f"{a.config} ({_status(a)}) - {b.config} ({_status(b)}), per patient "
              f"(Wilcoxon signed-rank)")
     return title + "\n\n" + _table(["class", "mean difference", "patients A > B", "p",
@@ -648,6 +652,24 @@ def compare_table(a: Summary, b: Summary, *, markdown: bool = False) -> str:
 _BESIDE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "myops2020"
 DEFAULT_ROOT = _BESIDE if _BESIDE.is_dir() else Path("/work/shared/data/myops2020")
 DEFAULT_CACHE = Path("/work/cv-cache")
+
+
+TABLES_START = "<!-- cv-quality tables: start -->"
+TABLES_END = "<!-- cv-quality tables: end -->"
+
+
+def write_markdown(path: Path, tables: str) -> None:
+    """Write ``tables`` to ``path`` atomically: between the ``TABLES_START`` / ``TABLES_END``
+    markers when the file has them (the rest of the page is kept), else as the whole file."""
+    old = path.read_text() if path.is_file() else ""
+    if TABLES_START in old and TABLES_END in old.split(TABLES_START, 1)[1]:
+        head, rest = old.split(TABLES_START, 1)
+        tail = rest.split(TABLES_END, 1)[1]
+        text = f"{head}{TABLES_START}\n\n{tables.strip()}\n\n{TABLES_END}{tail}"
+    else:
+        text = tables
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def _fail(message: str) -> None:
@@ -785,9 +807,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         text = compare_table(found[args.compare[0]], found[args.compare[1]])
         print(text)
         if args.markdown:
-            md = compare_table(found[args.compare[0]], found[args.compare[1]], markdown=True)
-            with atomic_path(args.markdown) as tmp:
-                tmp.write_text(md)
+            write_markdown(args.markdown, compare_table(
+                found[args.compare[0]], found[args.compare[1]], markdown=True))
         return
     if args.report:
         if not args.cache.is_dir():
@@ -797,9 +818,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             _fail(f"nothing cached in {str(args.cache)!r} for {', '.join(args.configs)}")
         print(report_tables(summaries, n_boot=args.n_boot))
         if args.markdown:
-            md = report_tables(summaries, markdown=True, n_boot=args.n_boot)
-            with atomic_path(args.markdown) as tmp:
-                tmp.write_text(md)
+            write_markdown(args.markdown,
+                           report_tables(summaries, markdown=True, n_boot=args.n_boot))
         return
     if not (args.root / "train25").is_dir():
         _fail(f"--root {str(args.root)!r} holds no MyoPS 2020 data (expected train25/)")

@@ -255,3 +255,14 @@ def test_seed_major_plan_runs_every_config_for_a_seed_first() -> None:
     units = cvq.plan(["a", "b"], [1, 2], [0, 1], "seed-major")
     assert units[:4] == [("a", 1, 0), ("a", 2, 0), ("b", 1, 0), ("b", 2, 0)]
     assert cvq.plan(["a", "b"], [1], [0, 1], "config-major")[:2] == [("a", 1, 0), ("a", 1, 1)]
+
+
+def test_markdown_replaces_only_the_marked_tables(tmp_path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(f"# title\n\nintro\n\n{cvq.TABLES_START}\nold\n{cvq.TABLES_END}\n\nend\n")
+    cvq.write_markdown(page, "| a |\n|---|\n")
+    assert page.read_text() == (f"# title\n\nintro\n\n{cvq.TABLES_START}\n\n| a |\n|---|\n\n"
+                                f"{cvq.TABLES_END}\n\nend\n")
+    bare = tmp_path / "bare.md"
+    cvq.write_markdown(bare, "tables\n")
+    assert bare.read_text() == "tables\n"
