@@ -699,6 +699,7 @@ def resolve_precision(precision: str, device: str) -> str:
 def run_study(args: argparse.Namespace) -> None:
     from deepgmm.allocator import tune_cpu_allocator
     from deepgmm.data.dataset import load_dataset
+    from deepgmm.device import resolve_device
 
     tune_cpu_allocator()
     if args.threads is not None:
@@ -738,6 +739,7 @@ def run_study(args: argparse.Namespace) -> None:
                 "predict_seconds": out.predict_seconds, "wall_seconds": wall,
                 "precision": out.info.get("precision", "-"),
                 "info": out.info, "torch_threads": torch.get_num_threads(),
+                "device": str(resolve_device(args.device)), "torch_version": torch.__version__,
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         save_unit(args.cache, unit_key(config, fold, seed, mu_seed), test, out, meta)
         pred = np.where(test.roi.numpy(), out.probs.argmax(axis=1) + 1, 0)
