@@ -169,10 +169,10 @@ class Method:
     normalise: str = "crop"
 
 
-def _deep(fold: FoldData, *, model: str, normalise: str) -> MethodOutput:
+def _deep(fold: FoldData, *, model: str, normalise: str, **options: Any) -> MethodOutput:
     """The published trained recipe (lam 1, penalty batch, published augmentation, other
     defaults, ``fold.precision``), then ``predict`` on the test fold; class order from
-    μ_data."""
+    μ_data. ``options`` go to ``train_network`` (for entries that change a lever)."""
     from deepgmm.fit.predict import predict
     from deepgmm.fit.train import train_network
 
@@ -181,7 +181,7 @@ def _deep(fold: FoldData, *, model: str, normalise: str) -> MethodOutput:
         res = train_network(fold.train, model=model, lam=1.0, mu_data=fold.mu_data,
                             seed=fold.seed, device=fold.device, run_dir=Path(tmp) / "run",
                             progress=False, normalisation=normalise, penalty="batch",
-                            precision=fold.precision)
+                            precision=fold.precision, **options)
         t1 = time.perf_counter()
         out = predict(Path(tmp) / "run", fold.test, device=fold.device)
         t2 = time.perf_counter()

@@ -266,3 +266,28 @@ def test_markdown_replaces_only_the_marked_tables(tmp_path) -> None:
     bare = tmp_path / "bare.md"
     cvq.write_markdown(bare, "tables\n")
     assert bare.read_text() == "tables\n"
+
+
+def test_roi_normalised_entry_gets_roi_normalised_slices_and_mu_data(phantom_volumes) -> None:
+    method = cvq.REGISTRY["deepsvg-roinorm"]
+    assert method.normalise == "roi" and method.run.keywords["normalise"] == "roi"
+    seen = {}
+
+    def capture(fold):
+        seen["fold"] = fold
+        return cvq.MethodOutput(probs=np.zeros((len(fold.test), 4, *PHANTOM_CROP)),
+                                train_seconds=0.0, predict_seconds=0.0)
+
+    train, test = cvq.fold_batches(phantom_volumes, ("104",), normalise="roi",
+                                   crop_size=PHANTOM_CROP)
+    cvq.run_unit(cvq.Method(capture, "capture", "roi"), train, test, seed=1, mu_seed=43)
+    fold = seen["fold"]
+    roi_test = make_batch([v for v in phantom_volumes if v.case_id == "104"],
+                          crop_size=PHANTOM_CROP, normalise="roi", require_labels=True)
+    np.testing.assert_array_equal(fold.test.image.numpy(), roi_test.image.numpy())
+    roi_train = make_batch([v for v in phantom_volumes if v.case_id != "104"],
+                           crop_size=PHANTOM_CROP, normalise="roi", require_labels=True)
+    np.testing.assert_array_equal(fold.mu_data, compute_mu_data(roi_train, 10, seed=43))
+    crop_train = make_batch([v for v in phantom_volumes if v.case_id != "104"],
+                            crop_size=PHANTOM_CROP, require_labels=True)
+    assert not np.allclose(fold.mu_data, compute_mu_data(crop_train, 10, seed=43))
