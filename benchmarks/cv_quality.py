@@ -193,14 +193,14 @@ def _deep(fold: FoldData, *, model: str, normalise: str, **options: Any) -> Meth
 
 
 def _em(fold: FoldData, *, model: str, **options: Any) -> MethodOutput:
-    """EM per test slice started from μ_data (init="mu_data"), random_state 33 + seed."""
+    """EM per test slice started from μ_data (init="mu_data"), EM seed 33 + seed."""
     from deepgmm.mixture.em import em_segment
 
     t0 = time.perf_counter()
     from deepgmm.device import resolve_device
 
-    out = em_segment(fold.test, model, init="mu_data", mu_data=fold.mu_data,
-                     random_state=33 + fold.seed, device=resolve_device(fold.device),
+    out = em_segment(fold.test, f"em-{model}", init="mu_data", mu_data=fold.mu_data,
+                     seed=33 + fold.seed, device=resolve_device(fold.device),
                      **options)
     return MethodOutput(probs=out.responsibilities.numpy().astype(np.float32),
                         train_seconds=0.0, predict_seconds=time.perf_counter() - t0,
