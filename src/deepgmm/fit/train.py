@@ -51,6 +51,7 @@ from deepgmm.fit.checkpoint import (
 )
 from deepgmm.fit.labelled import labelled_cross_entropy, labelled_targets
 from deepgmm.mixture.likelihood import check_inputs, gmm_nll, mu_penalty, svgmm_nll
+from deepgmm.options import TrainOptions
 from deepgmm.types import CLASS_NAMES, SliceBatch
 
 logger = logging.getLogger(__name__)
@@ -192,25 +193,6 @@ def _plot_curve(path: Path, nll: list[float], loss: list[float], model: str) -> 
         plt.close(fig)
 
 
-def _check_settings(model: str, lam: float, epochs: int, min_epochs: int, batch_size: int,
-                    lr: float, weight_decay: float, tol: float) -> None:
-    if model not in MODELS:
-        raise InputError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"{name} must be an integer >= 1, got {value!r}")
-    if isinstance(min_epochs, bool) or not isinstance(min_epochs, int) or min_epochs < 1:
-        raise InputError(f"min_epochs must be an integer >= 1, got {min_epochs!r}")
-    if min_epochs > epochs:
-        raise InputError(f"min_epochs ({min_epochs}) must not exceed epochs ({epochs})")
-    for name, value, low in (("lam", lam, 0.0), ("weight_decay", weight_decay, 0.0),
-                             ("tol", tol, 0.0)):
-        if not math.isfinite(value) or value < low:
-            raise InputError(f"{name} must be a finite number >= {low}, got {value!r}")
-    if not math.isfinite(lr) or lr <= 0:
-        raise InputError(f"lr must be a finite number > 0, got {lr!r}")
-
-
 def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float = 1.0,
                   mu_data: Any = None, epochs: int = 100, min_epochs: int = 10,
                   batch_size: int = 4, lr: float = 1e-3, weight_decay: float = 1e-3,
@@ -274,13 +256,14 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
     from deepgmm.fit.precision import network_autocast
     from deepgmm.nets.unet import UNet
 
-    _check_settings(model, lam, epochs, min_epochs, batch_size, lr, weight_decay, tol)
-    if penalty not in PENALTIES:
-        raise InputError(f"penalty must be one of {', '.join(PENALTIES)}, got {penalty!r}")
-    if clip_norm is not None and not (math.isfinite(clip_norm) and clip_norm > 0):
-        raise InputError(f"clip_norm must be a finite number > 0 or None, got {clip_norm!r}")
-    if not (math.isfinite(label_weight) and label_weight >= 0):
-        raise InputError(f"label_weight must be a finite number >= 0, got {label_weight!r}")
+    TrainOptions.check({"model": model, "lam": lam, "epochs": epochs, "min_epochs": min_epochs,
+                        "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+                        "tol": tol, "seed": seed, "device": device, "augment": augment,
+                        "n_classes": n_classes, "depth": depth, "base_filters": base_filters,
+                        "normalisation": normalisation, "penalty": penalty,
+                        "clip_norm": clip_norm, "label_weight": label_weight,
+                        "labelled_slices": labelled_slices, "precision": precision},
+                       caller="train_network")
     dev = resolve_device(device)
     autocast = network_autocast(precision, dev)
     if dev.type == "cpu":
