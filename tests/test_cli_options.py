@@ -28,8 +28,8 @@ from deepgmm.types import CLASS_NAMES, SegmentationResult, SliceBatch
 runner = CliRunner()
 
 # Parameter names of functions another part of the code base renames; one place to change.
-EM_MODEL = {"em-gmm": "gmm", "em-svgmm": "svgmm"}  # em_segment's model values
-EM_SEED = "random_state"  # em_segment's seed keyword
+EM_MODEL = {"em-gmm": "em-gmm", "em-svgmm": "em-svgmm"}  # em_segment's model values
+EM_SEED = "seed"  # em_segment's seed keyword
 NORMALISATION = "normalise"  # make_batch's normalisation keyword
 
 
@@ -96,13 +96,13 @@ def recorder(monkeypatch: pytest.MonkeyPatch, phantom_root: Path) -> Recorder:
     rec.patch("deepgmm.data.dataset", "load_explicit", call_real=True)
     rec.patch("deepgmm.data.slices", "make_batch", call_real=True)
     rec.patch("deepgmm.mixture.em", "em_segment",
-              lambda batch, model, **_: _fake_result(batch, f"em-{model}"))
+              lambda batch, model, **_: _fake_result(batch, model))
     rec.patch("deepgmm.fit.single", "fit_slices",
               lambda batch, model, **_: _fake_result(batch, model))
     rec.patch("deepgmm.fit.predict", "predict", lambda batch, **_: _fake_result(batch, "deepg"))
     rec.patch("deepgmm.fit.checkpoint", "read_config", lambda **_: {
         "sequences": ["C0", "DE", "T2"], "train_patients": ["104"], "crop_size": [64, 64],
-        "normalisation": "crop"})
+        "normalisation": "crop", "mu_data": None, "lam": 1.0})
     rec.patch("deepgmm.report.outputs", "write_segmentation")
     rec.patch("deepgmm.fit.train", "train_network")
     rec.patch("deepgmm.data.mu_data", "compute_mu_data", call_real=True)

@@ -72,12 +72,21 @@ def test_allowed_values_agree_with_the_modules_that_check_them_too() -> None:
     from deepgmm.fit import stacked
     from deepgmm.fit.precision import PRECISIONS
     from deepgmm.fit.train import PENALTIES
-    from deepgmm.mixture import em
 
     assert O.PRECISIONS == PRECISIONS
     assert O.MECHANISMS == stacked.MECHANISMS
     assert O.PENALTIES == PENALTIES
-    assert O.EM_INITS == em._INITS
+
+
+@pytest.mark.parametrize("cls", [O.EMGMMOptions, O.EMSVGMMOptions])
+def test_em_options_reuse_the_estimators_tables(cls: type[O.EMGMMOptions]) -> None:
+    from deepgmm.mixture.em import GaussianMixtureEM, SpatiallyVariantEM
+
+    estimator = GaussianMixtureEM if cls is O.EMGMMOptions else SpatiallyVariantEM
+    own = {"model", "device"}  # device also takes "auto" here (run_method resolves it)
+    for name, rule in cls.CONSTRAINTS.items():
+        if name not in own:
+            assert rule is estimator._parameter_constraints[name], name
 
 
 def _cli_defaults(command: str) -> dict[str, object]:

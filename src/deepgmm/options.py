@@ -44,6 +44,7 @@ import torch
 
 from deepgmm.data.augment import AugmentConfig
 from deepgmm.errors import InputError
+from deepgmm.mixture.em import EM_MODELS, SEED_MAX, GaussianMixtureEM, SpatiallyVariantEM
 from deepgmm.mixture.likelihood import DEFAULT_VAR_FLOOR
 from deepgmm.params import (
     Constraints,
@@ -59,7 +60,6 @@ __all__ = ["EM_MODELS", "DEEP_MODELS", "MODELS", "NORMALISATIONS", "EMGMMOptions
            "EMSVGMMOptions", "FitOptions", "MethodOptions", "PredictOptions", "TrainOptions",
            "method_options", "options_class"]
 
-EM_MODELS: tuple[str, ...] = ("em-gmm", "em-svgmm")
 DEEP_MODELS: tuple[str, ...] = ("deepg", "deepsvg")
 MODELS: tuple[str, ...] = (*EM_MODELS, *DEEP_MODELS)
 NORMALISATIONS: tuple[str, ...] = ("crop", "roi")
@@ -68,8 +68,6 @@ NORMALISATIONS: tuple[str, ...] = ("crop", "roi")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 MECHANISMS: tuple[str, ...] = ("auto", "loop", "vmap", "threads")
 PENALTIES: tuple[str, ...] = ("batch", "slice")
-COVARIANCES: tuple[str, ...] = ("diag", "full")
-EM_INITS: tuple[str, ...] = ("random", "kmeans", "mu_data")
 
 
 class DeviceName(Options):
@@ -105,7 +103,7 @@ def _positive() -> Interval:
     return Interval(Real, 0, None, closed="neither")
 
 
-SEED = Interval(Integral, 0, 2**63, closed="left")
+SEED = Interval(Integral, 0, SEED_MAX, closed="left")
 """A seed: a non-negative integer below 2**63."""
 DEVICE = DeviceName()
 
@@ -155,18 +153,17 @@ def _not_above(params: Mapping[str, Any], low: str, high: str) -> None:
 
 
 # ----------------------------------------------------------------------------------- EM
-_EM_CONSTRAINTS: dict[str, list[Any]] = {
-    "model": [_one_of(("em-gmm",))],
-    "n_components": [_at_least(1)],
-    "covariance": [_one_of(COVARIANCES)],
-    "init": [_one_of(EM_INITS)],
-    "tol": [Interval(Real, 0, None, closed="left"), None],
-    "max_iter": [_at_least(1)],
-    "var_floor": [_positive()],
-    "seed": [SEED, None],
-    "device": [DEVICE],
-    "n_kmeans_init": [_at_least(1)],
-}
+_EM_DATA = ("mu_data", "weights_init", "covariances_init")
+"""Estimator parameters that are arrays (data, passed beside the options)."""
+
+
+def _em_constraints(estimator: type, model: str) -> dict[str, list[Any]]:
+    """The estimator's own ``_parameter_constraints`` without its array parameters, plus
+    ``model``; ``device`` as the options take it (``"auto"`` included, resolved by
+    :func:`deepgmm.pipeline.run_method` before it reaches the estimator)."""
+    table = {name: rule for name, rule in estimator._parameter_constraints.items()
+             if name not in _EM_DATA}
+    return {"model": [_one_of((model,))], **table, "device": [DEVICE]}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,7 +184,7 @@ class EMGMMOptions(MethodOptions):
         n_kmeans_init: k-means restarts for ``init="kmeans"``.
     """
 
-    CONSTRAINTS: ClassVar[Constraints] = _EM_CONSTRAINTS
+    CONSTRAINTS: ClassVar[Constraints] = _em_constraints(GaussianMixtureEM, "em-gmm")
 
     model: Literal["em-gmm", "em-svgmm"] = "em-gmm"
     n_components: int = 4
@@ -204,7 +201,6 @@ class EMGMMOptions(MethodOptions):
         """Keyword arguments of the estimator (everything but ``model``)."""
         params = self.as_dict()
         del params["model"]
-        params["random_state"] = params.pop("seed")
         return params
 
 
@@ -220,13 +216,7 @@ class EMSVGMMOptions(EMGMMOptions):
         (others): as :class:`EMGMMOptions`.
     """
 
-    CONSTRAINTS: ClassVar[Constraints] = {
-        **_EM_CONSTRAINTS,
-        "model": [_one_of(("em-svgmm",))],
-        "gmm_tol": [Interval(Real, 0, None, closed="left")],
-        "gmm_max_iter": [_at_least(1)],
-        "smoothing": [Interval(Real, 0, None, closed="left")],
-    }
+    CONSTRAINTS: ClassVar[Constraints] = _em_constraints(SpatiallyVariantEM, "em-svgmm")
 
     model: Literal["em-gmm", "em-svgmm"] = "em-svgmm"
     gmm_tol: float = 2e-4

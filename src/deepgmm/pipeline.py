@@ -113,7 +113,7 @@ def run_method(batch: SliceBatch, model: str, *, mu_data: np.ndarray | None = No
         from deepgmm.mixture.em import em_segment
 
         params = {**opts.estimator_params(), "device": device}
-        return em_segment(batch, model=model.removeprefix("em-"), mu_data=mu_data, **params)
+        return em_segment(batch, model=model, mu_data=mu_data, **params)
     from deepgmm.fit.single import fit_slices
 
     assert isinstance(opts, FitOptions)
@@ -123,13 +123,24 @@ def run_method(batch: SliceBatch, model: str, *, mu_data: np.ndarray | None = No
 
 def write_result(out: PathLike, volumes: Sequence[CaseVolume], batch: SliceBatch,
                  result: SegmentationResult, *, matching: str = "hungarian",
-                 figures: bool = True, progress: bool = True) -> dict[str, Any]:
-    """Write label/probability NIfTI maps, ``results.csv``, ``summary.json`` and PNGs."""
+                 figures: bool = True, progress: bool = True,
+                 class_identity: bool = False) -> dict[str, Any]:
+    """Write label/probability NIfTI maps, ``results.csv``, ``summary.json`` and PNGs
+    (``class_identity``: μ_data fixed the class order, see
+    :func:`deepgmm.report.outputs.write_segmentation`)."""
     from deepgmm.report.outputs import write_segmentation
 
     check_params(RUN_CONSTRAINTS, {"matching": matching}, caller="write_result")
     return write_segmentation(Path(out), list(volumes), batch, result, matching=matching,
-                              figures=figures, progress=progress)
+                              figures=figures, progress=progress,
+                              class_identity=class_identity)
+
+
+def fixes_class_order(model: str, mu_data: object, options: Mapping[str, Any]) -> bool:
+    """Whether μ_data gives the components class identity: it sets the EM initial means,
+    and it pulls the deep methods' means only with ``lam > 0``."""
+    return mu_data is not None and (model.startswith("em-")
+                                    or float(options.get("lam", 0.0)) > 0)
 
 
 def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
@@ -171,7 +182,8 @@ def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
     mu = load_mu(mu_data, batch.sequences)
     result = run_method(batch, model, mu_data=mu, options=opts, progress=progress)
     return write_result(out, volumes, batch, result, matching=matching, figures=figures,
-                        progress=progress)
+                        progress=progress,
+                        class_identity=fixes_class_order(model, mu, opts.as_dict()))
 
 
 def segment_case(images: Mapping[str, PathLike], roi: PathLike, out: PathLike, *,
@@ -214,4 +226,5 @@ def segment_case(images: Mapping[str, PathLike], roi: PathLike, out: PathLike, *
     mu = load_mu(mu_data, batch.sequences)
     result = run_method(batch, model, mu_data=mu, options=opts, progress=progress)
     return write_result(out, [volume], batch, result, matching=matching, figures=figures,
-                        progress=progress)
+                        progress=progress,
+                        class_identity=fixes_class_order(model, mu, opts.as_dict()))

@@ -201,7 +201,9 @@ def predict_command(
                         normalise=config["normalisation"])
     result = predict(run_dir, slices, progress=progress, **options.as_dict())
     summary = write_segmentation(out, volumes, slices, result, matching="none",
-                                 figures=figures, progress=progress)
+                                 figures=figures, progress=progress,
+                                 class_identity=config["mu_data"] is not None
+                                 and float(config["lam"]) > 0)
     if slices.labels is not None:
         typer.echo(format_dice_table(summary))
     else:
