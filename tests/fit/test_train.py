@@ -14,6 +14,7 @@ from deepgmm.data.slices import make_batch
 from deepgmm.errors import CheckpointError, InputError
 from deepgmm.fit import train as train_mod
 from deepgmm.fit.checkpoint import load_checkpoint
+from deepgmm.fit.loss import network_nll
 from deepgmm.fit.train import train_network
 from deepgmm.types import SliceBatch
 
@@ -170,7 +171,7 @@ def test_penalty_matches_hand_computation(batch: SliceBatch, penalty: str) -> No
     loss, before, _ = _one_step(sub, penalty, None)
     mu = torch.as_tensor(compute_mu_data(sub), dtype=torch.float64)
     with torch.no_grad():
-        nll, _, means = train_mod.batch_nll(before, sub.image.float(), sub.roi.bool(),
+        nll, _, means = network_nll(before, sub.image.float(), sub.roi.bool(),
                                             "deepsvg")
     means = means.double()
     if penalty == "batch":

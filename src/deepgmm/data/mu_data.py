@@ -156,13 +156,14 @@ def save_mu_data(mu: np.ndarray, sequences: Sequence[str], path: PathLike, *,
 
 def check_prepared_like(crop_size: Sequence[int] | None, normalisation: str | None,
                         batch: SliceBatch, source: str) -> None:
-    """Refuse slices prepared otherwise than the ones ``source`` was computed from.
+    """Refuse slices prepared otherwise than the ones something was made from.
 
     Args:
         crop_size: the recorded ``(H, W)``, or None (unknown: not checked).
         normalisation: the recorded normalisation, or None (unknown: not checked).
         batch: the slices about to be used.
-        source: how to name the recorded settings in the message.
+        source: the start of the message, naming what was made from which slices, e.g.
+            ``"μ_data file 'mu.json' was computed from"``.
 
     Raises:
         InputError: one line naming both settings.
@@ -174,7 +175,7 @@ def check_prepared_like(crop_size: Sequence[int] | None, normalisation: str | No
             and normalisation != batch.normalisation:
         diffs.append(f"normalisation {normalisation!r} vs {batch.normalisation!r}")
     if diffs:
-        raise InputError(f"{source} was computed from slices prepared otherwise than these: "
+        raise InputError(f"{source} slices prepared otherwise than these: "
                          + ", ".join(diffs))
 
 
@@ -223,7 +224,7 @@ def load_mu_data(path: PathLike, sequences: Sequence[str] | None = None, *,
                          f"{crop_size!r}")
     if batch is not None:
         check_prepared_like(crop_size, doc.get("normalisation"), batch,
-                            f"μ_data file {str(path)!r}")
+                            f"μ_data file {str(path)!r} was computed from")
     try:
         mu = np.asarray(doc["mu"], dtype=np.float64)
     except (TypeError, ValueError) as err:
