@@ -140,3 +140,19 @@ def test_bf16_run_predicts_in_bf16_by_default(batch: SliceBatch, tmp_path: Path)
     full = predict(run, batch, device="cpu", precision="fp32")
     assert torch.equal(default.responsibilities, half.responsibilities)
     assert not torch.equal(default.responsibilities, full.responsibilities)
+
+
+def test_slices_prepared_otherwise_refused(trained: tuple[Path, TrainResult],
+                                           batch: SliceBatch) -> None:
+    run, _ = trained
+    other = SliceBatch(**{**batch.__dict__, "normalisation": "roi"})
+    with pytest.raises(InputError, match=r"was trained on slices prepared otherwise than "
+                                         r"these: normalisation 'crop' vs 'roi'$"):
+        predict(run, other, device="cpu")
+    smaller = SliceBatch(**{**batch.__dict__, "image": batch.image[..., 16:48, 16:48],
+                            "roi": batch.roi[..., 16:48, 16:48]})
+    assert predict(run, smaller, device="cpu").responsibilities.shape[-2:] == (32, 32)
+    with pytest.raises(InputError, match=r"μ_data of checkpoint .* was computed from slices "
+                                         r"prepared otherwise than these: crop size \[64, 64\] "
+                                         r"vs \[32, 32\]$"):
+        predict(run, smaller, device="cpu", refine=1)
