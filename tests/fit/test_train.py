@@ -238,6 +238,9 @@ def test_old_config_without_newer_settings_resumes(batch: SliceBatch, tmp_path: 
     assert resumed.n_epochs == 2 and len(resumed.nll_history) == 2
     assert resumed.nll_history[0] == full.nll_history[0]
     assert json.loads(path.read_text())["precision"] == "fp32"
+    # the optimiser ran the second epoch at the decayed learning rate
+    stored = load_checkpoint(tmp_path, with_optimizer=True).optimizer_state
+    assert stored["param_groups"][0]["lr"] == resumed.lr_history[1] < resumed.lr_history[0]
     cfg["files"] = json.loads(path.read_text())["files"]  # the tensors saved by the resume
     path.write_text(json.dumps(cfg))  # the old config again, resumed in another precision
     with pytest.raises(CheckpointError, match="precision: checkpoint 'fp32', now 'bf16'"):

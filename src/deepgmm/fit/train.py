@@ -285,6 +285,8 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
     target_dev = None if target is None else target.to(dev)
 
     def epoch_step(epoch: int, lr_e: float) -> tuple[float, float]:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_e
         return _run_epoch(network, optimizer, image, roi, model=model, lam=lam, mu=mu,
                           batch_size=batch_size, penalty=penalty, clip_norm=clip_norm,
                           generator_seed=_epoch_seed(seed, epoch), aug_cfg=aug_cfg, dev=dev,
