@@ -30,7 +30,7 @@ runner = CliRunner()
 # Parameter names of functions another part of the code base renames; one place to change.
 EM_MODEL = {"em-gmm": "em-gmm", "em-svgmm": "em-svgmm"}  # em_segment's model values
 EM_SEED = "seed"  # em_segment's seed keyword
-NORMALISATION = "normalise"  # make_batch's normalisation keyword
+NORMALISATION = "normalisation"  # make_batch's normalisation keyword
 
 
 class Reached(Exception):
@@ -115,20 +115,20 @@ def recorder(monkeypatch: pytest.MonkeyPatch, phantom_root: Path) -> Recorder:
 
 @pytest.fixture(scope="module")
 def files(phantom_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """μ_data files for three and two sequences, and one case's images and labels."""
+    """μ_data files for three and two sequences (from 64 x 64 crops z-scored over the ROI,
+    as the invocations below prepare their slices), and one case's images and labels."""
     from deepgmm.data.dataset import load_dataset
     from deepgmm.data.mu_data import compute_mu_data, save_mu_data
     from deepgmm.data.slices import make_batch
 
     folder = tmp_path_factory.mktemp("options")
-    volumes = load_dataset(phantom_root, ["101", "102"])
-    batch = make_batch(volumes, crop_size=(64, 64))
-    paths = {"mu3": save_mu_data(compute_mu_data(batch, n_slices=2), batch.sequences,
-                                 folder / "mu3.json")}
-    two = load_dataset(phantom_root, ["101", "102"], sequences=("C0", "DE"))
-    batch2 = make_batch(two, crop_size=(64, 64))
-    paths["mu2"] = save_mu_data(compute_mu_data(batch2, n_slices=2), batch2.sequences,
-                                folder / "mu2.json")
+    paths = {}
+    for key, sequences in (("mu3", ("C0", "DE", "T2")), ("mu2", ("C0", "DE"))):
+        volumes = load_dataset(phantom_root, ["101", "102"], sequences=sequences)
+        batch = make_batch(volumes, crop_size=(64, 64), normalisation="roi")
+        paths[key] = save_mu_data(compute_mu_data(batch, n_slices=2), batch.sequences,
+                                  folder / f"{key}.json", crop_size=batch.crop_size,
+                                  normalisation=batch.normalisation)
     paths["C0"] = next(phantom_root.rglob("*_101_C0.nii.gz"))
     paths["DE"] = next(phantom_root.rglob("*_101_DE.nii.gz"))
     paths["gt"] = next(phantom_root.rglob("*_101_gd.nii.gz"))
@@ -242,8 +242,7 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
         "augment": (["--no-augment"], [("train_network.augment", False)]),
         "crop_size": (["--crop", "64"], [("make_batch.crop_size", (64, 64))]),
         "normalisation": (["--normalisation", "roi"],
-                          [(f"make_batch.{NORMALISATION}", "roi"),
-                           ("train_network.normalisation", "roi")]),
+                          [(f"make_batch.{NORMALISATION}", "roi")]),
         "base_filters": (["--base-filters", "8"], [("train_network.base_filters", 8)]),
         "depth": (["--depth", "2"], [("train_network.depth", 2)]),
         "sequences": (["--sequences", "C0,DE"], [("load_dataset.sequences", ("C0", "DE"))]),

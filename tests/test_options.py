@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 
+import numpy as np
 import pytest
 import torch
 import typer
@@ -180,3 +181,19 @@ def test_good_values_pass() -> None:
     O.EMGMMOptions(seed=None, tol=None)
     O.PredictOptions(precision=None, refine_lam=0.0)
     assert dataclasses.replace(O.FitOptions(), lam=1.0).lam == 1.0
+
+
+def test_the_run_configuration_records_the_training_options() -> None:
+    """Every training option is in RunConfig as it is (RUN_SETTINGS) or transformed
+    (augment's settings, the network's configuration); nothing else shares a name."""
+    from deepgmm.fit.checkpoint import RunConfig
+
+    config_fields = {f.name for f in dataclasses.fields(RunConfig)}
+    settings = O.TrainOptions(lam=np.float32(0.5), seed=np.int64(3)).run_settings()
+    assert set(settings) == set(O.TrainOptions.RUN_SETTINGS) <= config_fields
+    assert type(settings["lam"]) is float and type(settings["seed"]) is int
+    transformed = {"augment": "augment", "depth": "network", "base_filters": "network"}
+    not_recorded = {"device", "labelled_slices"}  # the resolved device; the slices' ids
+    for name in O.TrainOptions.names():
+        assert (name in settings or transformed.get(name) in config_fields
+                or name in not_recorded), name

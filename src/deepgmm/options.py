@@ -137,6 +137,12 @@ class MethodOptions:
     def _check_relations(cls, params: Mapping[str, Any], caller: str) -> None:
         """Rules between options; each applies when all its options are in ``params``."""
 
+    @classmethod
+    def create(cls, caller: str, **values: Any) -> MethodOptions:
+        """The options ``values`` (others at their defaults), checked for ``caller``."""
+        cls.check(values, caller=caller)
+        return cls(**values)
+
     def as_dict(self) -> dict[str, Any]:
         """Option name -> value (a shallow copy)."""
         return {name: getattr(self, name) for name in self.names()}
@@ -317,7 +323,6 @@ class TrainOptions(MethodOptions):
         augment: the published augmentation (``True``), none (``False``) or an
             :class:`~deepgmm.data.augment.AugmentConfig`.
         n_classes, depth, base_filters: the U-Net.
-        normalisation: how the slices were normalised (``"crop"`` or ``"roi"``; recorded).
         penalty: ``"batch"`` (published) or ``"slice"``.
         clip_norm: gradient-norm clipping (``None``: off).
         label_weight: weight of the cross-entropy on the labelled slices (0: none).
@@ -338,7 +343,6 @@ class TrainOptions(MethodOptions):
         "device": [DEVICE],
         "augment": ["boolean", AugmentConfig],
         **_NET_CONSTRAINTS,
-        "normalisation": [_one_of(NORMALISATIONS)],
         "penalty": [_one_of(PENALTIES)],
         "clip_norm": [_positive(), None],
         "label_weight": [Interval(Real, 0, None, closed="left")],
@@ -360,7 +364,6 @@ class TrainOptions(MethodOptions):
     n_classes: int = 4
     depth: int = 4
     base_filters: int = 32
-    normalisation: Literal["crop", "roi"] = "crop"
     penalty: Literal["batch", "slice"] = "batch"
     clip_norm: float | None = 12.0
     label_weight: float = 0.0
@@ -370,6 +373,29 @@ class TrainOptions(MethodOptions):
     @classmethod
     def _check_relations(cls, params: Mapping[str, Any], caller: str) -> None:
         _not_above(params, "min_epochs", "epochs")
+
+    RUN_SETTINGS: ClassVar[tuple[str, ...]] = (
+        "model", "lam", "epochs", "min_epochs", "batch_size", "lr", "weight_decay", "tol",
+        "seed", "penalty", "clip_norm", "label_weight", "precision", "n_classes")
+    """The options a run configuration (:class:`deepgmm.fit.checkpoint.RunConfig`) records
+    as they are; the others enter it transformed (``augment`` as its settings, ``depth``
+    and ``base_filters`` as the network's configuration) or not at all (``device``: the
+    resolved device is recorded, ``labelled_slices``: which slices they were)."""
+
+    def run_settings(self) -> dict[str, Any]:
+        """:data:`RUN_SETTINGS` as JSON values (``float`` / ``int``), for the run
+        configuration."""
+        as_float = {"lam", "lr", "weight_decay", "tol", "label_weight"}
+        as_int = {"epochs", "min_epochs", "batch_size", "seed", "n_classes"}
+        out: dict[str, Any] = {}
+        for name in self.RUN_SETTINGS:
+            value = getattr(self, name)
+            if value is not None and (name in as_float or name == "clip_norm"):
+                value = float(value)
+            elif name in as_int:
+                value = int(value)
+            out[name] = value
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)

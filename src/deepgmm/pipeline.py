@@ -61,18 +61,20 @@ def prepare_slices(volumes: Sequence[CaseVolume], *, selection: str = "all-class
 
     size = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
     return make_batch(list(volumes), selection=selection, crop_size=size,
-                      normalise=normalisation)
+                      normalisation=normalisation)
 
 
-def load_mu(mu_data: PathLike | np.ndarray | None, sequences: Sequence[str]) -> np.ndarray | None:
-    """μ_data ``(K, M)`` from a JSON file or an array; ``None`` passes through."""
+def load_mu(mu_data: PathLike | np.ndarray | None, sequences: Sequence[str], *,
+            batch: SliceBatch | None = None) -> np.ndarray | None:
+    """μ_data ``(K, M)`` from a JSON file or an array; ``None`` passes through. A file
+    must have been computed from slices prepared as ``batch`` (crop size, normalisation)."""
     if mu_data is None:
         return None
     if isinstance(mu_data, np.ndarray | torch.Tensor):
         return np.asarray(mu_data, dtype=np.float32)
     from deepgmm.data.mu_data import load_mu_data
 
-    return load_mu_data(mu_data, sequences=tuple(sequences))
+    return load_mu_data(mu_data, sequences=tuple(sequences), batch=batch)
 
 
 def _check_run(model: str, options: Mapping[str, Any] | MethodOptions | None,
@@ -179,7 +181,7 @@ def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
     volumes = load_dataset(root, patients=list(patients) if patients else None)
     batch = prepare_slices(volumes, selection=selection, crop_size=crop_size,
                            normalisation=normalisation)
-    mu = load_mu(mu_data, batch.sequences)
+    mu = load_mu(mu_data, batch.sequences, batch=batch)
     result = run_method(batch, model, mu_data=mu, options=opts, progress=progress)
     return write_result(out, volumes, batch, result, matching=matching, figures=figures,
                         progress=progress,
@@ -223,7 +225,7 @@ def segment_case(images: Mapping[str, PathLike], roi: PathLike, out: PathLike, *
     volume = load_explicit(dict(images), roi, labels, case_id=case_id)
     batch = prepare_slices([volume], selection=selection, crop_size=crop_size,
                            normalisation=normalisation)
-    mu = load_mu(mu_data, batch.sequences)
+    mu = load_mu(mu_data, batch.sequences, batch=batch)
     result = run_method(batch, model, mu_data=mu, options=opts, progress=progress)
     return write_result(out, [volume], batch, result, matching=matching, figures=figures,
                         progress=progress,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from helpers import regions
 
-from deepgmm.errors import InputError
+from deepgmm.errors import FitError, InputError
 from deepgmm.fit import stacked
 from deepgmm.fit.single import fit_slices
 from deepgmm.mixture.likelihood import gmm_nll, m_step, svgmm_nll
@@ -188,7 +188,8 @@ def test_small_roi_is_input_error_naming_the_slice() -> None:
     ({"model": "gmm"}, r"'model' parameter of fit_slices must be a str among \{'deepg', "
                        r"'deepsvg'\}. Got 'gmm'"),
     ({"lam": 1.0}, "lam > 0 needs mu_data"),
-    ({"lam": 1.0, "mu_data": np.zeros((3, 3))}, r"mu_data must be \(K, M\)"),
+    ({"lam": 1.0, "mu_data": np.zeros((3, 3))},
+     r"mu_data must have shape \(4, 3\) or \(2, 4, 3\) \(K classes"),
     ({"lam": -1.0}, r"'lam' parameter of fit_slices must be a float in the range \[0.0, inf\)"),
     ({"tol": 0.0}, r"'tol' parameter of fit_slices must be a float in the range \(0.0, inf\)"),
     ({"min_iter": 5, "max_iter": 2}, "must not exceed max_iter"),
@@ -265,5 +266,5 @@ def test_out_of_memory_halves_the_batch_and_goes_on(monkeypatch: pytest.MonkeyPa
         raise torch.cuda.OutOfMemoryError("simulated")
 
     monkeypatch.setattr(stacked, "forward_stacked", never)
-    with pytest.raises(InputError, match="does not fit in the memory"):
+    with pytest.raises(FitError, match="does not fit in the memory"):
         fit_slices(regions.subset(batch, [0]), **opts)

@@ -160,9 +160,10 @@ def mu_data_command(
     ids = patient_list(ctx, patients)
     volumes = load_dataset(root, ids, exclude=split_ids(exclude))
     batch = make_batch(volumes, selection=selection, crop_size=(crop_size, crop_size),
-                       normalise=normalisation, require_labels=True)
+                       normalisation=normalisation, require_labels=True)
     mu = compute_mu_data(batch, n_slices=n_slices, seed=seed)
-    path = save_mu_data(mu, batch.sequences, path)
+    path = save_mu_data(mu, batch.sequences, path, crop_size=batch.crop_size,
+                        normalisation=batch.normalisation)
     typer.echo(f"μ_data from {min(n_slices, len(batch))} of {len(batch)} slices "
                f"({len(volumes)} patients), seed {seed}:")
     typer.echo(f"{'class':<12}" + "".join(f"{s:>9}" for s in batch.sequences))

@@ -113,9 +113,9 @@ def train_command(
     options = TrainOptions(
         model=model, lam=lam, epochs=epochs, min_epochs=min_epochs, batch_size=batch_size,
         lr=lr, weight_decay=weight_decay, tol=tol, seed=seed, device=device, augment=augment,
-        depth=depth, base_filters=base_filters, normalisation=normalisation,
-        penalty=penalty, clip_norm=None if clip_norm == 0 else clip_norm,
-        label_weight=label_weight, labelled_slices=labelled_slices, precision=precision)
+        depth=depth, base_filters=base_filters, penalty=penalty,
+        clip_norm=None if clip_norm == 0 else clip_norm, label_weight=label_weight,
+        labelled_slices=labelled_slices, precision=precision)
     if not resume and has_checkpoint(run_dir):  # say so before loading any data
         raise InputError(f"{str(run_dir)!r} already holds a checkpoint; pass resume to "
                          "continue it, or choose another run_dir",
@@ -126,8 +126,8 @@ def train_command(
         ids = default_train_patients([c.case_id for c in discover_cases(root, seqs)])
     volumes = load_dataset(root, ids, sequences=seqs)
     slices = make_batch(volumes, selection="all-classes", crop_size=(crop_size, crop_size),
-                        normalise=options.normalisation)
-    mu = load_mu(mu_data, seqs)
+                        normalisation=normalisation)
+    mu = load_mu(mu_data, seqs, batch=slices)
     result = train_network(slices, mu_data=mu, run_dir=run_dir, resume=resume,
                            progress=progress, **options.as_dict())
     state = "converged" if result.converged else "stopped at the epoch limit"
@@ -198,7 +198,7 @@ def predict_command(
     volumes = load_dataset(root, ids, sequences=seqs)
     slices = make_batch(volumes, selection=selection,
                         crop_size=tuple(config["crop_size"]),
-                        normalise=config["normalisation"])
+                        normalisation=config["normalisation"])
     result = predict(run_dir, slices, progress=progress, **options.as_dict())
     summary = write_segmentation(out, volumes, slices, result, matching="none",
                                  figures=figures, progress=progress,
