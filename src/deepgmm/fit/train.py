@@ -288,12 +288,12 @@ def _run_folder(run_dir: str | os.PathLike[str] | None, resume: bool) -> Path | 
     """The run folder, checked: resume needs one; a fresh run must not hold a checkpoint."""
     run = Path(run_dir) if run_dir is not None else None
     if resume and run is None:
-        raise InputError("resume needs a run folder (run_dir / --out)")
+        raise InputError("resume needs a run folder (run_dir)", params=("resume", "run_dir"))
     if run is not None and run.exists() and not run.is_dir():
         raise InputError(f"run folder {str(run)!r} exists and is not a folder")
     if run is not None and not resume and has_checkpoint(run):
-        raise InputError(f"{str(run)!r} already holds a checkpoint; pass --resume to continue "
-                         "it, or choose another --out folder")
+        raise InputError(f"{str(run)!r} already holds a checkpoint; pass resume to continue "
+                         "it, or choose another run_dir", params=("resume", "run_dir"))
     return run
 
 
@@ -317,8 +317,8 @@ def _class_means(mu_data: Any, ckpt: Checkpoint | None, batch: SliceBatch, lam: 
 
         mu_data = compute_mu_data(batch)
     if mu_data is None and lam > 0:
-        raise InputError("lam > 0 needs class means: give mu_data (--mu-data) or training "
-                         "data with ground truth")
+        raise InputError("lam > 0 needs class means: give mu_data or training data with "
+                         "ground truth", params=("lam", "mu_data"))
     if mu_data is None:
         return None
     return check_mu_data(mu_data, n_classes, len(batch.sequences), device=dev)
@@ -372,7 +372,7 @@ def _train_epochs(done: _Progress, epoch_step: Callable[[int, float], tuple[floa
             history["seconds"].append(time.perf_counter() - t0)
             if not math.isfinite(history["nll"][-1]):
                 raise FitError(f"training diverged at epoch {done.epoch} (NLL is not finite); "
-                               "lower lr or check the images")
+                               "lower lr or check the images", params=("lr",))
             if done.epoch >= config.min_epochs and len(history["nll"]) >= 2:
                 done.converged = abs(history["nll"][-1] - history["nll"][-2]) < config.tol
             done.finished = done.converged or done.epoch >= config.epochs
