@@ -45,14 +45,6 @@ RUN_CONSTRAINTS = {
 the method's options are :mod:`deepgmm.options`'."""
 
 
-def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
-    """Return ``value`` if it is one of ``choices``, else raise an InputError naming ``name``."""
-    if value not in choices:
-        raise InputError(f"{name} must be one of {', '.join(choices)}; got {value!r}",
-                         params=(name,))
-    return value
-
-
 def prepare_slices(volumes: Sequence[CaseVolume], *, selection: str = "all-classes",
                    crop_size: int | tuple[int, int] = 160,
                    normalisation: str = "crop") -> SliceBatch:
