@@ -65,7 +65,10 @@ def command_flags(func: Callable[..., Any]) -> dict[str, str]:
     for name, hint in typing.get_type_hints(func, include_extras=True).items():
         for info in getattr(hint, "__metadata__", ()):
             if isinstance(info, OptionInfo):
-                decls = [d.split("/")[0] for d in info.param_decls or ()]
+                # with Annotated, typer takes the first declaration as the "default"
+                first = [info.default] if isinstance(info.default, str) else []
+                decls = [d.split("/")[0] for d in [*first, *(info.param_decls or ())]
+                         if d.startswith("-")]
                 longs = [d for d in decls if d.startswith("--")]
                 flags[name] = (longs or decls or ["--" + name.replace("_", "-")])[0]
             elif isinstance(info, ArgumentInfo):
