@@ -72,7 +72,8 @@ def take(batch: SliceBatch, n: int) -> SliceBatch:
                       labels=None if batch.labels is None else batch.labels[:n],
                       case_ids=batch.case_ids[:n], slice_indices=batch.slice_indices[:n],
                       crop_origins=batch.crop_origins[:n], full_shapes=batch.full_shapes[:n],
-                      sequences=batch.sequences, spacing=batch.spacing[:n])
+                      sequences=batch.sequences, spacing=batch.spacing[:n],
+                      normalisation=batch.normalisation)
 
 
 def reference_fit(batch: SliceBatch, *, model: str, base: int, lr: float, max_iter: int,
@@ -194,7 +195,7 @@ def main() -> None:
                         else:
                             res = fit_slices(part, model=args.model, lr=lr,
                                              max_iter=args.max_iter, device=device,
-                                             batch_size=n, mechanism=mechanism,
+                                             concurrent=n, mechanism=mechanism,
                                              net_config={"base_filters": base},
                                              progress=False, precision=precision)
                             iters, nll = res.n_iter.numpy(), res.nll.numpy()
