@@ -24,6 +24,7 @@ from helpers import regions
 from typer.testing import CliRunner
 
 from deepgmm.cli import app
+from deepgmm.roi.source import RoiSource
 from deepgmm.types import CLASS_NAMES, SegmentationResult, SliceBatch
 
 runner = CliRunner()
@@ -111,7 +112,17 @@ def recorder(monkeypatch: pytest.MonkeyPatch, phantom_root: Path) -> Recorder:
     rec.patch("deepgmm.commands.data", "describe_data", lambda **_: [])
     rec.patch("deepgmm.evaluate.recompute", "evaluate_outputs")
     rec.patch("deepgmm.data.phantom", "write_phantom", lambda **_: phantom_root)
+    rec.patch("deepgmm.roi.source", "parse_roi_option", call_real=True)
+    rec.patch("deepgmm.roi.source", "load_with_roi", _cases_with_gt_roi)
     return rec
+
+
+def _cases_with_gt_roi(root: Path, source: Any, patients: Any = None, **_: Any) -> Any:
+    """Stands in for the ROI source: the cases with the ground truth's ROI (no ROI network
+    runs here)."""
+    from deepgmm.data import dataset
+
+    return dataset.load_dataset(root, patients)
 
 
 @pytest.fixture(scope="module")
@@ -160,13 +171,20 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
         "crop_size": (["--crop", "64"], [("make_batch.crop_size", (64, 64))]),
         "normalisation": (["--normalisation", "roi"], [(f"make_batch.{NORMALISATION}", "roi")]),
     }
+    roi_run = tmp / "roi-run"
+    shared_roi = {
+        "roi": (["--roi", "auto"], [("parse_roi_option.roi", "auto"),
+                                    ("load_with_roi.source",
+                                     RoiSource(kind="auto", path=str(roi_run)))]),
+        "roi_run": (["--roi-run", str(roi_run)], [("parse_roi_option.roi_run", roi_run)]),
+    }
     shared_out = {
         "out": (["--out", str(out)], [("write_segmentation.out_dir", out)]),
         "matching": (["--matching", "greedy"], [("write_segmentation.matching", "greedy")]),
         "figures": (["--no-figures"], [("write_segmentation.figures", False)]),
     }
     em = {
-        **shared_data, **shared_out,
+        **shared_data, **shared_out, **shared_roi,
         "model": (["--model", "em-svgmm"], [("em_segment.model", EM_MODEL["em-svgmm"])]),
         "covariance": (["--covariance", "full"], [("em_segment.covariance", "full")]),
         "init": (["--init", "random"], [("em_segment.init", "random")]),
@@ -201,7 +219,7 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
         "progress": (["--no-progress"], [("fit_slices.progress", False),
                                          ("write_segmentation.progress", False)]),
     }
-    fit = {**shared_data, **shared_out, **deep,
+    fit = {**shared_data, **shared_out, **shared_roi, **deep,
            "model": (["--model", "deepg"], [("fit_slices.model", "deepg")])}
     case = {
         "out": shared_out["out"], "figures": shared_out["figures"],
@@ -215,7 +233,8 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
         "selection": (["--selection", "all-classes"], [("make_batch.selection", "all-classes")]),
     }
     mu2_deep = {**deep, "mu_data": (["--mu-data", str(mu2)], [("fit_slices.mu_data", NO)])}
-    mu2_em = {**{k: v for k, v in em.items() if k not in shared_data and k not in shared_out},
+    mu2_em = {**{k: v for k, v in em.items()
+                 if k not in shared_data and k not in shared_out and k not in shared_roi},
               "mu_data": (["--mu-data", str(mu2)], [("em_segment.mu_data", NO)])}
     segment = [
         {**case, **mu2_deep, "model": (["--model", "deepg"], [("fit_slices.model", "deepg")])},
@@ -275,6 +294,9 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
     }, {**predict_common, "tta": (["--tta"], [("predict.tta", True)])}]
     return {
         "em": [em], "fit": [fit], "segment": segment, "train": [train], "predict": predict,
+        # a command group: the options of `roi train` / `roi predict` are tested in
+        # tests/roi/test_cli_roi.py
+        "roi": [],
         "phantom": [{
             "out_dir": (["--out", str(out)], [("write_phantom.out_dir", out)]),
             "n_cases": (["--cases", "2"], [("write_phantom.n_cases", 2)]),

@@ -37,12 +37,14 @@ SELECTIONS: tuple[str, ...] = ("all-classes", "roi")
 PathLike = str | os.PathLike[str]
 
 RUN_CONSTRAINTS = {
+    "roi": [StrOptions({"gt", "auto"}), str, os.PathLike],
+    "roi_run": [str, os.PathLike, None],
     "selection": [StrOptions(dict.fromkeys(SELECTIONS).keys())],
     "normalisation": [StrOptions(dict.fromkeys(NORMALISATIONS).keys())],
     "matching": [StrOptions(dict.fromkeys(MATCHINGS).keys())],
 }
-"""The pipeline's own options (which slices, how normalised, how clusters meet classes);
-the method's options are :mod:`deepgmm.options`'."""
+"""The pipeline's own options (where the ROI comes from, which slices, how normalised, how
+clusters meet classes); the method's options are :mod:`deepgmm.options`'."""
 
 
 def prepare_slices(volumes: Sequence[CaseVolume], *, selection: str = "all-classes",
@@ -118,16 +120,17 @@ def run_method(batch: SliceBatch, model: str, *, mu_data: np.ndarray | None = No
 def write_result(out: PathLike, volumes: Sequence[CaseVolume], batch: SliceBatch,
                  result: SegmentationResult, *, matching: str = "hungarian",
                  figures: bool = True, progress: bool = True,
-                 class_identity: bool = False) -> dict[str, Any]:
+                 class_identity: bool = False,
+                 roi_source: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Write label/probability NIfTI maps, ``results.csv``, ``summary.json`` and PNGs
-    (``class_identity``: μ_data fixed the class order, see
-    :func:`deepgmm.report.outputs.write_segmentation`)."""
+    (``class_identity``: μ_data fixed the class order; ``roi_source``: where the ROI came
+    from; see :func:`deepgmm.report.outputs.write_segmentation`)."""
     from deepgmm.report.outputs import write_segmentation
 
     check_params(RUN_CONSTRAINTS, {"matching": matching}, caller="write_result")
     return write_segmentation(Path(out), list(volumes), batch, result, matching=matching,
                               figures=figures, progress=progress,
-                              class_identity=class_identity)
+                              class_identity=class_identity, roi_source=roi_source)
 
 
 def fixes_class_order(model: str, mu_data: object, options: Mapping[str, Any]) -> bool:
@@ -141,7 +144,8 @@ def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
                     patients: Sequence[str] | None = None, selection: str = "all-classes",
                     crop_size: int | tuple[int, int] = 160, normalisation: str = "crop",
                     mu_data: PathLike | np.ndarray | None = None,
-                    matching: str = "hungarian", figures: bool = True,
+                    matching: str = "hungarian", roi: str | PathLike = "gt",
+                    roi_run: PathLike | None = None, figures: bool = True,
                     progress: bool = True, **options: Any) -> dict[str, Any]:
     """Segment the cases below ``root`` (MyoPS layout) and write the outputs to ``out``.
 
@@ -155,6 +159,12 @@ def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
         normalisation: z-score each slice over the ``"crop"`` or over the ``"roi"``.
         mu_data: JSON file or ``(K, M)`` array of class means.
         matching: cluster-to-class rule for evaluation and label maps.
+        roi: where the ROI comes from (:mod:`deepgmm.roi.source`): ``"gt"`` (the ground
+            truth's LV), ``"auto"`` (predicted by the ROI run ``roi_run``; cases without
+            ground truth are segmented, not scored) or a folder of ``<case>_roi.nii.gz``
+            masks. The ``"roi"`` selection and the crop centre follow it; it is recorded
+            in ``summary.json`` and ``results.csv``.
+        roi_run: the ROI run folder (``deepgmm roi train``) for ``roi="auto"``.
         **options: the model's options (:mod:`deepgmm.options`: e.g. ``lam``, ``max_iter``,
             ``seed``); one the model does not take is refused.
 
@@ -163,21 +173,26 @@ def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
 
     Raises:
         InputError: a bad or inapplicable option (before any data is read), bad data.
+        CheckpointError: a bad ROI run, or one trained on other sequences than the data.
     """
-    from deepgmm.data.dataset import load_dataset
     from deepgmm.report.outputs import check_output_dir
+    from deepgmm.roi.source import load_with_roi, parse_roi_option
 
     opts = _check_run(model, options, mu_data, caller="segment_dataset", selection=selection,
-                      normalisation=normalisation, matching=matching)
-    check_output_dir(Path(out), [root])
-    volumes = load_dataset(root, patients=list(patients) if patients else None)
+                      normalisation=normalisation, matching=matching, roi=roi,
+                      roi_run=roi_run)
+    source = parse_roi_option(roi, roi_run)
+    check_output_dir(Path(out), [root, *([source.path] if source.path else [])])
+    volumes = load_with_roi(root, source, list(patients) if patients else None,
+                            progress=progress)
     batch = prepare_slices(volumes, selection=selection, crop_size=crop_size,
                            normalisation=normalisation)
     mu = load_mu(mu_data, batch.sequences, batch=batch)
     result = run_method(batch, model, mu_data=mu, options=opts, progress=progress)
     return write_result(out, volumes, batch, result, matching=matching, figures=figures,
                         progress=progress,
-                        class_identity=fixes_class_order(model, mu, opts.as_dict()))
+                        class_identity=fixes_class_order(model, mu, opts.as_dict()),
+                        roi_source=source.as_dict())
 
 
 def segment_case(images: Mapping[str, PathLike], roi: PathLike, out: PathLike, *,
@@ -221,4 +236,5 @@ def segment_case(images: Mapping[str, PathLike], roi: PathLike, out: PathLike, *
     result = run_method(batch, model, mu_data=mu, options=opts, progress=progress)
     return write_result(out, [volume], batch, result, matching=matching, figures=figures,
                         progress=progress,
-                        class_identity=fixes_class_order(model, mu, opts.as_dict()))
+                        class_identity=fixes_class_order(model, mu, opts.as_dict()),
+                        roi_source={"roi": "file", "roi_path": str(roi), "roi_skipped": []})

@@ -141,7 +141,7 @@ def test_folder_without_ground_truth_needs_an_roi(phantom_root: Path, tmp_path: 
     data = tmp_path / "test20-layout"
     shutil.copytree(phantom_root / "train25", data / "test20")
     with pytest.raises(InputError, match=r"4 case\(s\) .* have no ground truth .*101, 102, "
-                                         r"103, 104.*--roi auto"):
+                                         r"103, 104.*roi .auto. with an roi_run"):
         load_dataset(data)
     shape = load_case(discover_cases(phantom_root)[0]).shape
     roi = np.zeros(shape, dtype=bool)

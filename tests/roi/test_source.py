@@ -40,9 +40,9 @@ def fixed_prediction(monkeypatch):
 def test_parse_roi_option():
     assert parse_roi_option("gt", None) == RoiSource(kind="gt")
     assert parse_roi_option("auto", "run").path == "run"
-    with pytest.raises(InputError, match="--roi auto needs --roi-run"):
+    with pytest.raises(InputError, match="roi .auto. needs roi_run"):
         parse_roi_option("auto", None)
-    with pytest.raises(InputError, match="--roi-run applies to --roi auto only"):
+    with pytest.raises(InputError, match="roi_run applies to roi .auto. only"):
         parse_roi_option("gt", "run")
     with pytest.raises(InputError, match="'nowhere' is not a folder"):
         parse_roi_option("nowhere", None)

@@ -50,13 +50,10 @@ def test_same_seed_same_weights(phantom_volumes, tiny_run: Path, tmp_path: Path,
     assert again.config["history"] == first.config["history"]
 
 
-def test_training_learns_the_lv(phantom_volumes, tmp_path: Path, one_torch_thread):
-    settings = RoiSettings(spacing_mm=3.0, crop=64, channels=(4, 8, 16), epochs=40,
-                           batch_size=3, augment=False, lr=1e-2, checkpoint_every=40)
-    model = train_roi(phantom_volumes[:1], tmp_path / "run", settings=settings,
-                      progress=False)
+def test_training_learns_the_lv(learnt_run: Path, phantom_volumes):
+    model = load_roi_run(learnt_run)
     history = model.config["history"]
-    assert history[-1] < 0.4 * history[0]
+    assert len(history) == 40 and history[-1] < 0.4 * history[0]
     # it has learnt the LV of the case it saw (on the input grid, after post-processing)
     vol = phantom_volumes[0]
     assert case_dice(predict_mask(model, vol.image, vol.zooms), vol.roi) > 0.8

@@ -27,6 +27,13 @@ SelectionOpt = Annotated[str, typer.Option(
     "--selection", help="all-classes (slices with every class, as in the paper) or roi "
     "(every slice with a non-empty ROI).")]
 CropOpt = Annotated[int, typer.Option("--crop", help="Square crop size around the ROI.")]
+RoiOpt = Annotated[str, typer.Option(
+    "--roi", help="Where the ROI (left ventricle) comes from: gt (the ground truth), auto "
+    "(predicted by --roi-run; data without ground truth is segmented, not scored) or a "
+    "folder of <case>_roi.nii.gz masks (from `deepgmm roi predict`). With auto or a folder, "
+    "--selection roi takes every slice with ROI.")]
+RoiRunOpt = Annotated[Path | None, typer.Option(
+    "--roi-run", help="ROI run folder (from `deepgmm roi train`) for --roi auto.")]
 NormalisationOpt = Annotated[str, typer.Option(
     "--normalisation", help="Z-score each slice and sequence over the crop or over the roi.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (results are "
@@ -123,6 +130,8 @@ def em_command(
     mu_data: MuDataOpt = None,
     patients: PatientsOpt = None,
     matching: MatchingOpt = "hungarian",
+    roi: RoiOpt = "gt",
+    roi_run: RoiRunOpt = None,
     tol: EMTolOpt = None,
     max_iter: EMMaxIterOpt = 100,
     var_floor: VarFloorOpt = 1e-3,
@@ -151,8 +160,8 @@ def em_command(
     summary = segment_dataset(root, out, model=model, patients=patient_list(ctx, patients),
                               selection=selection, crop_size=crop_size,
                               normalisation=normalisation, mu_data=mu_data,
-                              matching=matching, figures=figures, progress=progress,
-                              **options)
+                              matching=matching, roi=roi, roi_run=roi_run, figures=figures,
+                              progress=progress, **options)
     print_summary(summary, out)
 
 
@@ -177,6 +186,8 @@ def fit_command(
     mechanism: MechanismOpt = "auto",
     precision: PrecisionOpt = "fp32",
     matching: MatchingOpt = "hungarian",
+    roi: RoiOpt = "gt",
+    roi_run: RoiRunOpt = None,
     selection: SelectionOpt = "all-classes",
     crop_size: CropOpt = 160,
     normalisation: NormalisationOpt = "crop",
@@ -198,7 +209,8 @@ def fit_command(
     summary = segment_dataset(
         root, out, model=model, patients=patient_list(ctx, patients), selection=selection,
         crop_size=crop_size, normalisation=normalisation, mu_data=mu_data,
-        matching=matching, figures=figures, progress=progress, **options)
+        matching=matching, roi=roi, roi_run=roi_run, figures=figures, progress=progress,
+        **options)
     print_summary(summary, out)
 
 

@@ -62,8 +62,8 @@ def load_case(case_files: CaseFiles, *, roi: np.ndarray | None = None) -> CaseVo
     """
     if case_files.labels is None and roi is None:
         raise InputError(f"case {case_files.case_id} has no ground-truth (_gd) file, so its "
-                         f"region of interest is unknown; give an ROI explicitly "
-                         f"(--roi auto with an ROI run, or --roi FOLDER of masks)")
+                         f"region of interest is unknown; give an roi explicitly (predicted "
+                         f"by an ROI run, or a mask)", params=("roi",))
     images = load_images(case_files)
     labels = None
     if case_files.labels is not None:
@@ -196,8 +196,9 @@ def load_dataset(root: PathLike, patients: Sequence[str] | None = None, *,
     if no_roi:
         raise InputError(f"{len(no_roi)} case(s) below {str(root)!r} have no ground truth "
                          f"(_gd file): {', '.join(no_roi)}; their region of interest must be "
-                         f"given (--roi auto with --roi-run, or --roi FOLDER of "
-                         f"<case>_roi.nii.gz masks), and Dice cannot be computed for them")
+                         f"given (roi 'auto' with an roi_run, or roi = a folder of "
+                         f"<case>_roi.nii.gz masks), and Dice cannot be computed for them",
+                         params=("roi", "roi_run"))
     if unlabelled:
         warnings.warn(f"{len(unlabelled)} case(s) below {str(root)!r} have no ground truth "
                       f"(_gd file): {', '.join(unlabelled)}; Dice will not be computed for "

@@ -61,22 +61,24 @@ def parse_roi_option(roi: str | PathLike, roi_run: PathLike | None) -> RoiSource
     """Check ``--roi`` / ``--roi-run`` and say what they mean (nothing is loaded yet).
 
     Raises:
-        InputError: ``auto`` without ``--roi-run``, ``--roi-run`` with another ``--roi``, or
-            a folder that does not exist.
+        InputError: ``auto`` without ``roi_run``, ``roi_run`` with another ``roi``, or a
+            folder that does not exist (messages name the parameters ``roi`` and
+            ``roi_run``; the command line prints its flags instead).
     """
     value = str(roi)
     if value == "auto":
         if roi_run is None:
-            raise InputError("--roi auto needs --roi-run ROI_RUN (a `deepgmm roi train` "
-                             "run folder)")
+            raise InputError("roi 'auto' needs roi_run, the folder of an ROI training run",
+                             params=("roi", "roi_run"))
         return RoiSource(kind="auto", path=str(roi_run))
     if roi_run is not None:
-        raise InputError(f"--roi-run applies to --roi auto only, got --roi {value}")
+        raise InputError(f"roi_run applies to roi 'auto' only, got roi {value!r}",
+                         params=("roi", "roi_run"))
     if value == "gt":
         return RoiSource(kind="gt")
     if not Path(value).is_dir():
-        raise InputError(f"--roi must be gt, auto or a folder of <case>_roi.nii.gz masks; "
-                         f"{value!r} is not a folder")
+        raise InputError(f"roi must be 'gt', 'auto' or a folder of <case>_roi.nii.gz masks; "
+                         f"{value!r} is not a folder", params=("roi",))
     return RoiSource(kind="folder", path=value)
 
 
@@ -100,8 +102,8 @@ def _folder_masks(folder: Path, cases: Sequence[Any]) -> dict[str, np.ndarray | 
             masks[case.case_id] = None
             continue
         if not path.is_file():
-            raise InputError(f"case {case.case_id}: no ROI mask in --roi {str(folder)!r}: "
-                             f"expected the file {str(path)!r}")
+            raise InputError(f"case {case.case_id}: no ROI mask in the folder "
+                             f"{str(folder)!r}: expected the file {str(path)!r}")
         mask = load_nifti(path, what="ROI mask")
         check_same_space([load_nifti(next(iter(case.images.values())), what="image"), mask])
         masks[case.case_id] = mask.data != 0
@@ -161,7 +163,7 @@ def load_with_roi(root: PathLike, source: RoiSource, patients: Sequence[str] | N
         warnings.warn(f"case {case}: {why}; case skipped", stacklevel=2)
     kept = [c for c in masks if c not in source.skipped]
     if not kept:
-        raise InputError(f"no case below {str(root)!r} has a non-empty ROI "
-                         f"(--roi {source.path if source.kind == 'folder' else source.kind})")
+        raise InputError(f"no case below {str(root)!r} has a non-empty ROI (ROI source: "
+                         f"{source.path if source.kind == 'folder' else source.kind})")
     return load_dataset(root, kept, sequences=wanted,
                         rois={c: masks[c] for c in kept})  # type: ignore[misc]
