@@ -285,6 +285,7 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
         "refine_lr": (["--refine-lr", "0.01"], [("predict.refine_lr", 0.01)]),
         "refine_lam": (["--refine-lam", "0.5"], [("predict.refine_lam", 0.5)]),
         "chunk_size": (["--chunk-size", "4"], [("predict.chunk_size", 4)]),
+        **shared_roi,
         "selection": (["--selection", "roi"], [("make_batch.selection", "roi")]),
         "device": (["--device", "cpu"], [("predict.device", "cpu")]),
         "precision": (["--precision", "bf16"], [("predict.precision", "bf16")]),

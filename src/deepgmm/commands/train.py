@@ -164,6 +164,12 @@ def predict_command(
     selection: Annotated[str, typer.Option(
         "--selection", help="all-classes (slices with every class, as in the paper; needs "
         "ground truth) or roi (every slice with a non-empty ROI).")] = "all-classes",
+    roi: Annotated[str, typer.Option(
+        "--roi", help="Where the ROI comes from: gt (the ground truth), auto (predicted by "
+        "--roi-run; data without ground truth is segmented, not scored) or a folder of "
+        "<case>_roi.nii.gz masks.")] = "gt",
+    roi_run: Annotated[Path | None, typer.Option(
+        "--roi-run", help="ROI run folder (from `deepgmm roi train`) for --roi auto.")] = None,
     device: DeviceOpt = "auto",
     precision: Annotated[str | None, typer.Option(
         "--precision", help="fp32 or bf16 for the network's convolutions (default: the "
@@ -176,7 +182,6 @@ def predict_command(
 
     The slices are cut and normalised as in training (crop size and normalisation from the
     run's config.json)."""
-    from deepgmm.data.dataset import load_dataset
     from deepgmm.data.myops import discover_cases
     from deepgmm.data.slices import make_batch
     from deepgmm.fit.checkpoint import read_config
@@ -184,10 +189,12 @@ def predict_command(
     from deepgmm.options import PredictOptions
     from deepgmm.report.outputs import write_segmentation
     from deepgmm.report.tables import format_dice_table
+    from deepgmm.roi.source import load_with_roi, parse_roi_option
 
     options = PredictOptions(refine=refine, refine_lr=refine_lr, refine_lam=refine_lam,
                              tta=tta, chunk_size=chunk_size, device=device,
                              precision=precision)
+    source = parse_roi_option(roi, roi_run)
     config = read_config(run_dir)
     seqs = tuple(config["sequences"])
     ids = patient_list(ctx, patients)
@@ -195,7 +202,7 @@ def predict_command(
         available = [c.case_id for c in discover_cases(root, seqs)]
         trained = set(config["train_patients"])
         ids = [c for c in available if c not in trained] or available
-    volumes = load_dataset(root, ids, sequences=seqs)
+    volumes = load_with_roi(root, source, ids, sequences=seqs, progress=progress)
     slices = make_batch(volumes, selection=selection,
                         crop_size=tuple(config["crop_size"]),
                         normalisation=config["normalisation"])
@@ -203,7 +210,8 @@ def predict_command(
     summary = write_segmentation(out, volumes, slices, result, matching="none",
                                  figures=figures, progress=progress,
                                  class_identity=config["mu_data"] is not None
-                                 and float(config["lam"]) > 0)
+                                 and float(config["lam"]) > 0,
+                                 roi_source=source.as_dict())
     if slices.labels is not None:
         typer.echo(format_dice_table(summary))
     else:

@@ -145,7 +145,7 @@ def load_with_roi(root: PathLike, source: RoiSource, patients: Sequence[str] | N
         model = open_roi_run_for(source.path, root)  # type: ignore[arg-type]
         if sequences is not None:
             check_sequences(model.config, sequences, run=model.name(),
-                            data="--sequences")
+                            data="the data as asked for")
         wanted = model.sequences
         ids = [c.case_id for c in select_cases(discover_cases(root, wanted), patients,
                                                exclude)]
