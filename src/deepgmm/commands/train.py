@@ -76,6 +76,13 @@ def train_command(
     labelled_slices: Annotated[int, typer.Option(
         "--labelled-slices", help="How many training slices carry their labels with "
         "--label-weight (drawn as μ_data's slices are: the same 10 by default).")] = 10,
+    context: Annotated[str, typer.Option(
+        "--context", help="Extra network input channels from the ROI: none (published), "
+        "distance (to the ROI border) or distance+radius (and from the ROI centroid).")
+    ] = "none",
+    potts_weight: Annotated[float, typer.Option(
+        "--potts-weight", help="Weight of a Potts term (neighbouring pixels' class "
+        "disagreement inside the ROI) in the loss (0: none, the published loss).")] = 0.0,
     augment: Annotated[bool, typer.Option(
         "--augment/--no-augment", help="Elastic deformation, rotation, scaling, flips and "
         "noise, with the published probabilities.")] = True,
@@ -104,15 +111,19 @@ def train_command(
     from deepgmm.fit.checkpoint import has_checkpoint
     from deepgmm.fit.precision import PRECISIONS
     from deepgmm.fit.train import MODELS, PENALTIES, train_network
+    from deepgmm.nets.context import CONTEXTS
     from deepgmm.pipeline import check_choice, load_mu
 
     check_choice("--model", model, MODELS)
     check_choice("--penalty", penalty, PENALTIES)
     check_choice("--precision", precision, PRECISIONS)
+    check_choice("--context", context, CONTEXTS)
     if not clip_norm >= 0:
         raise InputError(f"--clip-norm must be >= 0 (0: off), got {clip_norm}")
     if not 0 <= label_weight < float("inf"):  # also refuses NaN
         raise InputError(f"--label-weight must be a finite number >= 0, got {label_weight}")
+    if not 0 <= potts_weight < float("inf"):
+        raise InputError(f"--potts-weight must be a finite number >= 0, got {potts_weight}")
     if labelled_slices < 1:
         raise InputError(f"--labelled-slices must be at least 1, got {labelled_slices}")
     if not resume and has_checkpoint(out):  # say so before loading any data
@@ -132,7 +143,8 @@ def train_command(
                            depth=depth, base_filters=base_filters, penalty=penalty,
                            clip_norm=clip_norm if clip_norm > 0 else None,
                            label_weight=label_weight, labelled_slices=labelled_slices,
-                           precision=precision)
+                           precision=precision, context=context,
+                           potts_weight=potts_weight)
     state = "converged" if result.converged else "stopped at the epoch limit"
     typer.echo(f"trained {model} on {len(slices)} slices of {len(volumes)} case(s): "
                f"{result.n_epochs} epochs ({state}), final NLL "

@@ -3,7 +3,9 @@
 ``predict(run_dir, batch)`` loads the checkpoint of a ``train`` run, checks that the data
 have the sequences (names and order) it was trained on, and runs the network over the
 slices in chunks without gradients. The responsibilities are the network's softmax; the
-NLL and means per slice come from the closed-form M-step on them, as in training.
+NLL and means per slice come from the closed-form M-step on them, as in training. A network
+trained with ``context`` channels (:mod:`deepgmm.nets.context`) gets them computed from the
+slices' ROI, as in training.
 
 ``tta=True`` averages the network's class probabilities over the symmetries of the crop
 (quarter turns and mirrors, :mod:`deepgmm.nets.tta`): 8 forward passes per slice instead of
@@ -29,6 +31,7 @@ from deepgmm.errors import InputError
 from deepgmm.fit.checkpoint import build_network, load_checkpoint
 from deepgmm.fit.precision import network_autocast
 from deepgmm.fit.train import nll_of_log_resp
+from deepgmm.nets.context import network_input
 from deepgmm.nets.tta import PLAIN, averaged_log_softmax
 from deepgmm.types import SegmentationResult, SliceBatch
 
@@ -57,7 +60,8 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
             train --out``).
         batch: slices to segment: image ``(B, M, H, W)`` normalised as in training, roi
             ``(B, H, W)``; the sequences must match the checkpoint's, in order.
-        refine: per-slice fitting iterations started from the trained weights (0: none).
+        refine: per-slice fitting iterations started from the trained weights (0: none;
+            not for a network trained with context channels).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a :class:`torch.device`.
         chunk_size: slices per forward pass.
         refine_lr: AdamW learning rate of the refinement.
@@ -77,7 +81,8 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
 
     Raises:
         CheckpointError: a missing, corrupt or incompatible checkpoint (other sequences).
-        InputError: bad ``refine`` or ``chunk_size``; ``tta`` with ``refine``; H and W not
+        InputError: bad ``refine`` or ``chunk_size``; ``tta`` with ``refine``; ``refine``
+            for a network trained with context channels; H and W not
             multiples of ``2 ** depth``.
     """
     from deepgmm.device import resolve_device
@@ -100,6 +105,10 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
     if crop != list(config["crop_size"]):
         logger.warning("slices are %d x %d, the network was trained on %d x %d crops",
                        *crop, *config["crop_size"])
+    context = str(config.get("context", "none"))
+    if refine > 0 and context != "none":
+        raise InputError(f"refine fits per-slice networks on the image alone; the network of "
+                         f"{str(run_dir)!r} was trained with context {context!r} channels")
     if refine > 0:
         if refine_lam is not None and (not math.isfinite(refine_lam) or refine_lam < 0):
             raise InputError(f"refine_lam must be a finite number >= 0, got {refine_lam!r}")
@@ -107,7 +116,7 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
                        lr=refine_lr, lam=refine_lam, progress=progress, precision=precision)
 
     network = build_network(ckpt, device=dev).eval()
-    network.check_input(batch.image[:1])
+    network.check_input(network_input(batch.image[:1], batch.roi[:1], context))
 
     def logits_of(image: torch.Tensor) -> torch.Tensor:
         with autocast():
@@ -120,7 +129,10 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
         for start in range(0, len(batch), chunk_size):
             img = batch.image[start:start + chunk_size].to(dev, dtype=torch.float32)
             roi = batch.roi[start:start + chunk_size].to(dev, dtype=torch.bool)
-            log_resp = averaged_log_softmax(logits_of, img, None if tta else PLAIN)
+            # Context channels are a function of the ROI that commutes with the symmetries
+            # of test-time augmentation, so they are transformed with the image.
+            log_resp = averaged_log_softmax(logits_of, network_input(img, roi, context),
+                                            None if tta else PLAIN)
             nll, resp, means = nll_of_log_resp(log_resp, img, roi, model)
             resp_parts.append(resp.cpu())
             nll_parts.append(nll.cpu())

@@ -50,7 +50,9 @@ from deepgmm.fit.checkpoint import (
     save_checkpoint,
 )
 from deepgmm.fit.labelled import labelled_cross_entropy, labelled_targets
+from deepgmm.fit.potts import potts_energy
 from deepgmm.mixture.likelihood import check_inputs, gmm_nll, mu_penalty, svgmm_nll
+from deepgmm.nets.context import check_context, n_context_channels, network_input
 from deepgmm.types import CLASS_NAMES, SliceBatch
 
 logger = logging.getLogger(__name__)
@@ -63,12 +65,14 @@ CURVE_FILE = "training_curve.png"
 _RESUME_KEYS: tuple[str, ...] = (
     "model", "lam", "epochs", "min_epochs", "batch_size", "lr", "weight_decay", "tol", "seed",
     "augment", "network", "train_patients", "n_slices", "crop_size", "sequences", "mu_data",
-    "penalty", "clip_norm", "label_weight", "labelled_slices", "precision",
+    "penalty", "clip_norm", "label_weight", "labelled_slices", "precision", "context",
+    "potts_weight",
 )
 PENALTIES: tuple[str, ...] = ("batch", "slice")
 # What a checkpoint written before a setting existed used, for comparing on resume.
 _RESUME_DEFAULTS: dict[str, Any] = {"label_weight": 0.0, "labelled_slices": [],
-                                    "precision": "fp32"}
+                                    "precision": "fp32", "context": "none",
+                                    "potts_weight": 0.0}
 
 
 @dataclass
@@ -221,7 +225,8 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
                   n_classes: int = len(CLASS_NAMES), normalisation: str = "crop",
                   penalty: Literal["batch", "slice"] = "batch",
                   clip_norm: float | None = 12.0, label_weight: float = 0.0,
-                  labelled_slices: int = 10, precision: str = "fp32") -> TrainResult:
+                  labelled_slices: int = 10, precision: str = "fp32",
+                  context: str = "none", potts_weight: float = 0.0) -> TrainResult:
     """Train one U-Net on all slices of ``batch`` by minimising the deepG / deepSVG loss.
 
     Args:
@@ -261,6 +266,13 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
             ``torch.autocast``; weights, optimiser and loss in float32; see
             :mod:`deepgmm.fit.precision`). Recorded in the checkpoint; prediction uses it
             unless told otherwise.
+        context: extra network input channels computed from the ROI
+            (:mod:`deepgmm.nets.context`): ``"none"`` (published), ``"distance"`` or
+            ``"distance+radius"``; computed from the augmented ROI, recorded in the
+            checkpoint and applied by prediction. The likelihood sees the image alone.
+        potts_weight: weight of the soft Potts energy of the responsibilities
+            (:func:`deepgmm.fit.potts.potts_energy`, mean over the mini-batch) added to the
+            loss (0: none, the published loss).
 
     Returns:
         A :class:`TrainResult`.
@@ -281,6 +293,9 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         raise InputError(f"clip_norm must be a finite number > 0 or None, got {clip_norm!r}")
     if not (math.isfinite(label_weight) and label_weight >= 0):
         raise InputError(f"label_weight must be a finite number >= 0, got {label_weight!r}")
+    if not (math.isfinite(potts_weight) and potts_weight >= 0):
+        raise InputError(f"potts_weight must be a finite number >= 0, got {potts_weight!r}")
+    check_context(context)
     dev = resolve_device(device)
     autocast = network_autocast(precision, dev)
     if dev.type == "cpu":
@@ -322,9 +337,9 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        network = UNet(len(sequences), n_classes=n_classes, depth=depth,
-                       base_filters=base_filters)
-    network.check_input(batch.image[:1])
+        network = UNet(len(sequences) + n_context_channels(context), n_classes=n_classes,
+                       depth=depth, base_filters=base_filters)
+    network.check_input(network_input(batch.image[:1], batch.roi[:1], context))
 
     from deepgmm import __version__
 
@@ -335,7 +350,8 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         "min_epochs": int(min_epochs), "batch_size": int(batch_size), "lr": float(lr),
         "weight_decay": float(weight_decay), "tol": float(tol), "seed": int(seed),
         "penalty": penalty, "clip_norm": None if clip_norm is None else float(clip_norm),
-        "label_weight": float(label_weight), "precision": precision,
+        "label_weight": float(label_weight), "precision": precision, "context": context,
+        "potts_weight": float(potts_weight),
         "labelled_slices": [[batch.case_ids[i], int(batch.slice_indices[i])]
                             for i in labelled],
         "augment": None if aug_cfg is None else dataclasses.asdict(aug_cfg),
@@ -394,7 +410,8 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
                                            penalty=penalty, clip_norm=clip_norm,
                                            generator_seed=_epoch_seed(seed, epoch),
                                            aug_cfg=aug_cfg, dev=dev, target=target_dev,
-                                           label_weight=label_weight, autocast=autocast)
+                                           label_weight=label_weight, autocast=autocast,
+                                           context=context, potts_weight=potts_weight)
             epoch += 1
             history["nll"].append(nll_sum / n_slices)
             history["loss"].append(loss_sum / n_slices)
@@ -428,13 +445,16 @@ def _run_epoch(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
                aug_cfg: AugmentConfig | None, dev: torch.device,
                target: torch.Tensor | None = None, label_weight: float = 0.0,
                autocast: Callable[[], AbstractContextManager] = nullcontext,
+               context: str = "none", potts_weight: float = 0.0,
                ) -> tuple[float, float]:
     """One pass over all slices in a seeded random order; returns summed (NLL, loss).
 
     ``target`` ``(B, H, W)`` holds the labelled slices' classes (0: no label); it is
     augmented with the image and adds ``label_weight`` times their cross-entropy. The
-    network runs inside ``autocast()`` (:func:`deepgmm.fit.precision.network_autocast`); its
-    logits are cast to float32 before the loss."""
+    network runs inside ``autocast()`` (:func:`deepgmm.fit.precision.network_autocast`) on
+    the image and the ``context`` channels of the augmented ROI; its logits are cast to
+    float32 before the loss, which adds ``potts_weight`` times the slices' mean Potts
+    energy."""
     network.train()
     gen = torch.Generator(device=dev)
     gen.manual_seed(generator_seed)
@@ -449,10 +469,12 @@ def _run_epoch(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
         if aug_cfg is not None:
             img, msk, lab = augment_batch(img, msk, lab, generator=gen, config=aug_cfg)
         with autocast():
-            logits = network(img)
+            logits = network(network_input(img, msk, context))
         log_resp = torch.log_softmax(logits.float(), dim=1)
-        nll, _, means = nll_of_log_resp(log_resp, img, msk, model, validate=False)
+        nll, resp, means = nll_of_log_resp(log_resp, img, msk, model, validate=False)
         loss = nll.mean()
+        if potts_weight > 0:
+            loss = loss + potts_weight * potts_energy(resp, msk).mean()
         if lab is not None and label_weight > 0:
             loss = loss + label_weight * labelled_cross_entropy(log_resp, lab, msk).mean()
         if mu is not None and lam != 0:
