@@ -56,3 +56,24 @@ def test_entries_pass_their_options_to_training(config: str, normalise: str, opt
     assert {k: seen[k] for k in options} == options
     assert seen["model"] == "deepsvg" and seen["normalisation"] == normalise
     assert seen["lam"] == 1.0 and seen["penalty"] == "batch" and seen["seed"] == 1
+
+
+def test_qda_with_context_fits_the_training_fold_with_two_more_features(phantom_volumes
+                                                                         ) -> None:
+    import torch
+    from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
+
+    from deepgmm.nets.context import context_channels
+
+    train, test = cvq.fold_batches(phantom_volumes, ("104",), crop_size=(64, 64))
+    out = cvq.run_unit(cvq.REGISTRY["qda-ctx-distrad"], train, test, seed=0, mu_seed=42,
+                       device="cpu")
+    roi = train.roi.numpy()
+    features = torch.cat([train.image, context_channels(train.roi, "distance+radius")], 1)
+    x = features.numpy().transpose(0, 2, 3, 1)[roi].astype(np.float64)
+    ref = QuadraticDiscriminantAnalysis(store_covariance=True).fit(x, train.labels.numpy()[roi])
+    assert out.learned["means"].shape == (4, 5)
+    np.testing.assert_allclose(out.learned["means"], ref.means_, rtol=1e-6)
+    assert out.probs.shape == (len(test), 4, 64, 64)
+    inside = test.roi.numpy()
+    np.testing.assert_allclose(out.probs.sum(axis=1)[inside], 1.0, atol=1e-5)
