@@ -566,6 +566,7 @@ class Summary:
     train_seconds: float  # per fold, mean over units
     n_units: int
     precision: str
+    latest: str = ""  # when the last of its units finished
 
 
 def summarise(config: str, units: Sequence[Unit],
@@ -603,7 +604,8 @@ def summarise(config: str, units: Sequence[Unit],
                    slice_dice=slice_dice, patients=patients, seed_means=seed_means,
                    case_3d=case_3d,  # type: ignore[arg-type]
                    train_seconds=float(np.mean([u.meta["train_seconds"] for u in chosen])),
-                   n_units=len(chosen), precision="/".join(p for p in precision if p))
+                   n_units=len(chosen), precision="/".join(p for p in precision if p),
+                   latest=max(str(u.meta.get("finished", "")) for u in chosen))
 
 
 def compare(a: Summary, b: Summary) -> dict[str, Paired]:
@@ -658,8 +660,10 @@ def report_tables(summaries: Sequence[Summary], *, markdown: bool = False,
     h = "### " if markdown else ""
     names = list(CLASS_NAMES)
     n_units = sum(s.n_units for s in summaries)
+    latest = max((s.latest for s in summaries if s.latest), default="?")
     parts = [
-        f"{n_units} cached unit(s) (configuration, fold, seed) in these tables; a row "
+        f"{n_units} cached unit(s) (configuration, fold, seed) in these tables, the latest "
+        f"finished {latest}; a row "
         "uses only the seeds whose 5 folds are all cached, and is marked partial (its "
         "slices only) when no seed is complete yet.",
         f"{h}Dice per class, mean over slices (seed-averaged per slice), 95 % bootstrap "
