@@ -36,7 +36,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -237,6 +237,23 @@ def _qda(fold: FoldData) -> MethodOutput:
                         info={"classes": [int(c) for c in qda.classes_]})
 
 
+def _with_context(batch: SliceBatch, context: str) -> SliceBatch:
+    """``batch`` with the ROI context channels (:mod:`deepgmm.nets.context`) appended to its
+    image as extra features ``(B, M + C, H, W)``."""
+    from deepgmm.nets.context import network_input
+
+    image = network_input(batch.image.float(), batch.roi, context)
+    names = tuple(batch.sequences) + tuple(context.split("+"))
+    return replace(batch, image=image, sequences=names)
+
+
+def _qda_context(fold: FoldData, *, context: str) -> MethodOutput:
+    """As ``_qda``, with the ROI context channels as extra per-pixel features: how much class
+    information the channels carry for a per-pixel model that sees the ground truth."""
+    return _qda(replace(fold, train=_with_context(fold.train, context),
+                        test=_with_context(fold.test, context)))
+
+
 def train_supervised_unet(batch: SliceBatch, slices: np.ndarray, *, epochs: int, seed: int,
                           device: str = "auto", precision: str = "fp32", batch_size: int = 4,
                           lr: float = 1e-3, weight_decay: float = 1e-3,
@@ -330,6 +347,31 @@ REGISTRY: dict[str, Method] = {
                     "deepG trained on the training fold, published recipe"),
     "deepsvg-roinorm": Method(partial(_deep, model="deepsvg", normalise="roi"),
                               "as deepsvg, every slice z-scored over the ROI", normalise="roi"),
+    "deepsvg-ctx-dist": Method(partial(_deep, model="deepsvg", normalise="crop",
+                                       context="distance"),
+                               "as deepsvg, the ROI border distance as an extra network input "
+                               "channel (deepgmm.nets.context)"),
+    "deepsvg-ctx-distrad": Method(partial(_deep, model="deepsvg", normalise="crop",
+                                          context="distance+radius"),
+                                  "as deepsvg, ROI border distance and radius as extra network "
+                                  "input channels"),
+    "deepsvg-potts1": Method(partial(_deep, model="deepsvg", normalise="crop",
+                                     potts_weight=1.0),
+                             "as deepsvg, + 1 x the soft Potts energy of the responsibilities "
+                             "in the loss (deepgmm.fit.potts)"),
+    "deepsvg-ctx-potts1": Method(partial(_deep, model="deepsvg", normalise="crop",
+                                         context="distance+radius", potts_weight=1.0),
+                                 "deepsvg-ctx-distrad and deepsvg-potts1 together"),
+    "deepsvg-roinorm-ctx": Method(partial(_deep, model="deepsvg", normalise="roi",
+                                          context="distance+radius"),
+                                  "deepsvg-roinorm with the ctx-distrad channels",
+                                  normalise="roi"),
+    "deepsvg-roinorm-potts1": Method(partial(_deep, model="deepsvg", normalise="roi",
+                                             potts_weight=1.0),
+                                     "deepsvg-roinorm with the potts1 term", normalise="roi"),
+    "qda-ctx-distrad": Method(partial(_qda_context, context="distance+radius"),
+                              "as qda, with ROI border distance and radius as two more "
+                              "features per pixel"),
     "em-svgmm-smooth4": Method(partial(_em, model="svgmm", smoothing=4.0),
                                "EM-SVGMM per test slice, smoothing 4, init from mu_data"),
     "em-gmm-mu": Method(partial(_em, model="gmm"), "EM-GMM per test slice, init from mu_data"),

@@ -46,6 +46,7 @@ from deepgmm.data.augment import AugmentConfig
 from deepgmm.errors import InputError
 from deepgmm.mixture.em import EM_MODELS, SEED_MAX, GaussianMixtureEM, SpatiallyVariantEM
 from deepgmm.mixture.likelihood import DEFAULT_VAR_FLOOR
+from deepgmm.nets.context import CONTEXTS
 from deepgmm.params import (
     Constraints,
     Integral,
@@ -328,6 +329,10 @@ class TrainOptions(MethodOptions):
         label_weight: weight of the cross-entropy on the labelled slices (0: none).
         labelled_slices: how many slices carry their labels when ``label_weight > 0``.
         precision: ``"fp32"`` or ``"bf16"``.
+        context: extra network input channels from the ROI (:mod:`deepgmm.nets.context`):
+            ``"none"`` (published), ``"distance"`` or ``"distance+radius"``.
+        potts_weight: weight of the soft Potts energy of the responsibilities in the loss
+            (:mod:`deepgmm.fit.potts`; 0: none).
     """
 
     CONSTRAINTS: ClassVar[Constraints] = {
@@ -348,6 +353,8 @@ class TrainOptions(MethodOptions):
         "label_weight": [Interval(Real, 0, None, closed="left")],
         "labelled_slices": [_at_least(1)],
         "precision": [_one_of(PRECISIONS)],
+        "context": [_one_of(CONTEXTS)],
+        "potts_weight": [Interval(Real, 0, None, closed="left")],
     }
 
     model: Literal["deepg", "deepsvg"] = "deepg"
@@ -369,6 +376,8 @@ class TrainOptions(MethodOptions):
     label_weight: float = 0.0
     labelled_slices: int = 10
     precision: Literal["fp32", "bf16"] = "fp32"
+    context: Literal["none", "distance", "distance+radius"] = "none"
+    potts_weight: float = 0.0
 
     @classmethod
     def _check_relations(cls, params: Mapping[str, Any], caller: str) -> None:
@@ -376,7 +385,8 @@ class TrainOptions(MethodOptions):
 
     RUN_SETTINGS: ClassVar[tuple[str, ...]] = (
         "model", "lam", "epochs", "min_epochs", "batch_size", "lr", "weight_decay", "tol",
-        "seed", "penalty", "clip_norm", "label_weight", "precision", "n_classes")
+        "seed", "penalty", "clip_norm", "label_weight", "precision", "n_classes", "context",
+        "potts_weight")
     """The options a run configuration (:class:`deepgmm.fit.checkpoint.RunConfig`) records
     as they are; the others enter it transformed (``augment`` as its settings, ``depth``
     and ``base_filters`` as the network's configuration) or not at all (``device``: the
@@ -385,7 +395,7 @@ class TrainOptions(MethodOptions):
     def run_settings(self) -> dict[str, Any]:
         """:data:`RUN_SETTINGS` as JSON values (``float`` / ``int``), for the run
         configuration."""
-        as_float = {"lam", "lr", "weight_decay", "tol", "label_weight"}
+        as_float = {"lam", "lr", "weight_decay", "tol", "label_weight", "potts_weight"}
         as_int = {"epochs", "min_epochs", "batch_size", "seed", "n_classes"}
         out: dict[str, Any] = {}
         for name in self.RUN_SETTINGS:

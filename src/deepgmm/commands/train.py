@@ -77,6 +77,13 @@ def train_command(
     labelled_slices: Annotated[int, typer.Option(
         "--labelled-slices", help="How many training slices carry their labels with "
         "--label-weight (drawn as μ_data's slices are: the same 10 by default).")] = 10,
+    context: Annotated[str, typer.Option(
+        "--context", help="Extra network input channels from the ROI: none (published), "
+        "distance (to the ROI border) or distance+radius (and from the ROI centroid).")
+    ] = "none",
+    potts_weight: Annotated[float, typer.Option(
+        "--potts-weight", help="Weight of a Potts term (neighbouring pixels' class "
+        "disagreement inside the ROI) in the loss (0: none, the published loss).")] = 0.0,
     augment: Annotated[bool, typer.Option(
         "--augment/--no-augment", help="Elastic deformation, rotation, scaling, flips and "
         "noise, with the published probabilities.")] = True,
@@ -115,7 +122,8 @@ def train_command(
         lr=lr, weight_decay=weight_decay, tol=tol, seed=seed, device=device, augment=augment,
         depth=depth, base_filters=base_filters, penalty=penalty,
         clip_norm=None if clip_norm == 0 else clip_norm, label_weight=label_weight,
-        labelled_slices=labelled_slices, precision=precision)
+        labelled_slices=labelled_slices, precision=precision, context=context,
+        potts_weight=potts_weight)
     if not resume and has_checkpoint(run_dir):  # say so before loading any data
         raise InputError(f"{str(run_dir)!r} already holds a checkpoint; pass resume to "
                          "continue it, or choose another run_dir",

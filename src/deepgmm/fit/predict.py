@@ -3,7 +3,9 @@
 ``predict(run_dir, batch)`` loads the checkpoint of a ``train`` run, checks that the data
 have the sequences (names and order) it was trained on, and runs the network over the
 slices in chunks without gradients. The responsibilities are the network's softmax; the
-NLL and means per slice come from the closed-form M-step on them, as in training.
+NLL and means per slice come from the closed-form M-step on them, as in training. A network
+trained with ``context`` channels (:mod:`deepgmm.nets.context`) gets them computed from the
+slices' ROI, as in training.
 
 ``tta=True`` averages the network's class probabilities over the symmetries of the crop
 (quarter turns and mirrors, :mod:`deepgmm.nets.tta`): 8 forward passes per slice instead of
@@ -30,9 +32,11 @@ import torch
 
 from deepgmm.allocator import tune_cpu_allocator
 from deepgmm.data.mu_data import check_prepared_like
+from deepgmm.errors import InputError
 from deepgmm.fit.checkpoint import build_network, load_checkpoint
 from deepgmm.fit.loss import nll_of_log_resp, pack_slices
 from deepgmm.fit.precision import network_autocast
+from deepgmm.nets.context import network_input
 from deepgmm.nets.tta import PLAIN, averaged_log_softmax
 from deepgmm.options import PredictOptions
 from deepgmm.types import SegmentationResult, SliceBatch
@@ -55,7 +59,8 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
             train --out``).
         batch: slices to segment: image ``(B, M, H, W)`` normalised as in training, roi
             ``(B, H, W)``; the sequences must match the checkpoint's, in order.
-        refine: per-slice fitting iterations started from the trained weights (0: none).
+        refine: per-slice fitting iterations started from the trained weights (0: none;
+            not for a network trained with context channels).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a :class:`torch.device`.
         chunk_size: slices per forward pass.
         refine_lr: AdamW learning rate of the refinement.
@@ -75,7 +80,8 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
 
     Raises:
         CheckpointError: a missing, corrupt or incompatible checkpoint (other sequences).
-        InputError: bad ``refine`` or ``chunk_size``; ``tta`` with ``refine``; H and W not
+        InputError: bad ``refine`` or ``chunk_size``; ``tta`` with ``refine``; ``refine``
+            for a network trained with context channels; H and W not
             multiples of ``2 ** depth``; slices prepared otherwise than the training slices
             (see the module docstring).
     """
@@ -98,13 +104,18 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
                        *crop, *config["crop_size"])
     source = f"checkpoint {str(run_dir)!r}"
     check_prepared_like(None, config["normalisation"], batch, f"{source} was trained on")
+    context = str(config.get("context", "none"))
+    if refine > 0 and context != "none":
+        raise InputError(f"refine fits per-slice networks on the image alone; the network of "
+                         f"{str(run_dir)!r} was trained with context {context!r} channels",
+                         params=("refine",))
     if refine > 0:
         return _refine(ckpt.config, ckpt.model_state, batch, refine=refine, device=dev,
                        lr=refine_lr, lam=refine_lam, progress=progress, precision=precision,
                        source=source)
 
     network = build_network(ckpt, device=dev).eval()
-    network.check_input(batch.image[:1])
+    network.check_input(network_input(batch.image[:1], batch.roi[:1], context))
 
     def logits_of(image: torch.Tensor) -> torch.Tensor:
         with autocast():
@@ -117,7 +128,10 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
         for start in range(0, len(batch), chunk_size):
             img = batch.image[start:start + chunk_size].to(dev, dtype=torch.float32)
             roi = batch.roi[start:start + chunk_size].to(dev, dtype=torch.bool)
-            log_resp = averaged_log_softmax(logits_of, img, None if tta else PLAIN)
+            # Context channels are a function of the ROI that commutes with the symmetries
+            # of test-time augmentation, so they are transformed with the image.
+            log_resp = averaged_log_softmax(logits_of, network_input(img, roi, context),
+                                            None if tta else PLAIN)
             packed = pack_slices(img, roi, int(log_resp.shape[1]))
             nll, mixture = nll_of_log_resp(log_resp, packed, model)
             resp_parts.append(log_resp.exp().cpu())

@@ -57,7 +57,9 @@ from deepgmm.fit.checkpoint import (
 )
 from deepgmm.fit.labelled import labelled_cross_entropy, labelled_targets
 from deepgmm.fit.loss import MODELS, PENALTIES, batch_loss, nll_of_log_resp, pack_slices
+from deepgmm.fit.potts import potts_energy
 from deepgmm.mixture.likelihood import check_inputs
+from deepgmm.nets.context import n_context_channels, network_input
 from deepgmm.options import TrainOptions
 from deepgmm.types import CLASS_NAMES, SliceBatch
 
@@ -160,7 +162,8 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
                   n_classes: int = len(CLASS_NAMES),
                   penalty: Literal["batch", "slice"] = "batch",
                   clip_norm: float | None = 12.0, label_weight: float = 0.0,
-                  labelled_slices: int = 10, precision: str = "fp32") -> TrainResult:
+                  labelled_slices: int = 10, precision: str = "fp32",
+                  context: str = "none", potts_weight: float = 0.0) -> TrainResult:
     """Train one U-Net on all slices of ``batch`` by minimising the deepG / deepSVG loss.
 
     Args:
@@ -199,6 +202,13 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
             ``torch.autocast``; weights, optimiser and loss in float32; see
             :mod:`deepgmm.fit.precision`). Recorded in the checkpoint; prediction uses it
             unless told otherwise.
+        context: extra network input channels computed from the ROI
+            (:mod:`deepgmm.nets.context`): ``"none"`` (published), ``"distance"`` or
+            ``"distance+radius"``; computed from the augmented ROI, recorded in the
+            checkpoint and applied by prediction. The likelihood sees the image alone.
+        potts_weight: weight of the soft Potts energy of the responsibilities
+            (:func:`deepgmm.fit.potts.potts_energy`, mean over the mini-batch) added to the
+            loss (0: none, the published loss).
 
     The batch's crop size and normalisation (:class:`~deepgmm.types.SliceBatch`) are
     recorded in the checkpoint for prediction.
@@ -222,7 +232,8 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, tol=tol, seed=seed,
         device=device, augment=augment, n_classes=n_classes, depth=depth,
         base_filters=base_filters, penalty=penalty, clip_norm=clip_norm,
-        label_weight=label_weight, labelled_slices=labelled_slices, precision=precision)
+        label_weight=label_weight, labelled_slices=labelled_slices, precision=precision,
+        context=context, potts_weight=potts_weight)
     dev = resolve_device(device)
     autocast = network_autocast(precision, dev)
     if dev.type == "cpu":
@@ -238,9 +249,9 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         target, labelled = labelled_targets(batch, labelled_slices)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        network = UNet(len(batch.sequences), n_classes=n_classes, depth=depth,
-                       base_filters=base_filters)
-    network.check_input(batch.image[:1])
+        network = UNet(len(batch.sequences) + n_context_channels(context),
+                       n_classes=n_classes, depth=depth, base_filters=base_filters)
+    network.check_input(network_input(batch.image[:1], batch.roi[:1], context))
     config = RunConfig(
         **options.run_settings(),
         labelled_slices=[[batch.case_ids[i], int(batch.slice_indices[i])] for i in labelled],
@@ -268,7 +279,8 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
                           batch_size=batch_size, penalty=penalty, clip_norm=clip_norm,
                           generator_seed=_epoch_seed(seed, epoch), aug_cfg=aug_cfg, dev=dev,
                           target=target_dev,
-                          label_weight=label_weight, autocast=autocast)
+                          label_weight=label_weight, autocast=autocast,
+                          context=context, potts_weight=potts_weight)
 
     def save() -> None:
         if run is not None:
@@ -390,13 +402,16 @@ def _run_epoch(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
                aug_cfg: AugmentConfig | None, dev: torch.device,
                target: torch.Tensor | None = None, label_weight: float = 0.0,
                autocast: Callable[[], AbstractContextManager] = nullcontext,
+               context: str = "none", potts_weight: float = 0.0,
                ) -> tuple[float, float]:
     """One pass over all slices in a seeded random order; returns summed (NLL, loss).
 
     ``target`` ``(B, H, W)`` holds the labelled slices' classes (0: no label); it is
     augmented with the image and adds ``label_weight`` times their cross-entropy. The
-    network runs inside ``autocast()`` (:func:`deepgmm.fit.precision.network_autocast`); its
-    logits are cast to float32 before the loss."""
+    network runs inside ``autocast()`` (:func:`deepgmm.fit.precision.network_autocast`) on
+    the image and the ``context`` channels of the augmented ROI; its logits are cast to
+    float32 before the loss, which adds ``potts_weight`` times the slices' mean Potts
+    energy."""
     network.train()
     gen = torch.Generator(device=dev)
     gen.manual_seed(generator_seed)
@@ -411,15 +426,18 @@ def _run_epoch(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
         if aug_cfg is not None:
             img, msk, lab = augment_batch(img, msk, lab, generator=gen, config=aug_cfg)
         with autocast():
-            logits = network(img)
+            logits = network(network_input(img, msk, context))
         log_resp = torch.log_softmax(logits.float(), dim=1)
         nll, mix = nll_of_log_resp(log_resp, pack_slices(img, msk, validate=False), model,
                                    validate=False)
-        labelled = None
+        extra = None
         if lab is not None and label_weight > 0:
-            labelled = label_weight * labelled_cross_entropy(log_resp, lab, msk).mean()
+            extra = label_weight * labelled_cross_entropy(log_resp, lab, msk).mean()
+        if potts_weight > 0:
+            smooth = potts_weight * potts_energy(log_resp.exp(), msk).mean()
+            extra = smooth if extra is None else extra + smooth
         loss = batch_loss(nll, mix.means, lam=lam, mu_data=mu, penalty=penalty,
-                          extra=labelled)
+                          extra=extra)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip_norm is not None:
