@@ -259,6 +259,8 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
         "label_weight": (["--label-weight", "0.5"], [("train_network.label_weight", 0.5)]),
         "labelled_slices": (["--labelled-slices", "3"],
                             [("train_network.labelled_slices", 3)]),
+        "context": (["--context", "distance"], [("train_network.context", "distance")]),
+        "potts_weight": (["--potts-weight", "0.5"], [("train_network.potts_weight", 0.5)]),
         "augment": (["--no-augment"], [("train_network.augment", False)]),
         "crop_size": (["--crop", "64"], [("make_batch.crop_size", (64, 64))]),
         "normalisation": (["--normalisation", "roi"],
