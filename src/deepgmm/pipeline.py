@@ -92,16 +92,16 @@ def run_method(batch: SliceBatch, method: str, *, mu_data: np.ndarray | None = N
 def write_result(out: PathLike, volumes: Sequence[CaseVolume], batch: SliceBatch,
                  result: SegmentationResult, *, matching: str = "hungarian",
                  figures: bool = True, progress: bool = True,
-                 class_identity: bool = False) -> dict[str, Any]:
+                 class_identity: bool = False, naming: str = "deepgmm") -> dict[str, Any]:
     """Write label/probability NIfTI maps, ``results.csv``, ``summary.json`` and PNGs
-    (``class_identity``: μ_data fixed the class order, see
-    :func:`deepgmm.report.outputs.write_segmentation`)."""
+    (``class_identity``: μ_data fixed the class order; ``naming``: ``"deepgmm"`` or
+    ``"bids"`` file names; see :func:`deepgmm.report.outputs.write_segmentation`)."""
     from deepgmm.report.outputs import write_segmentation
 
     check_choice("--matching", matching, MATCHINGS)
     return write_segmentation(Path(out), list(volumes), batch, result, matching=matching,
                               figures=figures, progress=progress,
-                              class_identity=class_identity)
+                              class_identity=class_identity, naming=naming)
 
 
 def fixes_class_order(method: str, mu_data: object, options: Mapping[str, Any]) -> bool:
@@ -116,7 +116,8 @@ def segment_dataset(root: PathLike, out: PathLike, *, method: str = "deepsvg",
                     crop_size: int | tuple[int, int] = 160,
                     mu_data: PathLike | np.ndarray | None = None,
                     matching: str = "hungarian", figures: bool = True,
-                    progress: bool = True, **options: Any) -> dict[str, Any]:
+                    progress: bool = True, naming: str = "deepgmm",
+                    **options: Any) -> dict[str, Any]:
     """Segment the cases below ``root`` (MyoPS layout) and write the outputs to ``out``.
 
     Args:
@@ -127,16 +128,19 @@ def segment_dataset(root: PathLike, out: PathLike, *, method: str = "deepsvg",
         selection: ``"all-classes"`` (slices with all classes) or ``"roi"`` (non-empty ROI).
         mu_data: JSON file or ``(K, M)`` array of class means.
         matching: cluster-to-class rule for evaluation and label maps.
+        naming: ``"deepgmm"`` or ``"bids"`` file names of the maps.
         **options: forwarded to the method (e.g. ``lam``, ``max_iter``, ``seed``).
 
     Returns:
         The summary written to ``out/summary.json``.
     """
     from deepgmm.data.dataset import load_dataset
+    from deepgmm.report.naming import map_names
     from deepgmm.report.outputs import check_output_dir
 
     check_choice("method", method, METHODS)
     check_choice("--matching", matching, MATCHINGS)
+    map_names(naming)
     check_output_dir(Path(out), [root])
     volumes = load_dataset(root, patients=list(patients) if patients else None)
     batch = prepare_slices(volumes, selection=selection, crop_size=crop_size)
@@ -144,7 +148,7 @@ def segment_dataset(root: PathLike, out: PathLike, *, method: str = "deepsvg",
     result = run_method(batch, method, mu_data=mu, options=options, progress=progress)
     return write_result(out, volumes, batch, result, matching=matching, figures=figures,
                         progress=progress,
-                        class_identity=fixes_class_order(method, mu, options))
+                        class_identity=fixes_class_order(method, mu, options), naming=naming)
 
 
 def segment_case(images: Mapping[str, PathLike], roi: PathLike, out: PathLike, *,
@@ -152,7 +156,7 @@ def segment_case(images: Mapping[str, PathLike], roi: PathLike, out: PathLike, *
                  case_id: str = "case", selection: str = "roi",
                  crop_size: int | tuple[int, int] = 160,
                  mu_data: PathLike | np.ndarray | None = None, matching: str | None = None,
-                 figures: bool = True, progress: bool = True,
+                 figures: bool = True, progress: bool = True, naming: str = "deepgmm",
                  **options: Any) -> dict[str, Any]:
     """Segment one case of any co-registered sequences given explicitly.
 
@@ -178,6 +182,9 @@ def segment_case(images: Mapping[str, PathLike], roi: PathLike, out: PathLike, *
     inputs = [Path(p) for p in images.values()] + [Path(roi)]
     if labels is not None:
         inputs.append(Path(labels))
+    from deepgmm.report.naming import map_names
+
+    map_names(naming)
     check_output_dir(Path(out), inputs)
     volume = load_explicit(dict(images), roi, labels, case_id=case_id)
     batch = prepare_slices([volume], selection=selection, crop_size=crop_size)
@@ -185,4 +192,4 @@ def segment_case(images: Mapping[str, PathLike], roi: PathLike, out: PathLike, *
     result = run_method(batch, method, mu_data=mu, options=options, progress=progress)
     return write_result(out, [volume], batch, result, matching=matching, figures=figures,
                         progress=progress,
-                        class_identity=fixes_class_order(method, mu, options))
+                        class_identity=fixes_class_order(method, mu, options), naming=naming)

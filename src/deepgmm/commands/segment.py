@@ -33,6 +33,9 @@ FiguresOpt = Annotated[bool, typer.Option("--figures/--no-figures", help="Write 
                                           "per slice.")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress",
                                            help="Show progress bars.")]
+NamingOpt = Annotated[str, typer.Option(
+    "--naming", help="File names of the maps: deepgmm (<case>_seg.nii.gz, _prob) or bids "
+    "(<case>_dseg.nii.gz, _probseg with a JSON sidecar naming each volume's class).")]
 
 
 def print_summary(summary: dict[str, Any], out: Path) -> None:
@@ -67,6 +70,7 @@ def em_command(
     seed: SeedOpt = 33,
     figures: FiguresOpt = True,
     progress: ProgressOpt = True,
+    naming: NamingOpt = "deepgmm",
 ) -> None:
     """EM baselines: a Gaussian mixture (gmm) or spatially variant mixture (svgmm) per slice."""
     from deepgmm.errors import InputError
@@ -86,7 +90,7 @@ def em_command(
     summary = segment_dataset(root, out, method=f"em-{model}",
                               patients=patient_list(ctx, patients), selection=selection,
                               crop_size=crop, mu_data=mu_data, matching=matching,
-                              figures=figures, progress=progress, **options)
+                              figures=figures, progress=progress, naming=naming, **options)
     print_summary(summary, out)
 
 
@@ -143,6 +147,7 @@ def fit_command(
     seed: SeedOpt = 0,
     figures: FiguresOpt = True,
     progress: ProgressOpt = True,
+    naming: NamingOpt = "deepgmm",
 ) -> None:
     """deepG / deepSVG: a fresh U-Net per slice, many slices fitted at once."""
     from deepgmm.errors import InputError
@@ -156,7 +161,7 @@ def fit_command(
     summary = segment_dataset(
         root, out, method=model, patients=patient_list(ctx, patients), selection=selection,
         crop_size=crop, mu_data=mu_data, matching=matching, figures=figures,
-        progress=progress,
+        progress=progress, naming=naming,
         **_fit_options(lam=lam, tol=tol, min_iter=min_iter, max_iter=max_iter, lr=lr,
                        batch=batch, device=device, seed=seed, base_filters=base_filters,
                        depth=depth, precision=precision))
@@ -191,6 +196,7 @@ def segment_command(
     seed: SeedOpt = 0,
     figures: FiguresOpt = True,
     progress: ProgressOpt = True,
+    naming: NamingOpt = "deepgmm",
 ) -> None:
     """Segment one case of any co-registered sequences inside an ROI mask."""
     from deepgmm.errors import InputError
@@ -210,5 +216,5 @@ def segment_command(
                                base_filters=base_filters, depth=depth, precision=precision)
     summary = segment_case(parse_named_files(image, "--image"), roi, out, labels=gt,
                            method=model, crop_size=crop, mu_data=mu_data, matching=matching,
-                           figures=figures, progress=progress, **options)
+                           figures=figures, progress=progress, naming=naming, **options)
     print_summary(summary, out)

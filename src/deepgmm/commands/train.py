@@ -169,6 +169,9 @@ def predict_command(
     figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Write one PNG "
                                           "per slice.")] = True,
     progress: ProgressOpt = True,
+    naming: Annotated[str, typer.Option(
+        "--naming", help="File names of the maps: deepgmm (<case>_seg.nii.gz, _prob) or "
+        "bids (<case>_dseg.nii.gz, _probseg).")] = "deepgmm",
 ) -> None:
     """Segment cases with a trained network; prints a Dice table when ground truth exists."""
     from deepgmm.data.dataset import load_dataset
@@ -178,11 +181,13 @@ def predict_command(
     from deepgmm.fit.precision import PRECISIONS
     from deepgmm.fit.predict import predict
     from deepgmm.pipeline import check_choice
+    from deepgmm.report.naming import map_names
     from deepgmm.report.outputs import write_segmentation
     from deepgmm.report.tables import format_dice_table
 
     if precision is not None:
         check_choice("--precision", precision, PRECISIONS)
+    map_names(naming)
     config = read_config(run)
     seqs = tuple(config["sequences"])
     ids = patient_list(ctx, patients)
@@ -199,7 +204,7 @@ def predict_command(
     summary = write_segmentation(out, volumes, slices, result, matching="none",
                                  figures=figures, progress=progress,
                                  class_identity=config["mu_data"] is not None
-                                 and float(config["lam"]) > 0)
+                                 and float(config["lam"]) > 0, naming=naming)
     if slices.labels is not None:
         typer.echo(format_dice_table(summary))
     else:
