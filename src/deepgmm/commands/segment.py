@@ -40,10 +40,14 @@ NamingOpt = Annotated[str, typer.Option(
 
 def print_summary(summary: dict[str, Any], out: Path) -> None:
     """Print the Dice table of a summary and where the outputs are."""
+    from deepgmm.report.clinical import format_measures
     from deepgmm.report.tables import format_summary
 
     typer.echo(format_summary(summary))
-    typer.echo(f"outputs: {out}  (results.csv, summary.json, NIfTI maps, figures/)")
+    if summary.get("clinical"):
+        typer.echo(format_measures(summary["clinical"]))
+    typer.echo(f"outputs: {out}  (results.csv, cases.csv, summary.json, NIfTI maps with "
+               "label tables, figures/)")
 
 
 @command("em", context_settings=MULTI_VALUE_CONTEXT)

@@ -205,9 +205,12 @@ def predict_command(
                                  figures=figures, progress=progress,
                                  class_identity=config["mu_data"] is not None
                                  and float(config["lam"]) > 0, naming=naming)
+    from deepgmm.report.clinical import format_measures
+
     if slices.labels is not None:
         typer.echo(format_dice_table(summary))
     else:
         typer.echo(f"{len(slices)} slices segmented (no ground truth: no Dice)")
+    typer.echo(format_measures(summary["clinical"]))
     typer.echo(f"outputs: {out}  (results.csv, summary.json, NIfTI maps"
                f"{', figures/' if figures else ''})")

@@ -15,6 +15,9 @@ complete or absent):
   clusters to the classes with the ground truth as an oracle
   (:mod:`deepgmm.evaluate.scoring`); MyoPS codes and class-ordered probabilities.
 - ``results.csv``: one row per slice (:data:`deepgmm.report.tables.RESULT_COLUMNS`).
+- ``cases.csv``: clinical measures per case (volumes in mL, scar and edema burden, and
+  with ground truth the same from the truth plus the 3-D Dice of scar and edema ∪ scar;
+  :mod:`deepgmm.report.clinical`); also in ``summary.json`` under ``clinical``.
 - ``summary.json``: means over slices (:func:`deepgmm.report.tables.summarize`), plus
   ``class_order`` (``"mu_data"`` or ``"clusters"``) and ``maps``: for every file name
   pattern, what it holds (``labels``: ``"as fitted"`` or the matching rule that produced
@@ -48,6 +51,7 @@ from deepgmm._atomic import atomic_dir
 from deepgmm.errors import InputError
 from deepgmm.evaluate.matching import check_rule
 from deepgmm.evaluate.scoring import hard_labels, score_batch
+from deepgmm.report.clinical import CASE_COLUMNS, CASES_CSV, case_measures, csv_rows, json_measures
 from deepgmm.report.figures import slice_figure
 from deepgmm.report.labeltables import (
     bids_tsv,
@@ -57,7 +61,15 @@ from deepgmm.report.labeltables import (
     write_probseg_sidecar,
 )
 from deepgmm.report.naming import NAMINGS, MapNames, map_names
-from deepgmm.report.tables import RESULT_COLUMNS, slice_rows, summarize, write_csv, write_json
+from deepgmm.report.tables import (
+    ASSD_COLUMNS,
+    RESULT_COLUMNS,
+    class_means,
+    slice_rows,
+    summarize,
+    write_csv,
+    write_json,
+)
 from deepgmm.types import CLASS_NAMES, CLASS_TO_MYOPS, CaseVolume, SegmentationResult, SliceBatch
 
 SEG_SUFFIX = NAMINGS["deepgmm"].seg
@@ -264,16 +276,27 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
     nll = _numpy(result.nll).astype(np.float64).reshape(n_b)
     n_iter = _numpy(result.n_iter).astype(np.int64).reshape(n_b)
     seconds = _numpy(result.seconds).astype(np.float64).reshape(n_b)
+    assd = (np.full((n_b, len(CLASS_NAMES)), None, dtype=object) if scores.assd is None
+            else scores.assd)
+    assd_cells = {col: [None if v is None else float(v) for v in assd[:, k]]
+                  for k, col in enumerate(ASSD_COLUMNS)}
     rows = slice_rows(batch.case_ids, batch.slice_indices, dice=scores.dice,
                       hd95=scores.hd95,
-                      extra={"method": [result.method] * n_b, "nll": list(nll),
+                      extra={**assd_cells, "method": [result.method] * n_b, "nll": list(nll),
                              "iterations": [int(i) for i in n_iter],
                              "seconds": list(seconds), "matching": [matching] * n_b})
     summary = summarize(method=result.method, matching=matching, dice=scores.dice,
                         hd95=scores.hd95, nll=nll, seconds=seconds, n_slices=n_b)
+    summary["assd"] = class_means(scores.assd)[0]
     summary["class_order"] = "mu_data" if class_identity else "clusters"
     summary["maps"] = label_tables(class_identity, matching, names)
     summary["naming"] = names.scheme
+    scored_as = (f"matched ({matching})" if matching != "none" else
+                 "as fitted (class order from mu_data)" if class_identity else
+                 "as fitted (cluster k as class k)")
+    measures = case_measures(batch.case_ids, scores.scored_labels, truth,
+                             {c: v.zooms for c, v in by_id.items()}, scored_as)
+    summary["clinical"] = json_measures(measures)
     own_table = map_labels(class_identity)
     own_channels = [lb.abbreviation for lb in own_table[1:]]
     class_channels = [lb.abbreviation for lb in class_labels()[1:]]
@@ -306,6 +329,7 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
             bar.update(1)
         (tmp / DSEG_TSV).write_text(bids_tsv(own_table), encoding="utf-8")
         write_csv(tmp / RESULTS_CSV, rows, RESULT_COLUMNS)
+        write_csv(tmp / CASES_CSV, csv_rows(measures), CASE_COLUMNS)
         write_json(tmp / SUMMARY_JSON, summary)
         if image is not None:
             (tmp / "figures").mkdir()
