@@ -95,7 +95,8 @@ def run_method(batch: SliceBatch, method: str, *, mu_data: np.ndarray | None = N
 def write_result(out: PathLike, volumes: Sequence[CaseVolume], batch: SliceBatch,
                  result: SegmentationResult, *, matching: str = "hungarian",
                  figures: bool = True, progress: bool = True,
-                 class_identity: bool = False, naming: str = "deepgmm") -> dict[str, Any]:
+                 class_identity: bool = False, naming: str = "deepgmm",
+                 run_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Write label/probability NIfTI maps, ``results.csv``, ``summary.json`` and PNGs
     (``class_identity``: μ_data fixed the class order; ``naming``: ``"deepgmm"`` or
     ``"bids"`` file names; see :func:`deepgmm.report.outputs.write_segmentation`)."""
@@ -104,7 +105,8 @@ def write_result(out: PathLike, volumes: Sequence[CaseVolume], batch: SliceBatch
     check_choice("--matching", matching, MATCHINGS)
     return write_segmentation(Path(out), list(volumes), batch, result, matching=matching,
                               figures=figures, progress=progress,
-                              class_identity=class_identity, naming=naming)
+                              class_identity=class_identity, naming=naming,
+                              run_options=run_options)
 
 
 def fixes_class_order(method: str, mu_data: object, options: Mapping[str, Any]) -> bool:
@@ -149,9 +151,14 @@ def segment_dataset(root: PathLike, out: PathLike, *, method: str = "deepsvg",
     batch = prepare_slices(volumes, selection=selection, crop_size=crop_size)
     mu = load_mu(mu_data, batch.sequences, batch=batch)
     result = run_method(batch, method, mu_data=mu, options=options, progress=progress)
+    run_options = {"method": method, "root": root, "patients": patients,
+                   "selection": selection, "crop_size": crop_size,
+                   "mu_data": mu_data if not isinstance(mu_data, np.ndarray) else "array",
+                   "matching": matching, "naming": naming, **options}
     return write_result(out, volumes, batch, result, matching=matching, figures=figures,
                         progress=progress,
-                        class_identity=fixes_class_order(method, mu, options), naming=naming)
+                        class_identity=fixes_class_order(method, mu, options), naming=naming,
+                        run_options=run_options)
 
 
 def segment_case(images: Mapping[str, PathLike], roi: PathLike, out: PathLike, *,
@@ -193,6 +200,11 @@ def segment_case(images: Mapping[str, PathLike], roi: PathLike, out: PathLike, *
     batch = prepare_slices([volume], selection=selection, crop_size=crop_size)
     mu = load_mu(mu_data, batch.sequences, batch=batch)
     result = run_method(batch, method, mu_data=mu, options=options, progress=progress)
+    run_options = {"method": method, "images": dict(images), "roi": roi, "labels": labels,
+                   "case_id": case_id, "selection": selection, "crop_size": crop_size,
+                   "mu_data": mu_data if not isinstance(mu_data, np.ndarray) else "array",
+                   "matching": matching, "naming": naming, **options}
     return write_result(out, [volume], batch, result, matching=matching, figures=figures,
                         progress=progress,
-                        class_identity=fixes_class_order(method, mu, options), naming=naming)
+                        class_identity=fixes_class_order(method, mu, options), naming=naming,
+                        run_options=run_options)

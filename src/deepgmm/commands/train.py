@@ -204,7 +204,14 @@ def predict_command(
     summary = write_segmentation(out, volumes, slices, result, matching="none",
                                  figures=figures, progress=progress,
                                  class_identity=config["mu_data"] is not None
-                                 and float(config["lam"]) > 0, naming=naming)
+                                 and float(config["lam"]) > 0, naming=naming,
+                                 run_options={
+                                     "ids": ids, "crop_size": config["crop_size"],
+                                     "normalisation": config["normalisation"],
+                                     "precision": precision or config.get("precision"),
+                                     "training_seed": config.get("seed"),
+                                     "training": {k: config.get(k) for k in (
+                                         "model", "lam", "mu_data", "train_patients")}})
     from deepgmm.report.clinical import format_measures
 
     if slices.labels is not None:

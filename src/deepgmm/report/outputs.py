@@ -18,6 +18,8 @@ complete or absent):
 - ``cases.csv``: clinical measures per case (volumes in mL, scar and edema burden, and
   with ground truth the same from the truth plus the 3-D Dice of scar and edema ∪ scar;
   :mod:`deepgmm.report.clinical`); also in ``summary.json`` under ``clinical``.
+- ``run.json``: provenance (command line, resolved options, seeds, versions, device,
+  SHA-256 of the inputs, times; :mod:`deepgmm.report.provenance`).
 - ``summary.json``: means over slices (:func:`deepgmm.report.tables.summarize`), plus
   ``class_order`` (``"mu_data"`` or ``"clusters"``) and ``maps``: for every file name
   pattern, what it holds (``labels``: ``"as fitted"`` or the matching rule that produced
@@ -39,7 +41,7 @@ All NIfTI files carry the input's affine (qform and sform) so they overlay the i
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,7 @@ from deepgmm.report.labeltables import (
     write_probseg_sidecar,
 )
 from deepgmm.report.naming import NAMINGS, MapNames, map_names
+from deepgmm.report.provenance import RUN_JSON, run_record
 from deepgmm.report.tables import (
     ASSD_COLUMNS,
     RESULT_COLUMNS,
@@ -224,7 +227,8 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
                        batch: SliceBatch, result: SegmentationResult, *,
                        matching: str = "hungarian", figures: bool = True,
                        progress: bool = True, class_identity: bool = False,
-                       naming: str = "deepgmm") -> dict[str, Any]:
+                       naming: str = "deepgmm",
+                       run_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Write the method's own maps, the matched maps (when asked), tables and figures.
 
     The own maps (``<case>_seg.nii.gz``, ``<case>_prob.nii.gz``) are the fit as it came
@@ -245,6 +249,9 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
         class_identity: the components are the classes in order (μ_data fixed the order):
             the own label map then holds MyoPS codes, else clusters 1..K.
         naming: ``"deepgmm"`` or ``"bids"`` file names (:mod:`deepgmm.report.naming`).
+        run_options: resolved options for ``run.json`` beyond the command's own (e.g. the
+            method's options, a trained run's settings; ``precision`` and ``seed`` keys
+            are recorded as such).
 
     Returns:
         The summary dict written to ``summary.json``.
@@ -330,6 +337,10 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
         (tmp / DSEG_TSV).write_text(bids_tsv(own_table), encoding="utf-8")
         write_csv(tmp / RESULTS_CSV, rows, RESULT_COLUMNS)
         write_csv(tmp / CASES_CSV, csv_rows(measures), CASE_COLUMNS)
+        opts = dict(run_options or {})
+        write_json(tmp / RUN_JSON, run_record(
+            case_order, options=opts, precision=opts.get("precision"),
+            seeds={k: v for k, v in opts.items() if "seed" in k}))
         write_json(tmp / SUMMARY_JSON, summary)
         if image is not None:
             (tmp / "figures").mkdir()
