@@ -18,6 +18,8 @@ complete or absent):
 - ``cases.csv``: clinical measures per case (volumes in mL, scar and edema burden, and
   with ground truth the same from the truth plus the 3-D Dice of scar and edema ∪ scar;
   :mod:`deepgmm.report.clinical`); also in ``summary.json`` under ``clinical``.
+- ``report.html``: one self-contained page with all of the above
+  (:mod:`deepgmm.report.html`); ``deepgmm report OUT`` rebuilds it.
 - ``run.json``: provenance (command line, resolved options, seeds, versions, device,
   SHA-256 of the inputs, times; :mod:`deepgmm.report.provenance`).
 - ``summary.json``: means over slices (:func:`deepgmm.report.tables.summarize`), plus
@@ -54,7 +56,8 @@ from deepgmm.errors import InputError
 from deepgmm.evaluate.matching import check_rule
 from deepgmm.evaluate.scoring import hard_labels, score_batch
 from deepgmm.report.clinical import CASE_COLUMNS, CASES_CSV, case_measures, csv_rows, json_measures
-from deepgmm.report.figures import slice_figure
+from deepgmm.report.figures import entropy_map, slice_figure
+from deepgmm.report.html import REPORT_HTML, render_report
 from deepgmm.report.labeltables import (
     bids_tsv,
     class_labels,
@@ -345,11 +348,14 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
         if image is not None:
             (tmp / "figures").mkdir()
             shown = "matched" if matching != "none" else "as fitted"
+            entropy = entropy_map(own_probs)  # permutation-invariant: same for matched
             for b in range(n_b):
                 cid, k = batch.case_ids[b], int(batch.slice_indices[b])
                 slice_figure(tmp / "figures" / f"{cid}_slice{k}.png", image[b],
                              batch.sequences, scores.scored_labels[b],
                              None if truth is None else truth[b],
-                             title=f"case {cid}, slice {k}, {result.method} ({shown})")
+                             title=f"case {cid}, slice {k}, {result.method} ({shown})",
+                             uncertainty=entropy[b])
                 bar.update(1)
+        render_report(tmp, tmp / REPORT_HTML, shown_as=out)
     return summary
