@@ -133,6 +133,14 @@ def train_command(
                            clip_norm=clip_norm if clip_norm > 0 else None,
                            label_weight=label_weight, labelled_slices=labelled_slices,
                            precision=precision)
+    from deepgmm._atomic import atomic_path
+    from deepgmm.report.html import REPORT_HTML, render_report
+    from deepgmm.report.provenance import write_run_folder_record
+
+    write_run_folder_record(out, ids, options={"train_patients": ids, "resume": resume},
+                            precision=precision)
+    with atomic_path(Path(out) / REPORT_HTML) as tmp:
+        render_report(out, tmp)
     state = "converged" if result.converged else "stopped at the epoch limit"
     typer.echo(f"trained {model} on {len(slices)} slices of {len(volumes)} case(s): "
                f"{result.n_epochs} epochs ({state}), final NLL "

@@ -230,3 +230,22 @@ def run_record(case_ids: Sequence[str], *, options: Mapping[str, Any] | None = N
         "started": inv.started if inv else None,
         "finished": now(),
     }
+
+
+def write_run_folder_record(run_dir: str | os.PathLike[str], case_ids: Sequence[str], *,
+                            options: Mapping[str, Any] | None = None,
+                            precision: str | None = None) -> Path:
+    """Write ``run.json`` (atomically) into a folder that is not written as a whole, e.g.
+    a training run folder; also hashes the folder's trained model as ``outputs``."""
+    from deepgmm._atomic import atomic_path
+    from deepgmm.fit.checkpoint import MODEL_FILE
+    from deepgmm.report.tables import write_json
+
+    run = Path(run_dir)
+    record = run_record(case_ids, options=options, precision=precision)
+    model = run / MODEL_FILE
+    record["outputs"] = {os.fspath(model): sha256_file(model)} if model.is_file() else {}
+    target = run / RUN_JSON
+    with atomic_path(target) as tmp:
+        write_json(tmp, record)
+    return target
