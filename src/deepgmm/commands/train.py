@@ -151,7 +151,9 @@ def train_command(
 @command("predict", context_settings=MULTI_VALUE_CONTEXT)
 def predict_command(
     ctx: typer.Context,
-    run: Annotated[Path, typer.Argument(help="Run folder written by `deepgmm train`.")],
+    runs: Annotated[list[Path], typer.Argument(
+        help="Run folder(s) written by `deepgmm train`; with several, their class "
+        "probabilities are averaged (an ensemble of seeds or models).", show_default=False)],
     root: RootArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (label and "
                                       "probability maps, results.csv, summary.json, "
@@ -187,7 +189,6 @@ def predict_command(
     from deepgmm.data.slices import make_batch
     from deepgmm.fit.checkpoint import read_config
     from deepgmm.fit.precision import PRECISIONS
-    from deepgmm.fit.predict import predict
     from deepgmm.pipeline import check_choice
     from deepgmm.report.naming import map_names
     from deepgmm.report.outputs import write_segmentation
@@ -196,25 +197,29 @@ def predict_command(
     if precision is not None:
         check_choice("--precision", precision, PRECISIONS)
     map_names(naming)
-    config = read_config(run)
+    from deepgmm.fit.ensemble import check_ensemble, predict_ensemble
+
+    configs = [read_config(r) for r in runs]
+    check_ensemble(configs, runs)
+    config = configs[0]
     seqs = tuple(config["sequences"])
     ids = patient_list(ctx, patients)
     if ids is None:
         available = [c.case_id for c in discover_cases(root, seqs)]
-        trained = set(config["train_patients"])
+        trained = set().union(*(c["train_patients"] for c in configs))
         ids = [c for c in available if c not in trained] or available
     volumes = load_dataset(root, ids, sequences=seqs)
     slices = make_batch(volumes, selection=selection,
                         crop_size=tuple(config["crop_size"]),
                         normalisation=config["normalisation"])
-    result = predict(run, slices, refine=refine, refine_lam=refine_lam, tta=tta,
-                     device=device, progress=progress, precision=precision)
+    result = predict_ensemble(runs, slices, refine=refine, refine_lam=refine_lam, tta=tta,
+                              device=device, progress=progress, precision=precision)
     summary = write_segmentation(out, volumes, slices, result, matching="none",
                                  figures=figures, progress=progress,
                                  class_identity=config["mu_data"] is not None
                                  and float(config["lam"]) > 0, naming=naming,
                                  run_options={
-                                     "ids": ids, "crop_size": config["crop_size"],
+                                     "runs": runs, "ids": ids, "crop_size": config["crop_size"],
                                      "normalisation": config["normalisation"],
                                      "precision": precision or config.get("precision"),
                                      "training_seed": config.get("seed"),
