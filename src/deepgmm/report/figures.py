@@ -120,7 +120,8 @@ def slice_figure(path: str | os.PathLike[str], image: np.ndarray, sequences: Seq
                frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(left=0.01, right=0.99, top=0.82, bottom=0.1, wspace=0.05)
+    fig.subplots_adjust(left=0.01, right=0.99 if uncertainty is None else 0.96, top=0.82,
+                        bottom=0.1, wspace=0.05)
     path = Path(path)
     fig.savefig(path, dpi=dpi, format="png")
     return path

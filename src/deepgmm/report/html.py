@@ -71,7 +71,7 @@ def dice_chart(rows: Sequence[Mapping[str, str]]) -> bytes | None:
     if dice.size == 0 or np.isnan(dice).all():
         return None
     n_b, n_c = dice.shape
-    fig = Figure(figsize=(min(2.0 + 0.45 * n_b, 16.0), 3.2))
+    fig = Figure(figsize=(min(max(6.0, 2.0 + 0.45 * n_b), 16.0), 3.2))
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     width = 0.8 / n_c
@@ -80,11 +80,12 @@ def dice_chart(rows: Sequence[Mapping[str, str]]) -> bytes | None:
         ax.bar(x + (k - (n_c - 1) / 2) * width, np.nan_to_num(dice[:, k]), width,
                label=name, color=colour, edgecolor="none")
     ax.set_xticks(x, [f"{r['case']}/{r['slice']}" for r in rows], rotation=90, fontsize=7)
-    ax.set_ylim(0, 1.0)
+    ax.set_ylim(0, 1.2)
+    ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_ylabel("Dice")
     ax.set_xlabel("case / slice")
-    ax.legend(ncol=n_c, fontsize=8, loc="lower left", frameon=False)
-    fig.subplots_adjust(bottom=0.3, left=0.07, right=0.99, top=0.95)
+    ax.legend(ncol=n_c, fontsize=8, loc="upper center", frameon=False)
+    fig.subplots_adjust(bottom=0.3, left=0.1, right=0.99, top=0.95)
     buf = BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     return buf.getvalue()
