@@ -76,9 +76,9 @@ def test_python_api_writes_run_json_with_its_options(tmp_path, phantom_root):
     from deepgmm import segment_dataset
 
     out = tmp_path / "api"
-    segment_dataset(phantom_root, out, method="em-gmm", patients=["102"], figures=False,
+    segment_dataset(phantom_root, out, model="em-gmm", patients=["102"], figures=False,
                     progress=False, seed=3, device="cpu")
     run = json.loads((out / "run.json").read_text())
     assert run["command"] is None and run["rerun"] is None
-    assert run["resolved"]["method"] == "em-gmm" and run["seeds"] == {"seed": 3}
+    assert run["resolved"]["model"] == "em-gmm" and run["seeds"] == {"seed": 3}
     assert len(run["inputs"]) == 4

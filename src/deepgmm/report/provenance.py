@@ -155,7 +155,7 @@ def _candidate_paths(params: Mapping[str, Any], skip: Sequence[str]) -> list[Pat
 
 
 def input_files(params: Mapping[str, Any], case_ids: Sequence[str],
-                skip: Sequence[str] = ("out",)) -> dict[str, str]:
+                skip: Sequence[str] = ("out", "run_dir")) -> dict[str, str]:
     """Path -> SHA-256 of every input file the parameters name.
 
     A file counts as itself; a trained run folder as its ``model.safetensors`` and
