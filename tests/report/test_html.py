@@ -52,7 +52,7 @@ def test_entropy_map_bounds():
 def em_output(tmp_path_factory, phantom_root):
     out = tmp_path_factory.mktemp("html") / "em"
     res = CliRunner().invoke(app, ["em", str(phantom_root), "--out", str(out), "--model",
-                                   "svgmm", "--patients", "101", "--no-progress",
+                                   "em-svgmm", "--patients", "101", "--no-progress",
                                    "--device", "cpu"])
     assert res.exit_code == 0, res.output
     return out

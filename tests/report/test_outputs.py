@@ -114,7 +114,8 @@ def test_class_identity_writes_myops_codes_and_no_matched_maps(tmp_path, case, s
                                   ("seg", ".tsv"))]
     assert sorted(p.name for p in out.iterdir()) == sorted([
         "101_prob.nii.gz", "101_seg.nii.gz", "102_prob.nii.gz", "102_seg.nii.gz",
-        "results.csv", "cases.csv", "summary.json", "dseg.tsv", *sidecars])
+        "results.csv", "cases.csv", "summary.json", "dseg.tsv", "run.json",
+        "report.html", *sidecars])
     assert summary["class_order"] == "mu_data"
     assert summary["maps"] == {
         "<case>_seg.nii.gz": {"labels": "as fitted", "values": MYOPS_VALUES},

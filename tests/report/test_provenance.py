@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from deepgmm.cli import app
 
 COMMANDS = {
-    "em": ["em", "--model", "svgmm", "--seed", "5"],
+    "em": ["em", "--model", "em-svgmm", "--seed", "5"],
     "fit": ["fit", "--model", "deepsvg", "--max-iter", "3", "--min-iter", "1",
             "--base-filters", "4", "--depth", "2", "--crop", "64", "--seed", "7"],
 }
