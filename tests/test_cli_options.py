@@ -106,6 +106,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch, phantom_root: Path) -> Recorder:
         "sequences": ["C0", "DE", "T2"], "train_patients": ["104"], "crop_size": [64, 64],
         "normalisation": "crop", "mu_data": None, "lam": 1.0})
     rec.patch("deepgmm.report.outputs", "write_segmentation")
+    rec.patch("deepgmm.report.html", "render_report")
     rec.patch("deepgmm.fit.train", "train_network")
     rec.patch("deepgmm.data.mu_data", "compute_mu_data", call_real=True)
     rec.patch("deepgmm.data.mu_data", "save_mu_data")
@@ -182,6 +183,7 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
         "out": (["--out", str(out)], [("write_segmentation.out_dir", out)]),
         "matching": (["--matching", "greedy"], [("write_segmentation.matching", "greedy")]),
         "figures": (["--no-figures"], [("write_segmentation.figures", False)]),
+        "naming": (["--naming", "bids"], [("write_segmentation.naming", "bids")]),
     }
     em = {
         **shared_data, **shared_out, **shared_roi,
@@ -224,6 +226,7 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
     case = {
         "out": shared_out["out"], "figures": shared_out["figures"],
         "matching": shared_out["matching"], "normalisation": shared_data["normalisation"],
+        "naming": shared_out["naming"],
         "crop_size": shared_data["crop_size"],
         "images": (["--image", f"C0={files['C0']}", "--image", f"DE={files['DE']}"],
                    [("load_explicit.images", {"C0": str(files["C0"]), "DE": str(files["DE"])})]),
@@ -276,9 +279,10 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
     }
     run = tmp / "trained"
     predict_common = {
-        "run_dir": ([str(run)], [("predict.run_dir", run)]),
+        "runs": ([str(run)], [("predict.run_dir", run)]),
         "root": ([str(root)], [("load_dataset.root", root)]),
         "out": shared_out["out"],
+        "naming": shared_out["naming"],
     }
     predict = [{
         **predict_common,
@@ -300,6 +304,7 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
         # a command group: the options of `roi train` / `roi predict` are tested in
         # tests/roi/test_cli_roi.py
         "roi": [],
+        "report": [{"out": ([str(tmp)], [("render_report.folder", tmp)])}],
         "phantom": [{
             "out_dir": (["--out", str(out)], [("write_phantom.out_dir", out)]),
             "n_cases": (["--cases", "2"], [("write_phantom.n_cases", 2)]),
@@ -517,5 +522,5 @@ def test_command_flags_are_read_from_the_declarations() -> None:
     assert em["figures"] == "--figures" and em["out"] == "--out"
     assert command_flags(segment_command)["labels"] == "--gt"
     assert command_flags(train_command)["run_dir"] == "--out"
-    assert command_flags(predict_command)["run_dir"] == "RUN"
+    assert command_flags(predict_command)["runs"] == "RUN..."
     assert command_flags(phantom_command)["n_cases"] == "--cases"

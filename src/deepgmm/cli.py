@@ -47,6 +47,19 @@ def _root() -> None:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _current_context() -> typer.Context | None:
+    """The click context of the running command (typer bundles click as ``typer._click``;
+    None where that is unavailable, and provenance then records no command line)."""
+    try:
+        from typer._click.globals import get_current_context
+    except ImportError:  # a typer that depends on click instead of bundling it
+        try:
+            from click import get_current_context
+        except ImportError:
+            return None
+    return get_current_context(silent=True)
+
+
 def _show_warning(message: Warning | str, category: type[Warning], *_: Any,
                   **__: Any) -> None:
     """Warnings on the terminal as one line (``warning: ...``), without source lines."""
@@ -116,8 +129,9 @@ def command(name: str | None = None, *, group: typer.Typer | None = None,
         @functools.wraps(func)
         def wrapper(*args: Any, **kw: Any) -> Any:
             from deepgmm.errors import DeepGMMError
+            from deepgmm.report.provenance import invocation
 
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), invocation(_current_context()):
                 warnings.showwarning = _show_warning
                 try:
                     return func(*args, **kw)

@@ -121,16 +121,19 @@ def write_result(out: PathLike, volumes: Sequence[CaseVolume], batch: SliceBatch
                  result: SegmentationResult, *, matching: str = "hungarian",
                  figures: bool = True, progress: bool = True,
                  class_identity: bool = False,
-                 roi_source: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                 roi_source: Mapping[str, Any] | None = None, naming: str = "deepgmm",
+                 run_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Write label/probability NIfTI maps, ``results.csv``, ``summary.json`` and PNGs
     (``class_identity``: μ_data fixed the class order; ``roi_source``: where the ROI came
-    from; see :func:`deepgmm.report.outputs.write_segmentation`)."""
+    from; ``naming``: ``"deepgmm"`` or ``"bids"`` file names; ``run_options``: recorded in
+    ``run.json``; see :func:`deepgmm.report.outputs.write_segmentation`)."""
     from deepgmm.report.outputs import write_segmentation
 
     check_params(RUN_CONSTRAINTS, {"matching": matching}, caller="write_result")
     return write_segmentation(Path(out), list(volumes), batch, result, matching=matching,
                               figures=figures, progress=progress,
-                              class_identity=class_identity, roi_source=roi_source)
+                              class_identity=class_identity, roi_source=roi_source,
+                              naming=naming, run_options=run_options)
 
 
 def fixes_class_order(model: str, mu_data: object, options: Mapping[str, Any]) -> bool:
@@ -146,7 +149,8 @@ def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
                     mu_data: PathLike | np.ndarray | None = None,
                     matching: str = "hungarian", roi: str | PathLike = "gt",
                     roi_run: PathLike | None = None, figures: bool = True,
-                    progress: bool = True, **options: Any) -> dict[str, Any]:
+                    progress: bool = True, naming: str = "deepgmm",
+                    **options: Any) -> dict[str, Any]:
     """Segment the cases below ``root`` (MyoPS layout) and write the outputs to ``out``.
 
     Args:
@@ -165,6 +169,7 @@ def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
             masks. The ``"roi"`` selection and the crop centre follow it; it is recorded
             in ``summary.json`` and ``results.csv``.
         roi_run: the ROI run folder (``deepgmm roi train``) for ``roi="auto"``.
+        naming: ``"deepgmm"`` or ``"bids"`` file names of the maps.
         **options: the model's options (:mod:`deepgmm.options`: e.g. ``lam``, ``max_iter``,
             ``seed``); one the model does not take is refused.
 
@@ -175,12 +180,14 @@ def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
         InputError: a bad or inapplicable option (before any data is read), bad data.
         CheckpointError: a bad ROI run, or one trained on other sequences than the data.
     """
+    from deepgmm.report.naming import map_names
     from deepgmm.report.outputs import check_output_dir
     from deepgmm.roi.source import load_with_roi, parse_roi_option
 
     opts = _check_run(model, options, mu_data, caller="segment_dataset", selection=selection,
                       normalisation=normalisation, matching=matching, roi=roi,
                       roi_run=roi_run)
+    map_names(naming)
     source = parse_roi_option(roi, roi_run)
     check_output_dir(Path(out), [root, *([source.path] if source.path else [])])
     volumes = load_with_roi(root, source, list(patients) if patients else None,
@@ -189,10 +196,17 @@ def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
                            normalisation=normalisation)
     mu = load_mu(mu_data, batch.sequences, batch=batch)
     result = run_method(batch, model, mu_data=mu, options=opts, progress=progress)
+    run_options = {"model": model, "root": root, "patients": patients,
+                   "selection": selection, "crop_size": crop_size,
+                   "normalisation": normalisation,
+                   "mu_data": mu_data if not isinstance(mu_data, np.ndarray) else "array",
+                   "matching": matching, "roi": roi, "roi_run": roi_run, "naming": naming,
+                   **opts.as_dict()}
     return write_result(out, volumes, batch, result, matching=matching, figures=figures,
                         progress=progress,
                         class_identity=fixes_class_order(model, mu, opts.as_dict()),
-                        roi_source=source.as_dict())
+                        roi_source=source.as_dict(), naming=naming,
+                        run_options=run_options)
 
 
 def segment_case(images: Mapping[str, PathLike], roi: PathLike, out: PathLike, *,
@@ -200,7 +214,7 @@ def segment_case(images: Mapping[str, PathLike], roi: PathLike, out: PathLike, *
                  case_id: str = "case", selection: str = "roi",
                  crop_size: int | tuple[int, int] = 160, normalisation: str = "crop",
                  mu_data: PathLike | np.ndarray | None = None, matching: str | None = None,
-                 figures: bool = True, progress: bool = True,
+                 figures: bool = True, progress: bool = True, naming: str = "deepgmm",
                  **options: Any) -> dict[str, Any]:
     """Segment one case of any co-registered sequences given explicitly.
 
@@ -228,13 +242,22 @@ def segment_case(images: Mapping[str, PathLike], roi: PathLike, out: PathLike, *
     inputs = [Path(p) for p in images.values()] + [Path(roi)]
     if labels is not None:
         inputs.append(Path(labels))
+    from deepgmm.report.naming import map_names
+
+    map_names(naming)
     check_output_dir(Path(out), inputs)
     volume = load_explicit(dict(images), roi, labels, case_id=case_id)
     batch = prepare_slices([volume], selection=selection, crop_size=crop_size,
                            normalisation=normalisation)
     mu = load_mu(mu_data, batch.sequences, batch=batch)
     result = run_method(batch, model, mu_data=mu, options=opts, progress=progress)
+    run_options = {"model": model, "images": dict(images), "roi": roi, "labels": labels,
+                   "case_id": case_id, "selection": selection, "crop_size": crop_size,
+                   "normalisation": normalisation,
+                   "mu_data": mu_data if not isinstance(mu_data, np.ndarray) else "array",
+                   "matching": matching, "naming": naming, **opts.as_dict()}
     return write_result(out, [volume], batch, result, matching=matching, figures=figures,
                         progress=progress,
                         class_identity=fixes_class_order(model, mu, opts.as_dict()),
-                        roi_source={"roi": "file", "roi_path": str(roi), "roi_skipped": []})
+                        roi_source={"roi": "file", "roi_path": str(roi), "roi_skipped": []},
+                        naming=naming, run_options=run_options)

@@ -29,7 +29,13 @@ def run(phantom_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_train_writes_a_complete_run(run: Path) -> None:
     assert {p.name for p in run.iterdir()} == {"config.json", "model.safetensors",
-                                               "optimizer.safetensors", "training_curve.png"}
+                                               "optimizer.safetensors", "training_curve.png",
+                                               "run.json", "report.html"}
+    record = json.loads((run / "run.json").read_text())
+    assert record["command"] == "train" and record["seeds"] == {"seed": 0}
+    assert len(record["inputs"]) == 8  # C0, DE, T2, gd of cases 101 and 102
+    assert list(record["outputs"]) == [str(run / "model.safetensors")]
+    assert 'id="training"' in (run / "report.html").read_text()
     config = json.loads((run / "config.json").read_text())
     assert config["train_patients"] == ["101", "102"]
     assert config["sequences"] == ["C0", "DE", "T2"]
@@ -50,6 +56,8 @@ def test_predict_defaults_to_cases_not_trained_on(run: Path, phantom_root: Path,
         assert any(line.startswith(name) for line in result.output.splitlines())
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "deepg" and summary["matching"] == "none"
+    inputs = json.loads((out / "run.json").read_text())["inputs"]
+    assert str(run / "model.safetensors") in inputs and str(run / "config.json") in inputs
     assert summary["n_slices"] == 6  # 3 all-class slices in each of 103 and 104
     assert sorted(p.name for p in out.glob("*_seg.nii.gz")) == ["103_seg.nii.gz",
                                                                 "104_seg.nii.gz"]

@@ -17,7 +17,8 @@ from deepgmm.report.tables import RESULT_COLUMNS
 from deepgmm.types import CLASS_NAMES, CLASS_TO_MYOPS
 
 SUMMARY_KEYS = {"method", "n_slices", "matching", "dice", "dice_sd", "hd95", "nll",
-                "seconds_per_slice", "class_order", "maps", "roi"}
+                "seconds_per_slice", "class_order", "maps", "roi", "naming",
+                "clinical", "assd"}
 MYOPS_VALUES = {"0": "background", "500": "blood", "200": "myocardium", "1220": "edema",
                 "2221": "scar"}
 CLASS_KEYS = {"blood", "myocardium", "edema", "scar"}
@@ -109,9 +110,13 @@ def test_class_identity_writes_myops_codes_and_no_matched_maps(tmp_path, case, s
     out = tmp_path / "out"
     summary = write_segmentation(out, volumes, batch, result, matching="none",
                                  figures=False, progress=False, class_identity=True)
-    assert sorted(p.name for p in out.iterdir()) == [
+    sidecars = [f"{c}_{kind}{ext}" for c in ("101", "102")
+                for kind, ext in (("prob", ".json"), ("seg", ".ctbl"), ("seg", ".itksnap.txt"),
+                                  ("seg", ".tsv"))]
+    assert sorted(p.name for p in out.iterdir()) == sorted([
         "101_prob.nii.gz", "101_seg.nii.gz", "102_prob.nii.gz", "102_seg.nii.gz",
-        "results.csv", "summary.json"]
+        "results.csv", "cases.csv", "summary.json", "dseg.tsv", "run.json",
+        "report.html", *sidecars])
     assert summary["class_order"] == "mu_data"
     assert summary["maps"] == {
         "<case>_seg.nii.gz": {"labels": "as fitted", "values": MYOPS_VALUES},

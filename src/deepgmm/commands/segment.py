@@ -42,6 +42,9 @@ FiguresOpt = Annotated[bool, typer.Option("--figures/--no-figures", help="Write 
                                           "per slice.")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress",
                                            help="Show progress bars.")]
+NamingOpt = Annotated[str, typer.Option(
+    "--naming", help="File names of the maps: deepgmm (<case>_seg.nii.gz, _prob) or bids "
+    "(<case>_dseg.nii.gz, _probseg with a JSON sidecar naming each volume's class).")]
 
 # EM options (GaussianMixtureEM / SpatiallyVariantEM).
 EMModelOpt = Annotated[str, typer.Option("--model", help="em-gmm or em-svgmm.")]
@@ -96,10 +99,14 @@ PrecisionOpt = Annotated[str, typer.Option(
 
 def print_summary(summary: dict[str, Any], out: Path) -> None:
     """Print the Dice table of a summary and where the outputs are."""
+    from deepgmm.report.clinical import format_measures
     from deepgmm.report.tables import format_summary
 
     typer.echo(format_summary(summary))
-    typer.echo(f"outputs: {out}  (results.csv, summary.json, NIfTI maps, figures/)")
+    if summary.get("clinical"):
+        typer.echo(format_measures(summary["clinical"]))
+    typer.echo(f"outputs: {out}  (results.csv, cases.csv, summary.json, NIfTI maps with "
+               "label tables, figures/)")
 
 
 def given(**options: Any) -> dict[str, Any]:
@@ -146,6 +153,7 @@ def em_command(
     seed: SeedOpt = 33,
     figures: FiguresOpt = True,
     progress: ProgressOpt = True,
+    naming: NamingOpt = "deepgmm",
 ) -> None:
     """EM baselines: a Gaussian mixture (em-gmm) or spatially variant mixture (em-svgmm) per
     slice."""
@@ -161,7 +169,7 @@ def em_command(
                               selection=selection, crop_size=crop_size,
                               normalisation=normalisation, mu_data=mu_data,
                               matching=matching, roi=roi, roi_run=roi_run, figures=figures,
-                              progress=progress, **options)
+                              progress=progress, naming=naming, **options)
     print_summary(summary, out)
 
 
@@ -195,6 +203,7 @@ def fit_command(
     seed: SeedOpt = 0,
     figures: FiguresOpt = True,
     progress: ProgressOpt = True,
+    naming: NamingOpt = "deepgmm",
 ) -> None:
     """deepG / deepSVG: a fresh U-Net per slice, many slices fitted at once."""
     from deepgmm.options import DEEP_MODELS, options_class
@@ -210,6 +219,7 @@ def fit_command(
         root, out, model=model, patients=patient_list(ctx, patients), selection=selection,
         crop_size=crop_size, normalisation=normalisation, mu_data=mu_data,
         matching=matching, roi=roi, roi_run=roi_run, figures=figures, progress=progress,
+        naming=naming,
         **options)
     print_summary(summary, out)
 
@@ -278,6 +288,7 @@ def segment_command(
     seed: SeedOpt = 0,
     figures: FiguresOpt = True,
     progress: ProgressOpt = True,
+    naming: NamingOpt = "deepgmm",
 ) -> None:
     """Segment one case of any co-registered sequences inside an ROI mask."""
     from deepgmm.pipeline import segment_case
@@ -296,5 +307,5 @@ def segment_command(
                            model=model, case_id=case_id, selection=selection,
                            crop_size=crop_size, normalisation=normalisation,
                            mu_data=mu_data, matching=matching, figures=figures,
-                           progress=progress, **options)
+                           progress=progress, naming=naming, **options)
     print_summary(summary, out)

@@ -138,6 +138,15 @@ def train_command(
     mu = load_mu(mu_data, seqs, batch=slices)
     result = train_network(slices, mu_data=mu, run_dir=run_dir, resume=resume,
                            progress=progress, **options.as_dict())
+    from deepgmm._atomic import atomic_path
+    from deepgmm.report.html import REPORT_HTML, render_report
+    from deepgmm.report.provenance import write_run_folder_record
+
+    write_run_folder_record(run_dir, ids, options={"train_patients": ids, "resume": resume,
+                                                   **options.as_dict()},
+                            precision=options.precision)
+    with atomic_path(Path(run_dir) / REPORT_HTML) as tmp:
+        render_report(run_dir, tmp)
     state = "converged" if result.converged else "stopped at the epoch limit"
     typer.echo(f"trained {model} on {len(slices)} slices of {len(volumes)} case(s): "
                f"{result.n_epochs} epochs ({state}), final NLL "
@@ -148,8 +157,10 @@ def train_command(
 @command("predict", context_settings=MULTI_VALUE_CONTEXT)
 def predict_command(
     ctx: typer.Context,
-    run_dir: Annotated[Path, typer.Argument(help="Run folder written by `deepgmm train`.",
-                                            metavar="RUN")],
+    runs: Annotated[list[Path], typer.Argument(
+        help="Run folder(s) written by `deepgmm train`; with several, their class "
+        "probabilities are averaged (an ensemble of seeds or models).", show_default=False,
+        metavar="RUN...")],
     root: RootArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (label and "
                                       "probability maps, results.csv, summary.json, "
@@ -185,6 +196,9 @@ def predict_command(
     figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Write one PNG "
                                           "per slice.")] = True,
     progress: ProgressOpt = True,
+    naming: Annotated[str, typer.Option(
+        "--naming", help="File names of the maps: deepgmm (<case>_seg.nii.gz, _prob) or "
+        "bids (<case>_dseg.nii.gz, _probseg).")] = "deepgmm",
 ) -> None:
     """Segment cases with a trained network; prints a Dice table when ground truth exists.
 
@@ -193,8 +207,9 @@ def predict_command(
     from deepgmm.data.myops import discover_cases
     from deepgmm.data.slices import make_batch
     from deepgmm.fit.checkpoint import read_config
-    from deepgmm.fit.predict import predict
+    from deepgmm.fit.ensemble import check_ensemble, predict_ensemble
     from deepgmm.options import PredictOptions
+    from deepgmm.report.naming import map_names
     from deepgmm.report.outputs import write_segmentation
     from deepgmm.report.tables import format_dice_table
     from deepgmm.roi.source import load_with_roi, parse_roi_option
@@ -203,26 +218,39 @@ def predict_command(
                              tta=tta, chunk_size=chunk_size, device=device,
                              precision=precision)
     source = parse_roi_option(roi, roi_run)
-    config = read_config(run_dir)
+    map_names(naming)
+    configs = [read_config(r) for r in runs]
+    check_ensemble(configs, runs)
+    config = configs[0]
     seqs = tuple(config["sequences"])
     ids = patient_list(ctx, patients)
     if ids is None:
         available = [c.case_id for c in discover_cases(root, seqs)]
-        trained = set(config["train_patients"])
+        trained = set().union(*(c["train_patients"] for c in configs))
         ids = [c for c in available if c not in trained] or available
     volumes = load_with_roi(root, source, ids, sequences=seqs, progress=progress)
     slices = make_batch(volumes, selection=selection,
                         crop_size=tuple(config["crop_size"]),
                         normalisation=config["normalisation"])
-    result = predict(run_dir, slices, progress=progress, **options.as_dict())
+    result = predict_ensemble(runs, slices, progress=progress, **options.as_dict())
     summary = write_segmentation(out, volumes, slices, result, matching="none",
                                  figures=figures, progress=progress,
                                  class_identity=config["mu_data"] is not None
                                  and float(config["lam"]) > 0,
-                                 roi_source=source.as_dict())
+                                 roi_source=source.as_dict(), naming=naming,
+                                 run_options={
+                                     "runs": runs, "ids": ids, "crop_size": config["crop_size"],
+                                     "normalisation": config["normalisation"],
+                                     "precision": precision or config.get("precision"),
+                                     "training_seed": config.get("seed"),
+                                     "training": {k: config.get(k) for k in (
+                                         "model", "lam", "mu_data", "train_patients")}})
+    from deepgmm.report.clinical import format_measures
+
     if slices.labels is not None:
         typer.echo(format_dice_table(summary))
     else:
         typer.echo(f"{len(slices)} slices segmented (no ground truth: no Dice)")
+    typer.echo(format_measures(summary["clinical"]))
     typer.echo(f"outputs: {out}  (results.csv, summary.json, NIfTI maps"
                f"{', figures/' if figures else ''})")

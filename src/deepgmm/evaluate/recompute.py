@@ -34,13 +34,8 @@ import numpy as np
 from deepgmm.data.nifti import AFFINE_ATOL_MM  # also the largest label-map/truth gap
 from deepgmm.errors import InputError
 from deepgmm.evaluate.metrics import dice_per_class, hd95_per_class
-from deepgmm.report.outputs import (
-    PROB_SUFFIX,
-    RESULTS_CSV,
-    SEG_MATCHED_SUFFIX,
-    SEG_SUFFIX,
-    SUMMARY_JSON,
-)
+from deepgmm.report.naming import NAMINGS, MapNames, map_names
+from deepgmm.report.outputs import RESULTS_CSV, SUMMARY_JSON
 from deepgmm.report.tables import (
     EVALUATION_COLUMNS,
     slice_rows,
@@ -88,9 +83,10 @@ def read_results(out_dir: Path) -> tuple[dict[str, list[int]], str, str]:
     return slices, method, matching
 
 
-def read_layout(out_dir: Path) -> tuple[bool, bool]:
-    """``(own map holds cluster numbers, matched maps were written)`` of an output folder,
-    from its ``summary.json`` (``(False, False)`` for the older one-map layout).
+def read_layout(out_dir: Path) -> tuple[bool, bool, MapNames]:
+    """``(own map holds cluster numbers, matched maps were written, naming scheme)`` of an
+    output folder, from its ``summary.json`` (``(False, False, deepgmm)`` for the older
+    one-map layout).
 
     Raises:
         InputError: a ``summary.json`` that is not a JSON object.
@@ -98,8 +94,9 @@ def read_layout(out_dir: Path) -> tuple[bool, bool]:
     import json
 
     path = out_dir / SUMMARY_JSON
+    default = NAMINGS["deepgmm"]
     if not path.is_file():
-        return False, False
+        return False, False, default
     try:
         summary = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as err:
@@ -108,9 +105,10 @@ def read_layout(out_dir: Path) -> tuple[bool, bool]:
         raise InputError(f"{str(path)!r} is not a deepgmm summary (expected a JSON object)")
     maps = summary.get("maps")
     if not isinstance(maps, dict):
-        return False, False
+        return False, False, default
+    names = map_names(str(summary.get("naming", "deepgmm")))
     return (summary.get("class_order") == "clusters",
-            f"<case>{SEG_MATCHED_SUFFIX}" in maps)
+            names.pattern(names.seg_matched) in maps, names)
 
 
 def _decode(data: np.ndarray, clusters: bool, source: str) -> np.ndarray:
@@ -162,11 +160,11 @@ def _rematch(prob_path: Path, seg_shape: tuple[int, ...], seg_affine: np.ndarray
 
 
 def _case_metrics(seg_path: Path, gd_path: Path, case: str, slices: Sequence[int],
-                  matching: str | None = None, *,
-                  clusters: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                  matching: str | None = None, *, clusters: bool = False,
+                  names: MapNames = NAMINGS["deepgmm"]) -> tuple[np.ndarray, np.ndarray]:
     """``(S, 4)`` Dice and HD95 of one case's segmented slices of the label map
     ``seg_path`` (cluster numbers when ``clusters``, else MyoPS codes), the clusters
-    re-assigned from ``<case>_prob.nii.gz`` with ``matching`` when given."""
+    re-assigned from the own probability map with ``matching`` when given."""
     from deepgmm.data.myops import labels_to_classes
     from deepgmm.data.nifti import load_nifti
 
@@ -189,7 +187,7 @@ def _case_metrics(seg_path: Path, gd_path: Path, case: str, slices: Sequence[int
     truth = labels_to_classes(np.moveaxis(gd.data[:, :, z], -1, 0),
                               source=f"ground-truth file {str(gd_path)!r}")
     if matching is not None and matching != "none":
-        prob_path = seg_path.with_name(f"{case}{PROB_SUFFIX}")
+        prob_path = seg_path.with_name(f"{case}{names.prob}")
         if not prob_path.is_file():
             raise InputError(f"matching {matching!r} needs the probability map "
                              f"{str(prob_path)!r}, which is missing")
@@ -225,7 +223,7 @@ def evaluate_outputs(out_dir: str | os.PathLike[str], root: str | os.PathLike[st
 
     out = Path(out_dir)
     slices, method, written_rule = read_results(out)
-    clusters, has_matched = read_layout(out)
+    clusters, has_matched, names = read_layout(out)
     if matching is not None:
         from deepgmm.evaluate.matching import check_rule
 
@@ -240,7 +238,7 @@ def evaluate_outputs(out_dir: str | os.PathLike[str], root: str | os.PathLike[st
     dice_parts, hd_parts, case_col, slice_col = [], [], [], []
     use_matched = matching is None and has_matched
     for case, zs in slices.items():  # one volume per case; metrics vectorised over slices
-        seg_path = out / f"{case}{SEG_MATCHED_SUFFIX if use_matched else SEG_SUFFIX}"
+        seg_path = out / f"{case}{names.seg_matched if use_matched else names.seg}"
         if not seg_path.is_file():
             raise InputError(f"{str(out_dir)!r} lists case {case} but has no label map "
                              f"{seg_path.name}")
@@ -250,7 +248,7 @@ def evaluate_outputs(out_dir: str | os.PathLike[str], root: str | os.PathLike[st
             raise InputError(f"case {case} {why} {str(root)!r}: no ground truth to evaluate "
                              f"against")
         dice, hd = _case_metrics(seg_path, gd_path, case, zs, matching,
-                                 clusters=clusters and not use_matched)
+                                 clusters=clusters and not use_matched, names=names)
         dice_parts.append(dice)
         hd_parts.append(hd)
         case_col += [case] * len(zs)

@@ -20,7 +20,7 @@ import torch
 
 from deepgmm.errors import InputError
 from deepgmm.evaluate.matching import apply_permutation, check_rule, match_clusters
-from deepgmm.evaluate.metrics import dice_per_class, hd95_per_class
+from deepgmm.evaluate.metrics import assd_per_class, dice_per_class, hd95_per_class
 
 __all__ = ["BatchScores", "hard_labels", "score_batch"]
 
@@ -61,6 +61,8 @@ class BatchScores:
         scored_labels: ``(B, H, W)`` int64 class indices the metrics were computed on.
         dice: ``(B, C)`` Dice per slice and class; None without ground truth.
         hd95: ``(B, C)`` HD95 in mm; None without ground truth.
+        assd: ``(B, C)`` average symmetric surface distance in mm; None without ground
+            truth.
     """
 
     matching: str
@@ -70,6 +72,7 @@ class BatchScores:
     scored_labels: np.ndarray
     dice: np.ndarray | None
     hd95: np.ndarray | None
+    assd: np.ndarray | None = None
 
 
 def score_batch(resp: torch.Tensor | np.ndarray, roi: torch.Tensor | np.ndarray,
@@ -105,10 +108,11 @@ def score_batch(resp: torch.Tensor | np.ndarray, roi: torch.Tensor | np.ndarray,
     if matching != "none":
         matched_probs, matched_labels = hard_labels(apply_permutation(resp_np, perm), roi_np)
         scored = matched_labels
-    dice = hd95 = None
+    dice = hd95 = assd = None
     if truth_np is not None:
         dice = dice_per_class(scored, truth_np)
         hd95 = hd95_per_class(scored, truth_np, spacing)
+        assd = assd_per_class(scored, truth_np, spacing)
     return BatchScores(matching=matching, perm=perm, matched_probs=matched_probs,
                        matched_labels=matched_labels, scored_labels=scored, dice=dice,
-                       hd95=hd95)
+                       hd95=hd95, assd=assd)

@@ -48,8 +48,9 @@ def zoom_box(masks: Sequence[np.ndarray], margin: float = 0.35,
 
 def slice_figure(path: str | os.PathLike[str], image: np.ndarray, sequences: Sequence[str],
                  pred: np.ndarray, truth: np.ndarray | None = None, *, title: str = "",
-                 dpi: int = 100) -> Path:
-    """Save one slice as a row of panels: each sequence, the prediction, the truth.
+                 dpi: int = 100, uncertainty: np.ndarray | None = None) -> Path:
+    """Save one slice as a row of panels: each sequence, the prediction, the truth and,
+    when given, the uncertainty map.
 
     All panels show the same window around the labelled region; the label maps are drawn
     semi-transparently over the first sequence.
@@ -63,6 +64,8 @@ def slice_figure(path: str | os.PathLike[str], image: np.ndarray, sequences: Seq
         truth: ``(H, W)`` int true class indices 0..4, or None (panel left out).
         title: figure title.
         dpi: resolution.
+        uncertainty: ``(H, W)`` entropy of the class probabilities in nats (0 certain,
+            ``log K`` uniform; :func:`entropy_map`), or None (panel left out).
 
     Returns:
         The written path.
@@ -81,7 +84,7 @@ def slice_figure(path: str | os.PathLike[str], image: np.ndarray, sequences: Seq
     rows, cols = zoom_box([m for _, m in maps])
     image = image[:, rows, cols]
     maps = [(name, m[rows, cols]) for name, m in maps]
-    n_panels = image.shape[0] + len(maps)
+    n_panels = image.shape[0] + len(maps) + (uncertainty is not None)
     fig = Figure(figsize=(2.4 * n_panels, 2.9))
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, n_panels, squeeze=False)[0]
@@ -93,13 +96,21 @@ def slice_figure(path: str | os.PathLike[str], image: np.ndarray, sequences: Seq
                   origin="lower", interpolation="nearest")
         ax.set_title(str(name), fontsize=9)
     lo, hi = np.percentile(image[0], [1.0, 99.0])
-    for ax, (name, labels) in zip(axes[image.shape[0]:], maps, strict=True):
+    for ax, (name, labels) in zip(axes[image.shape[0]:image.shape[0] + len(maps)], maps,
+                                  strict=True):
         ax.imshow(image[0].T, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1.0,
                   origin="lower", interpolation="nearest")
         overlay = np.ma.masked_equal(labels, 0)
         ax.imshow(overlay.T, cmap=cmap, norm=norm, origin="lower", interpolation="nearest",
                   alpha=0.6)
         ax.set_title(f"{name} (over {sequences[0]})", fontsize=9)
+    if uncertainty is not None:
+        ax = axes[-1]
+        shown = ax.imshow(np.asarray(uncertainty, dtype=np.float32)[rows, cols].T,
+                          cmap="magma", vmin=0.0, vmax=float(np.log(len(CLASS_NAMES))),
+                          origin="lower", interpolation="nearest")
+        ax.set_title("uncertainty (entropy)", fontsize=9)
+        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=7)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -109,7 +120,22 @@ def slice_figure(path: str | os.PathLike[str], image: np.ndarray, sequences: Seq
                frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(left=0.01, right=0.99, top=0.82, bottom=0.1, wspace=0.05)
+    fig.subplots_adjust(left=0.01, right=0.99 if uncertainty is None else 0.96, top=0.82,
+                        bottom=0.1, wspace=0.05)
     path = Path(path)
     fig.savefig(path, dpi=dpi, format="png")
     return path
+
+
+def entropy_map(probs: np.ndarray) -> np.ndarray:
+    """Entropy of the class probabilities, ``-sum_k p_k log p_k`` in nats.
+
+    Args:
+        probs: ``(..., K, H, W)`` probabilities (0 outside the ROI gives entropy 0).
+
+    Returns:
+        ``(..., H, W)`` float32, between 0 (one class certain) and ``log K`` (uniform).
+    """
+    from scipy.special import entr
+
+    return entr(np.asarray(probs, dtype=np.float64)).sum(axis=-3).astype(np.float32)

@@ -15,12 +15,27 @@ complete or absent):
   clusters to the classes with the ground truth as an oracle
   (:mod:`deepgmm.evaluate.scoring`); MyoPS codes and class-ordered probabilities.
 - ``results.csv``: one row per slice (:data:`deepgmm.report.tables.RESULT_COLUMNS`).
+- ``cases.csv``: clinical measures per case (volumes in mL, scar and edema burden, and
+  with ground truth the same from the truth plus the 3-D Dice of scar and edema ∪ scar;
+  :mod:`deepgmm.report.clinical`); also in ``summary.json`` under ``clinical``.
+- ``report.html``: one self-contained page with all of the above
+  (:mod:`deepgmm.report.html`); ``deepgmm report OUT`` rebuilds it.
+- ``run.json``: provenance (command line, resolved options, seeds, versions, device,
+  SHA-256 of the inputs, times; :mod:`deepgmm.report.provenance`).
 - ``summary.json``: means over slices (:func:`deepgmm.report.tables.summarize`), plus
   ``class_order`` (``"mu_data"`` or ``"clusters"``) and ``maps``: for every file name
   pattern, what it holds (``labels``: ``"as fitted"`` or the matching rule that produced
   it; ``values``: label value -> name, or ``channels``: channel names).
 - ``figures/<case>_slice<z>.png``: sequences, the scored prediction (matched when a rule
   was asked for) and truth side by side.
+- Label tables beside every label map (``<stem>.tsv`` as BIDS defines it, an ITK-SNAP
+  label description ``<stem>.itksnap.txt``, a 3D Slicer colour table ``<stem>.ctbl``), a
+  ``<stem>.json`` naming the class of each volume beside every probability map, and
+  ``dseg.tsv``: the table of the own label maps (:mod:`deepgmm.report.labeltables`).
+
+``naming="bids"`` names the maps with BIDS suffixes instead (``_dseg``, ``_probseg``,
+``_desc-matched_``; :mod:`deepgmm.report.naming`); ``summary.json`` records the scheme
+under ``naming``.
 
 All NIfTI files carry the input's affine (qform and sform) so they overlay the input.
 """
@@ -40,14 +55,34 @@ from deepgmm._atomic import atomic_dir
 from deepgmm.errors import InputError
 from deepgmm.evaluate.matching import check_rule
 from deepgmm.evaluate.scoring import hard_labels, score_batch
-from deepgmm.report.figures import slice_figure
-from deepgmm.report.tables import RESULT_COLUMNS, slice_rows, summarize, write_csv, write_json
+from deepgmm.report.clinical import CASE_COLUMNS, CASES_CSV, case_measures, csv_rows, json_measures
+from deepgmm.report.figures import entropy_map, slice_figure
+from deepgmm.report.html import REPORT_HTML, render_report
+from deepgmm.report.labeltables import (
+    bids_tsv,
+    class_labels,
+    map_labels,
+    write_label_sidecars,
+    write_probseg_sidecar,
+)
+from deepgmm.report.naming import NAMINGS, MapNames, map_names
+from deepgmm.report.provenance import RUN_JSON, run_record
+from deepgmm.report.tables import (
+    ASSD_COLUMNS,
+    RESULT_COLUMNS,
+    class_means,
+    slice_rows,
+    summarize,
+    write_csv,
+    write_json,
+)
 from deepgmm.types import CLASS_NAMES, CLASS_TO_MYOPS, CaseVolume, SegmentationResult, SliceBatch
 
-SEG_SUFFIX = "_seg.nii.gz"
-PROB_SUFFIX = "_prob.nii.gz"
-SEG_MATCHED_SUFFIX = "_seg_matched.nii.gz"
-PROB_MATCHED_SUFFIX = "_prob_matched.nii.gz"
+SEG_SUFFIX = NAMINGS["deepgmm"].seg
+PROB_SUFFIX = NAMINGS["deepgmm"].prob
+SEG_MATCHED_SUFFIX = NAMINGS["deepgmm"].seg_matched
+PROB_MATCHED_SUFFIX = NAMINGS["deepgmm"].prob_matched
+DSEG_TSV = "dseg.tsv"
 RESULTS_CSV = "results.csv"
 SUMMARY_JSON = "summary.json"
 
@@ -71,12 +106,14 @@ def own_labels_to_values(labels: np.ndarray, class_identity: bool) -> np.ndarray
     return np.asarray(labels, dtype=np.int16)
 
 
-def label_tables(class_identity: bool, matching: str) -> dict[str, Any]:
+def label_tables(class_identity: bool, matching: str,
+                 names: MapNames = NAMINGS["deepgmm"]) -> dict[str, Any]:
     """The ``maps`` entry of ``summary.json``: what every written map holds.
 
     Args:
         class_identity: whether the own components are the classes in order (μ_data).
         matching: the rule of the matched maps (``"none"``: no matched maps).
+        names: the naming scheme of the maps.
 
     Returns:
         file pattern -> ``{"labels": "as fitted" | rule, "values" | "channels": ...}``;
@@ -89,14 +126,14 @@ def label_tables(class_identity: bool, matching: str) -> dict[str, Any]:
     own_values = codes if class_identity else {"0": "background", **{
         str(i): name for i, name in enumerate(clusters, start=1)}}
     maps: dict[str, Any] = {
-        f"<case>{SEG_SUFFIX}": {"labels": "as fitted", "values": own_values},
-        f"<case>{PROB_SUFFIX}": {"labels": "as fitted",
+        names.pattern(names.seg): {"labels": "as fitted", "values": own_values},
+        names.pattern(names.prob): {"labels": "as fitted",
                                  "channels": list(CLASS_NAMES) if class_identity
                                  else clusters},
     }
     if matching != "none":
-        maps[f"<case>{SEG_MATCHED_SUFFIX}"] = {"labels": matching, "values": codes}
-        maps[f"<case>{PROB_MATCHED_SUFFIX}"] = {"labels": matching,
+        maps[names.pattern(names.seg_matched)] = {"labels": matching, "values": codes}
+        maps[names.pattern(names.prob_matched)] = {"labels": matching,
                                                 "channels": list(CLASS_NAMES)}
     return maps
 
@@ -193,7 +230,9 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
                        batch: SliceBatch, result: SegmentationResult, *,
                        matching: str = "hungarian", figures: bool = True,
                        progress: bool = True, class_identity: bool = False,
-                       roi_source: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                       roi_source: Mapping[str, Any] | None = None,
+                       naming: str = "deepgmm",
+                       run_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Write the method's own maps, the matched maps (when asked), tables and figures.
 
     The own maps (``<case>_seg.nii.gz``, ``<case>_prob.nii.gz``) are the fit as it came
@@ -217,6 +256,10 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
             ``roi`` = ``gt`` / ``auto`` / ``folder``, ``roi_path``, ``roi_skipped``), added to
             ``summary.json`` and as the ``roi`` column of ``results.csv``; ``None``: the
             ROI given with the volumes (``roi`` = ``given``).
+        naming: ``"deepgmm"`` or ``"bids"`` file names (:mod:`deepgmm.report.naming`).
+        run_options: resolved options for ``run.json`` beyond the command's own (e.g. the
+            method's options, a trained run's settings; ``precision`` and ``seed`` keys
+            are recorded as such).
 
     Returns:
         The summary dict written to ``summary.json``.
@@ -228,6 +271,7 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
     from deepgmm.data.nifti import save_nifti
 
     check_rule(matching)
+    names = map_names(naming)
     if matching != "none" and batch.labels is None:
         raise InputError(f"matching {matching!r} needs ground-truth labels, but the input "
                          "has none; use matching 'none'")
@@ -248,17 +292,32 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
     nll = _numpy(result.nll).astype(np.float64).reshape(n_b)
     n_iter = _numpy(result.n_iter).astype(np.int64).reshape(n_b)
     seconds = _numpy(result.seconds).astype(np.float64).reshape(n_b)
+    assd = (np.full((n_b, len(CLASS_NAMES)), None, dtype=object) if scores.assd is None
+            else scores.assd)
+    assd_cells = {col: [None if v is None else float(v) for v in assd[:, k]]
+                  for k, col in enumerate(ASSD_COLUMNS)}
     rows = slice_rows(batch.case_ids, batch.slice_indices, dice=scores.dice,
                       hd95=scores.hd95,
-                      extra={"method": [result.method] * n_b, "nll": list(nll),
+                      extra={**assd_cells, "method": [result.method] * n_b, "nll": list(nll),
                              "iterations": [int(i) for i in n_iter],
                              "seconds": list(seconds), "matching": [matching] * n_b,
                              "roi": [roi_info["roi"]] * n_b})
     summary = summarize(method=result.method, matching=matching, dice=scores.dice,
                         hd95=scores.hd95, nll=nll, seconds=seconds, n_slices=n_b)
+    summary["assd"] = class_means(scores.assd)[0]
     summary["class_order"] = "mu_data" if class_identity else "clusters"
     summary.update(roi_info)
-    summary["maps"] = label_tables(class_identity, matching)
+    summary["maps"] = label_tables(class_identity, matching, names)
+    summary["naming"] = names.scheme
+    scored_as = (f"matched ({matching})" if matching != "none" else
+                 "as fitted (class order from mu_data)" if class_identity else
+                 "as fitted (cluster k as class k)")
+    measures = case_measures(batch.case_ids, scores.scored_labels, truth,
+                             {c: v.zooms for c, v in by_id.items()}, scored_as)
+    summary["clinical"] = json_measures(measures)
+    own_table = map_labels(class_identity)
+    own_channels = [lb.abbreviation for lb in own_table[1:]]
+    class_channels = [lb.abbreviation for lb in class_labels()[1:]]
 
     case_order = list(dict.fromkeys(batch.case_ids))
     origins = np.asarray(batch.crop_origins, dtype=np.int64).reshape(n_b, 2)
@@ -271,25 +330,40 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
             rows_b = [i for i, c in enumerate(batch.case_ids) if c == cid]
             zs = [int(batch.slice_indices[b]) for b in rows_b]
             seg, prob = _volume_maps(own_labels, own_probs, rows_b, zs, origins, vol.shape)
-            save_nifti(own_labels_to_values(seg, class_identity), vol.affine,
-                       tmp / f"{cid}{SEG_SUFFIX}")
-            save_nifti(prob, vol.affine, tmp / f"{cid}{PROB_SUFFIX}")
+            seg_path, prob_path = tmp / f"{cid}{names.seg}", tmp / f"{cid}{names.prob}"
+            save_nifti(own_labels_to_values(seg, class_identity), vol.affine, seg_path)
+            save_nifti(prob, vol.affine, prob_path)
+            write_label_sidecars(seg_path, own_table)
+            write_probseg_sidecar(prob_path, own_channels)
             if scores.matched_labels is not None and scores.matched_probs is not None:
                 seg, prob = _volume_maps(scores.matched_labels, scores.matched_probs, rows_b,
                                          zs, origins, vol.shape)
-                save_nifti(labels_to_codes(seg), vol.affine, tmp / f"{cid}{SEG_MATCHED_SUFFIX}")
-                save_nifti(prob, vol.affine, tmp / f"{cid}{PROB_MATCHED_SUFFIX}")
+                seg_path = tmp / f"{cid}{names.seg_matched}"
+                prob_path = tmp / f"{cid}{names.prob_matched}"
+                save_nifti(labels_to_codes(seg), vol.affine, seg_path)
+                save_nifti(prob, vol.affine, prob_path)
+                write_label_sidecars(seg_path, class_labels())
+                write_probseg_sidecar(prob_path, class_channels)
             bar.update(1)
+        (tmp / DSEG_TSV).write_text(bids_tsv(own_table), encoding="utf-8")
         write_csv(tmp / RESULTS_CSV, rows, RESULT_COLUMNS)
+        write_csv(tmp / CASES_CSV, csv_rows(measures), CASE_COLUMNS)
+        opts = dict(run_options or {})
+        write_json(tmp / RUN_JSON, run_record(
+            case_order, options=opts, precision=opts.get("precision"),
+            seeds={k: v for k, v in opts.items() if "seed" in k}))
         write_json(tmp / SUMMARY_JSON, summary)
         if image is not None:
             (tmp / "figures").mkdir()
             shown = "matched" if matching != "none" else "as fitted"
+            entropy = entropy_map(own_probs)  # permutation-invariant: same for matched
             for b in range(n_b):
                 cid, k = batch.case_ids[b], int(batch.slice_indices[b])
                 slice_figure(tmp / "figures" / f"{cid}_slice{k}.png", image[b],
                              batch.sequences, scores.scored_labels[b],
                              None if truth is None else truth[b],
-                             title=f"case {cid}, slice {k}, {result.method} ({shown})")
+                             title=f"case {cid}, slice {k}, {result.method} ({shown})",
+                             uncertainty=entropy[b])
                 bar.update(1)
+        render_report(tmp, tmp / REPORT_HTML, shown_as=out)
     return summary

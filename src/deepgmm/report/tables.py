@@ -24,8 +24,10 @@ from deepgmm.types import CLASS_NAMES
 
 DICE_COLUMNS: tuple[str, ...] = tuple(f"dice_{n}" for n in CLASS_NAMES)
 HD95_COLUMNS: tuple[str, ...] = tuple(f"hd95_{n}" for n in CLASS_NAMES)
+ASSD_COLUMNS: tuple[str, ...] = tuple(f"assd_{n}" for n in CLASS_NAMES)
 RESULT_COLUMNS: tuple[str, ...] = ("case", "slice", "method", *DICE_COLUMNS, *HD95_COLUMNS,
-                                   "nll", "iterations", "seconds", "matching", "roi")
+                                   *ASSD_COLUMNS, "nll", "iterations", "seconds", "matching",
+                                   "roi")
 """Columns of ``results.csv``, one row per segmented slice."""
 EVALUATION_COLUMNS: tuple[str, ...] = ("case", "slice", *DICE_COLUMNS, *HD95_COLUMNS)
 """Columns of ``evaluation.csv`` (metrics recomputed from saved label maps)."""
@@ -79,7 +81,8 @@ def slice_rows(case_ids: Sequence[str], slice_indices: Sequence[int], *,
         row.update(zip(HD95_COLUMNS, hd_cells[i], strict=True))
         for name, values in extra.items():
             v = values[i]
-            row[name] = _cell(v) if isinstance(v, float | np.floating) else str(v)
+            row[name] = (_cell(v) if v is None or isinstance(v, float | np.floating)
+                         else str(v))
         rows.append(row)
     return rows
 
@@ -165,16 +168,20 @@ def summarize(*, method: str, matching: str, dice: np.ndarray | None,
 
 
 def format_dice_table(summary: Mapping[str, Any]) -> str:
-    """Plain aligned text: one line per class with Dice mean ± SD and mean HD95 (mm)."""
+    """Plain aligned text: one line per class with Dice mean ± SD, mean HD95 (mm) and, when
+    the summary has it, mean ASSD (mm)."""
 
     def fmt(v: float | None, spec: str) -> str:
         return "-" if v is None else format(v, spec)
 
-    lines = [f"{'class':<12}{'dice':>8}{'sd':>8}{'hd95 mm':>10}"]
+    assd = summary.get("assd")
+    lines = [f"{'class':<12}{'dice':>8}{'sd':>8}{'hd95 mm':>10}"
+             + (f"{'assd mm':>10}" if assd else "")]
     for name in CLASS_NAMES:
         lines.append(f"{name:<12}{fmt(summary['dice'][name], '.3f'):>8}"
                      f"{fmt(summary['dice_sd'][name], '.3f'):>8}"
-                     f"{fmt(summary['hd95'][name], '.2f'):>10}")
+                     f"{fmt(summary['hd95'][name], '.2f'):>10}"
+                     + (f"{fmt(assd[name], '.2f'):>10}" if assd else ""))
     lines.append(f"{summary.get('n_slices', 0)} slices, method {summary.get('method', '?')}, "
                  f"matching {summary.get('matching', '?')}")
     return "\n".join(lines)
