@@ -28,7 +28,6 @@ truncated or edited tensor file is refused with :class:`~deepgmm.errors.Checkpoi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -40,6 +39,7 @@ from typing import Any
 import torch
 
 from deepgmm.errors import CheckpointError
+from deepgmm.hashing import sha256_file as _sha256
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
@@ -175,14 +175,6 @@ class Checkpoint:
     model_state: dict[str, torch.Tensor]
     optimizer_state: dict[str, Any] | None
     run_dir: Path
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fsync(path: Path) -> None:

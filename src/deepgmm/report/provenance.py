@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import hashlib
 import os
 import platform
 import sys
@@ -24,6 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from deepgmm.hashing import sha256_file
 
 RUN_JSON = "run.json"
 PACKAGES: tuple[str, ...] = ("deepgmm", "torch", "numpy", "monai")
@@ -114,15 +115,6 @@ def invocation(ctx: Any) -> Iterator[Invocation | None]:
 def current_invocation() -> Invocation | None:
     """The running CLI command, or None (Python API)."""
     return _CURRENT.get()
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def package_versions() -> dict[str, str | None]:

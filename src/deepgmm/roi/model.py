@@ -16,7 +16,6 @@ hash does not match the weights (a crash between the two writes) is refused on l
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -29,6 +28,7 @@ import torch
 
 from deepgmm._atomic import atomic_path
 from deepgmm.errors import CheckpointError
+from deepgmm.hashing import sha256_file as _sha256
 from deepgmm.params import Interval, check_params
 
 PathLike = str | os.PathLike[str]
@@ -157,14 +157,6 @@ class RoiModel:
     def name(self) -> str:
         """How to name the run in messages."""
         return f"ROI run {str(self.run_dir)!r}" if self.run_dir else "the ROI model"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_roi_run(run_dir: PathLike, network: torch.nn.Module,
