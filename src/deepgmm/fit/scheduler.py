@@ -42,6 +42,9 @@ __all__ = ["STOPPING_RULES", "RunningSlices", "SliceOutputs", "SliceQueue", "Sto
 
 log = logging.getLogger(__name__)
 
+Observer = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
+"""``observe(ids (N,), nll (N,), logits (N, K, H, W))``, called once per iteration."""
+
 
 class SliceQueue:
     """Waiting, parked (moved aside after an out-of-memory error) and running slices.
@@ -258,8 +261,10 @@ class SliceOutputs:
 
 def run_slices(queue: SliceQueue, stepper: Stepper, data: RunningSlices, rule: StoppingRule,
                outputs: SliceOutputs, *, size: Sequence[int], progress: bool,
-               desc: str) -> None:
-    """Fit every slice of ``queue`` to its stopping rule, filling ``outputs``."""
+               desc: str, observe: Observer | None = None) -> None:
+    """Fit every slice of ``queue`` to its stopping rule, filling ``outputs``;
+    ``observe(ids, nll, logits)`` is told every iteration's slice indices ``(N,)``, NLL
+    ``(N,)`` float64 and detached logits ``(N, K, H, W)``, before the stopping decision."""
     bar = tqdm(total=len(queue.pending), disable=not progress, desc=desc, unit="slice")
     try:
         while queue.busy():
@@ -273,6 +278,8 @@ def run_slices(queue: SliceQueue, stepper: Stepper, data: RunningSlices, rule: S
                 continue
             ids = torch.tensor(queue.active, dtype=torch.int64)
             nll = evaluation.nll.detach().to("cpu", torch.float64)
+            if observe is not None:
+                observe(ids, nll, evaluation.logits.detach())
             labels = evaluation.logits.detach().argmax(dim=1) if rule.stop == "labels" else None
             done = rule.update(ids, nll, labels)
             outputs.record(ids, done, evaluation, nll)

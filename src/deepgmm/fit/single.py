@@ -44,6 +44,7 @@ from deepgmm.fit.loss import MODELS
 from deepgmm.fit.precision import network_autocast
 from deepgmm.fit.schedule import LRSchedule
 from deepgmm.fit.scheduler import (
+    Observer,
     RunningSlices,
     SliceOutputs,
     SliceQueue,
@@ -135,7 +136,8 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
                progress: bool = True, mechanism: str = "auto",
                precision: str = "fp32", stop: str = "published", label_tol: float = 1e-3,
                label_window: int = 5, lr_warmup: int = 0, lr_half_life: float = 0.0,
-               channels_last: bool = False) -> SegmentationResult:
+               channels_last: bool = False,
+               observe: Observer | None = None) -> SegmentationResult:
     """Fit a fresh deepG or deepSVG network to every slice of ``batch``.
 
     Args:
@@ -180,6 +182,9 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
             0: constant ``lr``, the published recipe).
         channels_last: images and activations in channels-last (NHWC) memory order; same
             arithmetic up to float rounding.
+        observe: called every iteration with the running slices' indices ``(N,)``, NLL
+            ``(N,)`` float64 and logits ``(N, K, H, W)`` (to trace a fit; the benchmarks
+            replay stopping rules on the trace).
 
     Returns:
         :class:`SegmentationResult` (on CPU) with ``responsibilities (B, K, H, W)``
@@ -236,7 +241,7 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
     schedule = LRSchedule(lr, int(lr_warmup), float(lr_half_life))
     settings = OptimiserSettings(model, lam, lr, weight_decay, clip_norm, schedule)
     run_slices(queue, make_stepper(how, net, settings, autocast), data, rule, outputs,
-               size=(h, w), progress=progress, desc=f"{model} fit")
+               size=(h, w), progress=progress, desc=f"{model} fit", observe=observe)
     log.info("%s: %d slices, mean %.1f iterations, %.2f s per slice", model, b,
              float(rule.n_iter.double().mean()), float(outputs.seconds.mean()))
     return SegmentationResult(responsibilities=outputs.responsibilities,
