@@ -50,7 +50,14 @@ from deepgmm.fit.checkpoint import (
     save_checkpoint,
 )
 from deepgmm.fit.labelled import labelled_cross_entropy, labelled_targets
-from deepgmm.mixture.likelihood import check_inputs, gmm_nll, mu_penalty, svgmm_nll
+from deepgmm.mixture.likelihood import (
+    MixtureParams,
+    check_inputs,
+    gmm_nll,
+    mu_penalty,
+    svgmm_nll,
+)
+from deepgmm.mixture.prior import PRIORS, ParameterPrior
 from deepgmm.types import CLASS_NAMES, SliceBatch
 
 logger = logging.getLogger(__name__)
@@ -64,11 +71,13 @@ _RESUME_KEYS: tuple[str, ...] = (
     "model", "lam", "epochs", "min_epochs", "batch_size", "lr", "weight_decay", "tol", "seed",
     "augment", "network", "train_patients", "n_slices", "crop_size", "sequences", "mu_data",
     "penalty", "clip_norm", "label_weight", "labelled_slices", "precision",
+    "prior", "lam_var", "lam_weights", "class_prior",
 )
 PENALTIES: tuple[str, ...] = ("batch", "slice")
 # What a checkpoint written before a setting existed used, for comparing on resume.
 _RESUME_DEFAULTS: dict[str, Any] = {"label_weight": 0.0, "labelled_slices": [],
-                                    "precision": "fp32"}
+                                    "precision": "fp32", "prior": "means", "lam_var": 0.0,
+                                    "lam_weights": 0.0, "class_prior": None}
 
 
 @dataclass
@@ -131,13 +140,24 @@ def nll_of_log_resp(log_resp: torch.Tensor, image: torch.Tensor, roi: torch.Tens
     Returns:
         ``(nll (B,), responsibilities (B, K, H, W), means (B, K, M))``.
     """
+    nll, params = mixture_nll(log_resp, image, roi, model, validate=validate)
+    return nll, log_resp.exp(), params.means
+
+
+def mixture_nll(log_resp: torch.Tensor, image: torch.Tensor, roi: torch.Tensor,
+                model: str, *, validate: bool = True) -> tuple[torch.Tensor, MixtureParams]:
+    """Per-slice NLL of deepG or deepSVG and the M-step's parameters (all differentiable).
+
+    Args:
+        log_resp, image, roi, model, validate: as for :func:`nll_of_log_resp`.
+
+    Returns:
+        ``(nll (B,), params)`` with ``weights (B, K)``, ``means (B, K, M)``, diagonal
+        ``covariances (B, K, M)``.
+    """
     if model == "deepg":
-        resp = log_resp.exp()
-        nll, params = gmm_nll(resp, image, roi, validate=validate)
-    else:
-        nll, params = svgmm_nll(log_resp, image, roi, validate=validate)
-        resp = log_resp.exp()
-    return nll, resp, params.means
+        return gmm_nll(log_resp.exp(), image, roi, validate=validate)
+    return svgmm_nll(log_resp, image, roi, validate=validate)
 
 
 def default_config(**overrides: Any) -> dict[str, Any]:
@@ -221,7 +241,9 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
                   n_classes: int = len(CLASS_NAMES), normalisation: str = "crop",
                   penalty: Literal["batch", "slice"] = "batch",
                   clip_norm: float | None = 12.0, label_weight: float = 0.0,
-                  labelled_slices: int = 10, precision: str = "fp32") -> TrainResult:
+                  labelled_slices: int = 10, precision: str = "fp32",
+                  prior: Literal["means", "all"] = "means", lam_var: float = 1.0,
+                  lam_weights: float = 1.0, class_prior: Any = None) -> TrainResult:
     """Train one U-Net on all slices of ``batch`` by minimising the deepG / deepSVG loss.
 
     Args:
@@ -261,6 +283,16 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
             ``torch.autocast``; weights, optimiser and loss in float32; see
             :mod:`deepgmm.fit.precision`). Recorded in the checkpoint; prediction uses it
             unless told otherwise.
+        prior: ``"means"`` (published): only the μ_data penalty; ``"all"``: also
+            ``lam_var`` times the distance of the mini-batch's mean log variances and
+            ``lam_weights`` times the KL divergence of its mean weights from the labelled
+            slices' (:mod:`deepgmm.mixture.prior`), on the mini-batch as ``penalty`` says.
+        lam_var: weight of the log-variance penalty (``prior="all"``).
+        lam_weights: weight of the weight penalty (``prior="all"``).
+        class_prior: a :class:`~deepgmm.data.class_prior.ClassPrior` (or its ``to_dict``
+            form) for ``prior="all"``; when ``None`` it is computed from the training
+            slices' ground truth with μ_data's draw (10 slices, seed 42). Stored in the
+            run's ``config.json``.
 
     Returns:
         A :class:`TrainResult`.
@@ -281,6 +313,11 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         raise InputError(f"clip_norm must be a finite number > 0 or None, got {clip_norm!r}")
     if not (math.isfinite(label_weight) and label_weight >= 0):
         raise InputError(f"label_weight must be a finite number >= 0, got {label_weight!r}")
+    if prior not in PRIORS:
+        raise InputError(f"prior must be one of {', '.join(PRIORS)}, got {prior!r}")
+    for name, value in (("lam_var", lam_var), ("lam_weights", lam_weights)):
+        if not (math.isfinite(value) and value >= 0):
+            raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
     dev = resolve_device(device)
     autocast = network_autocast(precision, dev)
     if dev.type == "cpu":
@@ -316,6 +353,12 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         raise InputError("lam > 0 needs class means: give mu_data (--mu-data) or training "
                          "data with ground truth")
     mu = None if mu_data is None else _as_mu(mu_data, n_classes, sequences, dev)
+    class_stats = _class_prior(prior, class_prior, ckpt, batch, n_classes, len(sequences))
+    param_prior = None if class_stats is None else ParameterPrior(
+        log_variances=torch.as_tensor(class_stats.log_variances, dtype=torch.float32,
+                                      device=dev),
+        weights=torch.as_tensor(class_stats.weights, dtype=torch.float32, device=dev),
+        lam_var=float(lam_var), lam_weights=float(lam_weights))
     target, labelled = None, np.zeros(0, dtype=np.int64)
     if label_weight > 0:
         target, labelled = labelled_targets(batch, labelled_slices)
@@ -336,6 +379,9 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         "weight_decay": float(weight_decay), "tol": float(tol), "seed": int(seed),
         "penalty": penalty, "clip_norm": None if clip_norm is None else float(clip_norm),
         "label_weight": float(label_weight), "precision": precision,
+        "prior": prior, "lam_var": float(lam_var) if class_stats is not None else 0.0,
+        "lam_weights": float(lam_weights) if class_stats is not None else 0.0,
+        "class_prior": None if class_stats is None else class_stats.to_dict(),
         "labelled_slices": [[batch.case_ids[i], int(batch.slice_indices[i])]
                             for i in labelled],
         "augment": None if aug_cfg is None else dataclasses.asdict(aug_cfg),
@@ -394,7 +440,8 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
                                            penalty=penalty, clip_norm=clip_norm,
                                            generator_seed=_epoch_seed(seed, epoch),
                                            aug_cfg=aug_cfg, dev=dev, target=target_dev,
-                                           label_weight=label_weight, autocast=autocast)
+                                           label_weight=label_weight, autocast=autocast,
+                                           param_prior=param_prior)
             epoch += 1
             history["nll"].append(nll_sum / n_slices)
             history["loss"].append(loss_sum / n_slices)
@@ -428,13 +475,15 @@ def _run_epoch(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
                aug_cfg: AugmentConfig | None, dev: torch.device,
                target: torch.Tensor | None = None, label_weight: float = 0.0,
                autocast: Callable[[], AbstractContextManager] = nullcontext,
+               param_prior: ParameterPrior | None = None,
                ) -> tuple[float, float]:
     """One pass over all slices in a seeded random order; returns summed (NLL, loss).
 
     ``target`` ``(B, H, W)`` holds the labelled slices' classes (0: no label); it is
     augmented with the image and adds ``label_weight`` times their cross-entropy. The
     network runs inside ``autocast()`` (:func:`deepgmm.fit.precision.network_autocast`); its
-    logits are cast to float32 before the loss."""
+    logits are cast to float32 before the loss. ``param_prior`` adds the variance and
+    weight penalties of ``prior="all"``."""
     network.train()
     gen = torch.Generator(device=dev)
     gen.manual_seed(generator_seed)
@@ -451,7 +500,8 @@ def _run_epoch(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
         with autocast():
             logits = network(img)
         log_resp = torch.log_softmax(logits.float(), dim=1)
-        nll, _, means = nll_of_log_resp(log_resp, img, msk, model, validate=False)
+        nll, params = mixture_nll(log_resp, img, msk, model, validate=False)
+        means = params.means
         loss = nll.mean()
         if lab is not None and label_weight > 0:
             loss = loss + label_weight * labelled_cross_entropy(log_resp, lab, msk).mean()
@@ -460,6 +510,9 @@ def _run_epoch(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
                 loss = loss + lam * mu_penalty(means.mean(dim=0), mu)
             else:
                 loss = loss + lam * mu_penalty(means, mu).mean()
+        if param_prior is not None:
+            loss = loss + param_prior.penalty(params.weights, params.covariances,
+                                              per_slice=penalty == "slice")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip_norm is not None:
@@ -468,6 +521,29 @@ def _run_epoch(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
         nll_total += nll.detach().sum()
         loss_total += loss.detach() * idx.numel()
     return float(nll_total), float(loss_total)
+
+
+def _class_prior(prior: str, given: Any, ckpt: Any, batch: SliceBatch, n_classes: int,
+                 n_sequences: int) -> Any:
+    """The :class:`~deepgmm.data.class_prior.ClassPrior` of ``prior="all"`` (``None`` for
+    ``"means"``): as given, else the checkpoint's, else from the batch's ground truth."""
+    from deepgmm.data.class_prior import ClassPrior, compute_class_prior
+
+    if prior == "means":
+        return None
+    if isinstance(given, ClassPrior):
+        given = given.to_dict()
+    if given is None and ckpt is not None:
+        given = ckpt.config.get("class_prior")
+    if given is not None:
+        return ClassPrior.from_dict(given, n_classes, n_sequences)
+    if batch.labels is None:
+        raise InputError("prior 'all' needs class statistics: give class_prior or training "
+                         "data with ground truth")
+    if n_classes != len(CLASS_NAMES):
+        raise InputError(f"prior 'all' from ground truth needs {len(CLASS_NAMES)} classes, "
+                         f"got n_classes = {n_classes}")
+    return compute_class_prior(batch)
 
 
 def _optimizer_to(optimizer: torch.optim.Optimizer, dev: torch.device) -> None:
