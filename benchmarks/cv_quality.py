@@ -168,25 +168,41 @@ class Method:
     normalise: str = "crop"
 
 
-def _deep(fold: FoldData, *, model: str, normalise: str) -> MethodOutput:
+def fold_class_prior(fold: FoldData) -> Any:
+    """Class statistics of the fold's μ_data slices (:mod:`deepgmm.data.class_prior`): the
+    same ``N_MU_SLICES`` training slices, drawn with ``fold.mu_seed``."""
+    from deepgmm.data.class_prior import compute_class_prior
+
+    return compute_class_prior(fold.train, n_slices=N_MU_SLICES, seed=fold.mu_seed)
+
+
+def _deep(fold: FoldData, *, model: str, normalise: str, prior: str = "means",
+          **options: Any) -> MethodOutput:
     """The published trained recipe (lam 1, penalty batch, published augmentation, other
     defaults, ``fold.precision``), then ``predict`` on the test fold; class order from
-    μ_data."""
+    μ_data. ``prior="all"`` adds the class-prior penalties from the fold's μ_data slices;
+    ``options`` go to ``train_network``."""
     from deepgmm.fit.predict import predict
     from deepgmm.fit.train import train_network
+
+    learned: dict[str, np.ndarray] = {}
+    if prior != "means":
+        stats = fold_class_prior(fold)
+        options = {**options, "prior": prior, "class_prior": stats}
+        learned = {"prior_log_variances": stats.log_variances, "prior_weights": stats.weights}
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         res = train_network(fold.train, model=model, lam=1.0, mu_data=fold.mu_data,
                             seed=fold.seed, device=fold.device, run_dir=Path(tmp) / "run",
                             progress=False, normalisation=normalise, penalty="batch",
-                            precision=fold.precision)
+                            precision=fold.precision, **options)
         t1 = time.perf_counter()
         out = predict(Path(tmp) / "run", fold.test, device=fold.device)
         t2 = time.perf_counter()
     return MethodOutput(probs=out.responsibilities.numpy().astype(np.float32),
                         train_seconds=t1 - t0, predict_seconds=t2 - t1,
-                        learned={"mu_data": np.asarray(res.config["mu_data"])},
+                        learned={"mu_data": np.asarray(res.config["mu_data"]), **learned},
                         info={"epochs": res.n_epochs, "converged": res.converged,
                               "precision": fold.precision})
 
@@ -338,6 +354,14 @@ REGISTRY: dict[str, Method] = {
                          "U-Net, cross-entropy on the 10 mu_data slices, 100 epochs"),
     "unet-ce-all": Method(partial(_unet_ce, labelled="all", epochs=40),
                           "U-Net, cross-entropy on every training slice, 40 epochs"),
+    "deepsvg-prior": Method(partial(_deep, model="deepsvg", normalise="crop", prior="all",
+                                    lam_var=1.0, lam_weights=1.0),
+                            "as deepsvg, + priors on the batch-mean log variances (lam_var 1) "
+                            "and weights (KL, lam_weights 1) from the mu_data slices"),
+    "deepsvg-prior-roinorm": Method(partial(_deep, model="deepsvg", normalise="roi",
+                                            prior="all", lam_var=1.0, lam_weights=1.0),
+                                    "deepsvg-prior with every slice z-scored over the ROI",
+                                    normalise="roi"),
 }
 
 
