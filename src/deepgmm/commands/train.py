@@ -76,6 +76,16 @@ def train_command(
     labelled_slices: Annotated[int, typer.Option(
         "--labelled-slices", help="How many training slices carry their labels with "
         "--label-weight (drawn as μ_data's slices are: the same 10 by default).")] = 10,
+    prior: Annotated[str, typer.Option(
+        "--prior", help="means: penalise only the class means (published); all: also the "
+        "mini-batch's mean log variances and weights, towards the statistics of the 10 "
+        "training slices whose ground truth gives μ_data (seed 42; needs ground "
+        "truth).")] = "means",
+    lam_var: Annotated[float, typer.Option(
+        "--lam-var", help="Weight of the log-variance penalty with --prior all.")] = 1.0,
+    lam_weights: Annotated[float, typer.Option(
+        "--lam-weights", help="Weight of the weight penalty (KL divergence) with --prior "
+        "all.")] = 1.0,
     augment: Annotated[bool, typer.Option(
         "--augment/--no-augment", help="Elastic deformation, rotation, scaling, flips and "
         "noise, with the published probabilities.")] = True,
@@ -104,11 +114,16 @@ def train_command(
     from deepgmm.fit.checkpoint import has_checkpoint
     from deepgmm.fit.precision import PRECISIONS
     from deepgmm.fit.train import MODELS, PENALTIES, train_network
+    from deepgmm.mixture.prior import PRIORS
     from deepgmm.pipeline import check_choice, load_mu
 
     check_choice("--model", model, MODELS)
     check_choice("--penalty", penalty, PENALTIES)
     check_choice("--precision", precision, PRECISIONS)
+    check_choice("--prior", prior, PRIORS)
+    for flag, value in (("--lam-var", lam_var), ("--lam-weights", lam_weights)):
+        if not 0 <= value < float("inf"):  # also refuses NaN
+            raise InputError(f"{flag} must be a finite number >= 0, got {value}")
     if not clip_norm >= 0:
         raise InputError(f"--clip-norm must be >= 0 (0: off), got {clip_norm}")
     if not 0 <= label_weight < float("inf"):  # also refuses NaN
@@ -132,7 +147,8 @@ def train_command(
                            depth=depth, base_filters=base_filters, penalty=penalty,
                            clip_norm=clip_norm if clip_norm > 0 else None,
                            label_weight=label_weight, labelled_slices=labelled_slices,
-                           precision=precision)
+                           precision=precision, prior=prior, lam_var=lam_var,
+                           lam_weights=lam_weights)
     state = "converged" if result.converged else "stopped at the epoch limit"
     typer.echo(f"trained {model} on {len(slices)} slices of {len(volumes)} case(s): "
                f"{result.n_epochs} epochs ({state}), final NLL "
