@@ -362,6 +362,11 @@ REGISTRY: dict[str, Method] = {
                                             prior="all", lam_var=1.0, lam_weights=1.0),
                                     "deepsvg-prior with every slice z-scored over the ROI",
                                     normalise="roi"),
+    "deepsvg-2comp": Method(partial(_deep, model="deepsvg", normalise="crop",
+                                    components_per_class=2),
+                            "as deepsvg, 2 Gaussian components per class (8 network "
+                            "outputs, class = sum), mu_data penalty on each class's "
+                            "component-mixture mean"),
 }
 
 

@@ -30,6 +30,7 @@ def test_prior_all_is_recorded(run: Path) -> None:
     config = json.loads((run / "config.json").read_text())
     assert config["prior"] == "all"
     assert config["lam_var"] == 0.5 and config["lam_weights"] == 3.0
+    assert config["components_per_class"] == 1
     assert len(config["class_prior"]["weights"]) == 4
     assert sum(config["class_prior"]["weights"]) == pytest.approx(1.0)
     # one draw gives both: the prior's means are μ_data (float32 in the config)
@@ -41,6 +42,9 @@ def test_prior_all_is_recorded(run: Path) -> None:
     (["--prior", "all", "--lam-var", "-1"], "--lam-var"),
     (["--prior", "all", "--lam-weights", "nan"], "--lam-weights"),
     (["--out", "{run}", "--resume"], "prior"),
+    (["--components-per-class", "0"], "--components-per-class"),
+    (["--out", "{run}", "--resume", "--prior", "all", "--lam-var", "0.5", "--lam-weights",
+      "3", "--components-per-class", "2"], "components_per_class"),
 ])
 def test_bad_prior_input_is_one_error_line(argv: list[str], message: str, run: Path,
                                            phantom_root: Path, tmp_path: Path) -> None:

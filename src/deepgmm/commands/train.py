@@ -86,6 +86,9 @@ def train_command(
     lam_weights: Annotated[float, typer.Option(
         "--lam-weights", help="Weight of the weight penalty (KL divergence) with --prior "
         "all.")] = 1.0,
+    components_per_class: Annotated[int, typer.Option(
+        "--components-per-class", help="Gaussian components per class (1: published); "
+        "a class's probability is the sum of its components'.")] = 1,
     augment: Annotated[bool, typer.Option(
         "--augment/--no-augment", help="Elastic deformation, rotation, scaling, flips and "
         "noise, with the published probabilities.")] = True,
@@ -124,6 +127,9 @@ def train_command(
     for flag, value in (("--lam-var", lam_var), ("--lam-weights", lam_weights)):
         if not 0 <= value < float("inf"):  # also refuses NaN
             raise InputError(f"{flag} must be a finite number >= 0, got {value}")
+    if components_per_class < 1:
+        raise InputError(f"--components-per-class must be at least 1, got "
+                         f"{components_per_class}")
     if not clip_norm >= 0:
         raise InputError(f"--clip-norm must be >= 0 (0: off), got {clip_norm}")
     if not 0 <= label_weight < float("inf"):  # also refuses NaN
@@ -148,7 +154,8 @@ def train_command(
                            clip_norm=clip_norm if clip_norm > 0 else None,
                            label_weight=label_weight, labelled_slices=labelled_slices,
                            precision=precision, prior=prior, lam_var=lam_var,
-                           lam_weights=lam_weights)
+                           lam_weights=lam_weights,
+                           components_per_class=components_per_class)
     state = "converged" if result.converged else "stopped at the epoch limit"
     typer.echo(f"trained {model} on {len(slices)} slices of {len(volumes)} case(s): "
                f"{result.n_epochs} epochs ({state}), final NLL "

@@ -279,7 +279,9 @@ def load_checkpoint(run_dir: str | os.PathLike[str], *, sequences: Sequence[str]
     source = f"checkpoint {str(run)!r}"
     check_compatible(config, sequences=sequences, n_classes=n_classes, source=source)
     k = int(config["n_classes"])
-    if len(config["class_names"]) != k or int(config["network"].get("n_classes", k)) != k:
+    channels = k * int(config.get("components_per_class", 1))  # network outputs
+    if len(config["class_names"]) != k or int(config["network"].get("n_classes", channels)) \
+            != channels:
         raise CheckpointError(f"{source} is inconsistent: K = {k} but class_names / network "
                               "disagree")
     mu = config["mu_data"]

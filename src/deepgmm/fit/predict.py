@@ -28,7 +28,8 @@ from deepgmm.allocator import tune_cpu_allocator
 from deepgmm.errors import InputError
 from deepgmm.fit.checkpoint import build_network, load_checkpoint
 from deepgmm.fit.precision import network_autocast
-from deepgmm.fit.train import nll_of_log_resp
+from deepgmm.fit.train import mixture_nll, nll_of_log_resp
+from deepgmm.mixture.subclasses import class_params, class_probabilities
 from deepgmm.nets.tta import PLAIN, averaged_log_softmax
 from deepgmm.types import SegmentationResult, SliceBatch
 
@@ -100,6 +101,10 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
     if crop != list(config["crop_size"]):
         logger.warning("slices are %d x %d, the network was trained on %d x %d crops",
                        *crop, *config["crop_size"])
+    per_class = int(config.get("components_per_class", 1))
+    if refine > 0 and per_class > 1:
+        raise InputError(f"refine fits one Gaussian per class; this network has "
+                         f"{per_class} components per class")
     if refine > 0:
         if refine_lam is not None and (not math.isfinite(refine_lam) or refine_lam < 0):
             raise InputError(f"refine_lam must be a finite number >= 0, got {refine_lam!r}")
@@ -121,7 +126,12 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
             img = batch.image[start:start + chunk_size].to(dev, dtype=torch.float32)
             roi = batch.roi[start:start + chunk_size].to(dev, dtype=torch.bool)
             log_resp = averaged_log_softmax(logits_of, img, None if tta else PLAIN)
-            nll, resp, means = nll_of_log_resp(log_resp, img, roi, model)
+            if per_class == 1:
+                nll, resp, means = nll_of_log_resp(log_resp, img, roi, model)
+            else:  # classes = sums of their components (deepgmm.mixture.subclasses)
+                nll, params = mixture_nll(log_resp, img, roi, model)
+                resp = class_probabilities(log_resp.exp(), per_class)
+                means = class_params(params, per_class).means
             resp_parts.append(resp.cpu())
             nll_parts.append(nll.cpu())
             mean_parts.append(means.cpu())

@@ -58,6 +58,7 @@ from deepgmm.mixture.likelihood import (
     svgmm_nll,
 )
 from deepgmm.mixture.prior import PRIORS, ParameterPrior
+from deepgmm.mixture.subclasses import class_params
 from deepgmm.types import CLASS_NAMES, SliceBatch
 
 logger = logging.getLogger(__name__)
@@ -71,13 +72,14 @@ _RESUME_KEYS: tuple[str, ...] = (
     "model", "lam", "epochs", "min_epochs", "batch_size", "lr", "weight_decay", "tol", "seed",
     "augment", "network", "train_patients", "n_slices", "crop_size", "sequences", "mu_data",
     "penalty", "clip_norm", "label_weight", "labelled_slices", "precision",
-    "prior", "lam_var", "lam_weights", "class_prior",
+    "prior", "lam_var", "lam_weights", "class_prior", "components_per_class",
 )
 PENALTIES: tuple[str, ...] = ("batch", "slice")
 # What a checkpoint written before a setting existed used, for comparing on resume.
 _RESUME_DEFAULTS: dict[str, Any] = {"label_weight": 0.0, "labelled_slices": [],
                                     "precision": "fp32", "prior": "means", "lam_var": 0.0,
-                                    "lam_weights": 0.0, "class_prior": None}
+                                    "lam_weights": 0.0, "class_prior": None,
+                                    "components_per_class": 1}
 
 
 @dataclass
@@ -243,7 +245,8 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
                   clip_norm: float | None = 12.0, label_weight: float = 0.0,
                   labelled_slices: int = 10, precision: str = "fp32",
                   prior: Literal["means", "all"] = "means", lam_var: float = 1.0,
-                  lam_weights: float = 1.0, class_prior: Any = None) -> TrainResult:
+                  lam_weights: float = 1.0, class_prior: Any = None,
+                  components_per_class: int = 1) -> TrainResult:
     """Train one U-Net on all slices of ``batch`` by minimising the deepG / deepSVG loss.
 
     Args:
@@ -293,6 +296,10 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
             form) for ``prior="all"``; when ``None`` it is computed from the training
             slices' ground truth with μ_data's draw (10 slices, seed 42). Stored in the
             run's ``config.json``.
+        components_per_class: J Gaussian components per class (1: published): the network
+            outputs ``n_classes * J`` channels, the mixture is fitted over all of them, and
+            the penalties act on each class's component mixture
+            (:mod:`deepgmm.mixture.subclasses`); prediction sums a class's components.
 
     Returns:
         A :class:`TrainResult`.
@@ -318,6 +325,11 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
     for name, value in (("lam_var", lam_var), ("lam_weights", lam_weights)):
         if not (math.isfinite(value) and value >= 0):
             raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
+    if isinstance(components_per_class, bool) or not isinstance(components_per_class, int) \
+            or components_per_class < 1:
+        raise InputError(f"components_per_class must be an integer >= 1, got "
+                         f"{components_per_class!r}")
+    n_components = n_classes * components_per_class
     dev = resolve_device(device)
     autocast = network_autocast(precision, dev)
     if dev.type == "cpu":
@@ -365,7 +377,7 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        network = UNet(len(sequences), n_classes=n_classes, depth=depth,
+        network = UNet(len(sequences), n_classes=n_components, depth=depth,
                        base_filters=base_filters)
     network.check_input(batch.image[:1])
 
@@ -379,6 +391,7 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         "weight_decay": float(weight_decay), "tol": float(tol), "seed": int(seed),
         "penalty": penalty, "clip_norm": None if clip_norm is None else float(clip_norm),
         "label_weight": float(label_weight), "precision": precision,
+        "components_per_class": int(components_per_class),
         "prior": prior, "lam_var": float(lam_var) if class_stats is not None else 0.0,
         "lam_weights": float(lam_weights) if class_stats is not None else 0.0,
         "class_prior": None if class_stats is None else class_stats.to_dict(),
@@ -421,7 +434,7 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
 
     image = batch.image.to(dev, dtype=torch.float32)
     roi = batch.roi.to(dev, dtype=torch.bool)
-    check_inputs(image, roi, n_components=n_classes)
+    check_inputs(image, roi, n_components=n_components)
     target_dev = None if target is None else target.to(dev)
 
     from tqdm.auto import tqdm
@@ -441,7 +454,8 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
                                            generator_seed=_epoch_seed(seed, epoch),
                                            aug_cfg=aug_cfg, dev=dev, target=target_dev,
                                            label_weight=label_weight, autocast=autocast,
-                                           param_prior=param_prior)
+                                           param_prior=param_prior,
+                                           per_class=components_per_class)
             epoch += 1
             history["nll"].append(nll_sum / n_slices)
             history["loss"].append(loss_sum / n_slices)
@@ -475,7 +489,7 @@ def _run_epoch(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
                aug_cfg: AugmentConfig | None, dev: torch.device,
                target: torch.Tensor | None = None, label_weight: float = 0.0,
                autocast: Callable[[], AbstractContextManager] = nullcontext,
-               param_prior: ParameterPrior | None = None,
+               param_prior: ParameterPrior | None = None, per_class: int = 1,
                ) -> tuple[float, float]:
     """One pass over all slices in a seeded random order; returns summed (NLL, loss).
 
@@ -483,7 +497,8 @@ def _run_epoch(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
     augmented with the image and adds ``label_weight`` times their cross-entropy. The
     network runs inside ``autocast()`` (:func:`deepgmm.fit.precision.network_autocast`); its
     logits are cast to float32 before the loss. ``param_prior`` adds the variance and
-    weight penalties of ``prior="all"``."""
+    weight penalties of ``prior="all"``; with ``per_class`` components per class the
+    penalties act on the classes' component mixtures."""
     network.train()
     gen = torch.Generator(device=dev)
     gen.manual_seed(generator_seed)
@@ -501,6 +516,7 @@ def _run_epoch(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
             logits = network(img)
         log_resp = torch.log_softmax(logits.float(), dim=1)
         nll, params = mixture_nll(log_resp, img, msk, model, validate=False)
+        params = class_params(params, per_class)
         means = params.means
         loss = nll.mean()
         if lab is not None and label_weight > 0:
