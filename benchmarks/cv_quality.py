@@ -33,6 +33,7 @@ import math
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -168,28 +169,12 @@ class Method:
     normalise: str = "crop"
 
 
-def fold_class_prior(fold: FoldData) -> Any:
-    """Class statistics of the fold's μ_data slices (:mod:`deepgmm.data.class_prior`): the
-    same ``N_MU_SLICES`` training slices, drawn with ``fold.mu_seed``."""
-    from deepgmm.data.class_prior import compute_class_prior
-
-    return compute_class_prior(fold.train, n_slices=N_MU_SLICES, seed=fold.mu_seed)
-
-
-def _deep(fold: FoldData, *, model: str, normalise: str, prior: str = "means",
-          **options: Any) -> MethodOutput:
+def _deep(fold: FoldData, *, model: str, normalise: str, **options: Any) -> MethodOutput:
     """The published trained recipe (lam 1, penalty batch, published augmentation, other
     defaults, ``fold.precision``), then ``predict`` on the test fold; class order from
-    μ_data. ``prior="all"`` adds the class-prior penalties from the fold's μ_data slices;
-    ``options`` go to ``train_network``."""
+    μ_data. ``options`` go to ``train_network`` (for entries that change a lever)."""
     from deepgmm.fit.predict import predict
     from deepgmm.fit.train import train_network
-
-    learned: dict[str, np.ndarray] = {}
-    if prior != "means":
-        stats = fold_class_prior(fold)
-        options = {**options, "prior": prior, "class_prior": stats}
-        learned = {"prior_log_variances": stats.log_variances, "prior_weights": stats.weights}
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -202,9 +187,27 @@ def _deep(fold: FoldData, *, model: str, normalise: str, prior: str = "means",
         t2 = time.perf_counter()
     return MethodOutput(probs=out.responsibilities.numpy().astype(np.float32),
                         train_seconds=t1 - t0, predict_seconds=t2 - t1,
-                        learned={"mu_data": np.asarray(res.config["mu_data"]), **learned},
+                        learned={"mu_data": np.asarray(res.config["mu_data"])},
                         info={"epochs": res.n_epochs, "converged": res.converged,
                               "precision": fold.precision})
+
+
+def fold_class_prior(fold: FoldData) -> Any:
+    """Class statistics of the fold's μ_data slices (:mod:`deepgmm.data.class_prior`): the
+    same ``N_MU_SLICES`` training slices, drawn with ``fold.mu_seed``."""
+    from deepgmm.data.class_prior import compute_class_prior
+
+    return compute_class_prior(fold.train, n_slices=N_MU_SLICES, seed=fold.mu_seed)
+
+
+def _deep_prior(fold: FoldData, *, model: str, normalise: str, **options: Any,
+                ) -> MethodOutput:
+    """:func:`_deep` with ``prior="all"``: the class prior from the fold's μ_data slices."""
+    stats = fold_class_prior(fold)
+    out = _deep(fold, model=model, normalise=normalise, prior="all", class_prior=stats,
+                **options)
+    out.learned.update(prior_log_variances=stats.log_variances, prior_weights=stats.weights)
+    return out
 
 
 def _em(fold: FoldData, *, model: str, **options: Any) -> MethodOutput:
@@ -354,12 +357,12 @@ REGISTRY: dict[str, Method] = {
                          "U-Net, cross-entropy on the 10 mu_data slices, 100 epochs"),
     "unet-ce-all": Method(partial(_unet_ce, labelled="all", epochs=40),
                           "U-Net, cross-entropy on every training slice, 40 epochs"),
-    "deepsvg-prior": Method(partial(_deep, model="deepsvg", normalise="crop", prior="all",
+    "deepsvg-prior": Method(partial(_deep_prior, model="deepsvg", normalise="crop",
                                     lam_var=1.0, lam_weights=1.0),
                             "as deepsvg, + priors on the batch-mean log variances (lam_var 1) "
                             "and weights (KL, lam_weights 1) from the mu_data slices"),
-    "deepsvg-prior-roinorm": Method(partial(_deep, model="deepsvg", normalise="roi",
-                                            prior="all", lam_var=1.0, lam_weights=1.0),
+    "deepsvg-prior-roinorm": Method(partial(_deep_prior, model="deepsvg", normalise="roi",
+                                            lam_var=1.0, lam_weights=1.0),
                                     "deepsvg-prior with every slice z-scored over the ROI",
                                     normalise="roi"),
     "deepsvg-2comp": Method(partial(_deep, model="deepsvg", normalise="crop",
@@ -643,7 +646,11 @@ def report_tables(summaries: Sequence[Summary], *, markdown: bool = False,
                       f"{m3[1]:.3f} ± {d3[1]:.3f}"])
     h = "### " if markdown else ""
     names = list(CLASS_NAMES)
+    n_units = sum(s.n_units for s in summaries)
     parts = [
+        f"{n_units} cached unit(s) (configuration, fold, seed) in these tables; a row "
+        "uses only the seeds whose 5 folds are all cached, and is marked partial (its "
+        "slices only) when no seed is complete yet.",
         f"{h}Dice per class, mean over slices (seed-averaged per slice), 95 % bootstrap "
         "interval by patient",
         _table(["config", "units"] + names + ["train s / fold", "precision"], rows1, markdown),
@@ -662,7 +669,7 @@ def compare_table(a: Summary, b: Summary, *, markdown: bool = False) -> str:
     for name, res in compare(a, b).items():
         wins = int((res.differences > 0).sum())
         rows.append([name, f"{res.mean:+.4f}", f"{wins}/{len(res.patients)}",
-                     f"{res.p_value:.4f}", "yes" if res.p_value < 0.05 else "no"])
+                     f"{res.p_value:.3g}", "yes" if res.p_value < 0.05 else "no"])
     title = (f"{a.config} ({_status(a)}) - {b.config} ({_status(b)}), per patient "
              f"(Wilcoxon signed-rank)")
     return title + "\n\n" + _table(["class", "mean difference", "patients A > B", "p",
@@ -676,6 +683,24 @@ def compare_table(a: Summary, b: Summary, *, markdown: bool = False) -> str:
 _BESIDE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "myops2020"
 DEFAULT_ROOT = _BESIDE if _BESIDE.is_dir() else Path("/work/shared/data/myops2020")
 DEFAULT_CACHE = Path("/work/cv-cache")
+
+
+TABLES_START = "<!-- cv-quality tables: start -->"
+TABLES_END = "<!-- cv-quality tables: end -->"
+
+
+def write_markdown(path: Path, tables: str) -> None:
+    """Write ``tables`` to ``path`` atomically: between the ``TABLES_START`` / ``TABLES_END``
+    markers when the file has them (the rest of the page is kept), else as the whole file."""
+    old = path.read_text() if path.is_file() else ""
+    if TABLES_START in old and TABLES_END in old.split(TABLES_START, 1)[1]:
+        head, rest = old.split(TABLES_START, 1)
+        tail = rest.split(TABLES_END, 1)[1]
+        text = f"{head}{TABLES_START}\n\n{tables.strip()}\n\n{TABLES_END}{tail}"
+    else:
+        text = tables
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def _fail(message: str) -> None:
@@ -705,8 +730,11 @@ def resolve_precision(precision: str, device: str) -> str:
 def run_study(args: argparse.Namespace) -> None:
     from deepgmm.allocator import tune_cpu_allocator
     from deepgmm.data.dataset import load_dataset
+    from deepgmm.device import resolve_device
 
     tune_cpu_allocator()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     precision = resolve_precision(args.precision, args.device)
     units = [(c, f, s) for c, f, s in plan(args.configs, args.folds, args.seeds, args.order)
              if not is_cached(args.cache, unit_key(c, f, s, mu_seed_for(s, args.mu_seed)))]
@@ -716,6 +744,7 @@ def run_study(args: argparse.Namespace) -> None:
         return
     volumes = load_dataset(args.root)
     batches: dict[tuple[int, str], tuple[SliceBatch, SliceBatch]] = {}
+    failed: list[tuple[str, int, int]] = []
     for config, fold, seed in units:
         method = REGISTRY[config]
         mu_seed = mu_seed_for(seed, args.mu_seed)
@@ -724,8 +753,14 @@ def run_study(args: argparse.Namespace) -> None:
                 volumes, FOLDS[fold], normalise=method.normalise)
         train, test = batches[(fold, method.normalise)]
         t0 = time.perf_counter()
-        out = run_unit(method, train, test, seed=seed, mu_seed=mu_seed, device=args.device,
-                       precision=precision)
+        try:
+            out = run_unit(method, train, test, seed=seed, mu_seed=mu_seed,
+                           device=args.device, precision=precision)
+        except Exception:  # one failed unit must not stop a long study; it is not cached
+            failed.append((config, fold, seed))
+            print(f"FAILED {config} fold {fold} seed {seed}:\n{traceback.format_exc()}",
+                  flush=True)
+            continue
         wall = time.perf_counter() - t0
         meta = {"config": config, "description": method.description, "fold": fold,
                 "seed": seed, "mu_seed": mu_seed, "normalise": method.normalise,
@@ -735,6 +770,7 @@ def run_study(args: argparse.Namespace) -> None:
                 "predict_seconds": out.predict_seconds, "wall_seconds": wall,
                 "precision": out.info.get("precision", "-"),
                 "info": out.info, "torch_threads": torch.get_num_threads(),
+                "device": str(resolve_device(args.device)), "torch_version": torch.__version__,
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         save_unit(args.cache, unit_key(config, fold, seed, mu_seed), test, out, meta)
         pred = np.where(test.roi.numpy(), out.probs.argmax(axis=1) + 1, 0)
@@ -742,6 +778,9 @@ def run_study(args: argparse.Namespace) -> None:
         print(f"{config:<18} fold {fold} seed {seed} (mu {mu_seed}): "
               + " ".join(f"{n} {d:.3f}" for n, d in zip(CLASS_NAMES, dice, strict=True))
               + f"  train {out.train_seconds:.1f} s, wall {wall:.1f} s", flush=True)
+    if failed:
+        print(f"{len(failed)} unit(s) failed: {failed}", flush=True)
+        raise SystemExit(1)
 
 
 def summaries_from_cache(cache: Path, configs: Sequence[str],
@@ -770,6 +809,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="the networks' arithmetic (auto: bf16 where the hardware has "
                              "it, else fp32); recorded per unit and shown in the tables")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's choice); on a shared "
+                             "machine 1 avoids the threads waiting for each other")
     parser.add_argument("--report", action="store_true", help="print tables from the cache")
     parser.add_argument("--markdown", type=Path, default=None,
                         help="with --report or --compare: also write the tables as Markdown")
@@ -778,6 +820,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--list", action="store_true", help="list the configurations")
     args = parser.parse_args(argv)
 
+    for name, value in (("--threads", args.threads), ("--n-boot", args.n_boot)):
+        if value is not None and value < 1:
+            _fail(f"{name} must be an integer >= 1, got {value}")
     if args.list:
         for name, method in REGISTRY.items():
             print(f"{name:<18} {method.description}")
@@ -795,9 +840,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         text = compare_table(found[args.compare[0]], found[args.compare[1]])
         print(text)
         if args.markdown:
-            md = compare_table(found[args.compare[0]], found[args.compare[1]], markdown=True)
-            with atomic_path(args.markdown) as tmp:
-                tmp.write_text(md)
+            write_markdown(args.markdown, compare_table(
+                found[args.compare[0]], found[args.compare[1]], markdown=True))
         return
     if args.report:
         if not args.cache.is_dir():
@@ -807,9 +851,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             _fail(f"nothing cached in {str(args.cache)!r} for {', '.join(args.configs)}")
         print(report_tables(summaries, n_boot=args.n_boot))
         if args.markdown:
-            md = report_tables(summaries, markdown=True, n_boot=args.n_boot)
-            with atomic_path(args.markdown) as tmp:
-                tmp.write_text(md)
+            write_markdown(args.markdown,
+                           report_tables(summaries, markdown=True, n_boot=args.n_boot))
         return
     if not (args.root / "train25").is_dir():
         _fail(f"--root {str(args.root)!r} holds no MyoPS 2020 data (expected train25/)")

@@ -255,3 +255,39 @@ def test_seed_major_plan_runs_every_config_for_a_seed_first() -> None:
     units = cvq.plan(["a", "b"], [1, 2], [0, 1], "seed-major")
     assert units[:4] == [("a", 1, 0), ("a", 2, 0), ("b", 1, 0), ("b", 2, 0)]
     assert cvq.plan(["a", "b"], [1], [0, 1], "config-major")[:2] == [("a", 1, 0), ("a", 1, 1)]
+
+
+def test_markdown_replaces_only_the_marked_tables(tmp_path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(f"# title\n\nintro\n\n{cvq.TABLES_START}\nold\n{cvq.TABLES_END}\n\nend\n")
+    cvq.write_markdown(page, "| a |\n|---|\n")
+    assert page.read_text() == (f"# title\n\nintro\n\n{cvq.TABLES_START}\n\n| a |\n|---|\n\n"
+                                f"{cvq.TABLES_END}\n\nend\n")
+    bare = tmp_path / "bare.md"
+    cvq.write_markdown(bare, "tables\n")
+    assert bare.read_text() == "tables\n"
+
+
+def test_roi_normalised_entry_gets_roi_normalised_slices_and_mu_data(phantom_volumes) -> None:
+    method = cvq.REGISTRY["deepsvg-roinorm"]
+    assert method.normalise == "roi" and method.run.keywords["normalise"] == "roi"
+    seen = {}
+
+    def capture(fold):
+        seen["fold"] = fold
+        return cvq.MethodOutput(probs=np.zeros((len(fold.test), 4, *PHANTOM_CROP)),
+                                train_seconds=0.0, predict_seconds=0.0)
+
+    train, test = cvq.fold_batches(phantom_volumes, ("104",), normalise="roi",
+                                   crop_size=PHANTOM_CROP)
+    cvq.run_unit(cvq.Method(capture, "capture", "roi"), train, test, seed=1, mu_seed=43)
+    fold = seen["fold"]
+    roi_test = make_batch([v for v in phantom_volumes if v.case_id == "104"],
+                          crop_size=PHANTOM_CROP, normalise="roi", require_labels=True)
+    np.testing.assert_array_equal(fold.test.image.numpy(), roi_test.image.numpy())
+    roi_train = make_batch([v for v in phantom_volumes if v.case_id != "104"],
+                           crop_size=PHANTOM_CROP, normalise="roi", require_labels=True)
+    np.testing.assert_array_equal(fold.mu_data, compute_mu_data(roi_train, 10, seed=43))
+    crop_train = make_batch([v for v in phantom_volumes if v.case_id != "104"],
+                            crop_size=PHANTOM_CROP, require_labels=True)
+    assert not np.allclose(fold.mu_data, compute_mu_data(crop_train, 10, seed=43))
