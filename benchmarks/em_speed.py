@@ -3,7 +3,8 @@
 scikit-learn's ``GaussianMixture`` (what the published baseline used) runs slice by slice
 on each slice's ROI pixels; ours fits one mixture per slice for all slices in one batched
 loop. Same hyperparameters on both sides: K=4, diagonal covariance, tol 2e-4, at most 100
-iterations, random_state 33, the same variance floor (``reg_covar``). Both work in float32.
+iterations, seed 33 (scikit-learn's ``random_state``), the same variance floor
+(``reg_covar``). Both work in float32.
 
     .venv/bin/python benchmarks/em_speed.py [--root ../shared/data/myops2020]
         [--device cpu|cuda] [--init random kmeans] [--threads N]
@@ -51,7 +52,7 @@ def sync(device: torch.device) -> None:
 def run_ours(cls, image: torch.Tensor, roi: torch.Tensor, device: torch.device, init: str,
              var_floor: float) -> tuple[float, np.ndarray, np.ndarray]:
     """Seconds, per-slice NLL and converged flags of one batched fit (after a warm-up)."""
-    kwargs = dict(init=init, random_state=33, var_floor=var_floor, device=device)
+    kwargs = dict(init=init, seed=33, var_floor=var_floor, device=device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         cls(**kwargs).fit(image[:2], roi[:2])  # warm-up: allocator, kernels

@@ -42,11 +42,14 @@ def test_em_on_phantom_writes_outputs_and_recovers_classes(phantom_root: Path,
         assert summary["dice"][name] > 0.8, summary["dice"]
     assert sorted(p.name for p in out.glob("*_seg.nii.gz")) == ["101_seg.nii.gz",
                                                                   "102_seg.nii.gz"]
-    seg = nib.load(out / "101_seg.nii.gz")
+    seg = nib.load(out / "101_seg_matched.nii.gz")  # relabelled by the Hungarian oracle
     src = nib.load(next(phantom_root.rglob("*_101_C0.nii.gz")))
     np.testing.assert_allclose(seg.affine, src.affine)
     assert seg.shape == src.shape
     assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 200, 500, 1220, 2221}
+    own = nib.load(out / "101_seg.nii.gz")  # the clusters as fitted, no class identity
+    assert own.shape == src.shape and set(np.unique(np.asarray(own.dataobj))) <= {0, 1, 2, 3, 4}
+    assert summary["maps"]["<case>_seg_matched.nii.gz"]["labels"] == "hungarian"
     assert "blood" in result.output and "dice" in result.output
 
 

@@ -83,7 +83,7 @@ def run_method(batch: SliceBatch, method: str, *, mu_data: np.ndarray | None = N
     if method.startswith("em-"):
         from deepgmm.mixture.em import em_segment
 
-        return em_segment(batch, model=method.removeprefix("em-"), mu_data=mu_data, **opts)
+        return em_segment(batch, model=method, mu_data=mu_data, **opts)
     from deepgmm.fit.single import fit_slices
 
     return fit_slices(batch, model=method, mu_data=mu_data, progress=progress, **opts)
@@ -91,13 +91,24 @@ def run_method(batch: SliceBatch, method: str, *, mu_data: np.ndarray | None = N
 
 def write_result(out: PathLike, volumes: Sequence[CaseVolume], batch: SliceBatch,
                  result: SegmentationResult, *, matching: str = "hungarian",
-                 figures: bool = True, progress: bool = True) -> dict[str, Any]:
-    """Write label/probability NIfTI maps, ``results.csv``, ``summary.json`` and PNGs."""
+                 figures: bool = True, progress: bool = True,
+                 class_identity: bool = False) -> dict[str, Any]:
+    """Write label/probability NIfTI maps, ``results.csv``, ``summary.json`` and PNGs
+    (``class_identity``: μ_data fixed the class order, see
+    :func:`deepgmm.report.outputs.write_segmentation`)."""
     from deepgmm.report.outputs import write_segmentation
 
     check_choice("--matching", matching, MATCHINGS)
     return write_segmentation(Path(out), list(volumes), batch, result, matching=matching,
-                              figures=figures, progress=progress)
+                              figures=figures, progress=progress,
+                              class_identity=class_identity)
+
+
+def fixes_class_order(method: str, mu_data: object, options: Mapping[str, Any]) -> bool:
+    """Whether μ_data gives the components class identity: it sets the EM initial means,
+    and it pulls the deep methods' means only with ``lam > 0``."""
+    return mu_data is not None and (method.startswith("em-")
+                                    or float(options.get("lam", 0.0)) > 0)
 
 
 def segment_dataset(root: PathLike, out: PathLike, *, method: str = "deepsvg",
@@ -132,7 +143,8 @@ def segment_dataset(root: PathLike, out: PathLike, *, method: str = "deepsvg",
     mu = load_mu(mu_data, batch.sequences)
     result = run_method(batch, method, mu_data=mu, options=options, progress=progress)
     return write_result(out, volumes, batch, result, matching=matching, figures=figures,
-                        progress=progress)
+                        progress=progress,
+                        class_identity=fixes_class_order(method, mu, options))
 
 
 def segment_case(images: Mapping[str, PathLike], roi: PathLike, out: PathLike, *,
@@ -172,4 +184,5 @@ def segment_case(images: Mapping[str, PathLike], roi: PathLike, out: PathLike, *
     mu = load_mu(mu_data, batch.sequences)
     result = run_method(batch, method, mu_data=mu, options=options, progress=progress)
     return write_result(out, [volume], batch, result, matching=matching, figures=figures,
-                        progress=progress)
+                        progress=progress,
+                        class_identity=fixes_class_order(method, mu, options))

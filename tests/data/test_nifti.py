@@ -99,6 +99,29 @@ def test_same_space_tolerates_rounding(write_nii):
     check_same_space([a, b])
 
 
+@pytest.mark.parametrize(("entry", "how"), [((0, 3), "origin"), ((1, 1), "voxel spacing"),
+                                            ((0, 1), "orientation")])
+def test_same_space_threshold_is_1e3_mm(write_nii, entry, how):
+    """Just inside AFFINE_ATOL_MM (0.9e-3 mm) passes, just outside (1.1e-3 mm) fails, for
+    the origin, a spacing and a direction entry: a looser or tighter tolerance fails."""
+    from deepgmm.data.nifti import AFFINE_ATOL_MM
+
+    assert AFFINE_ATOL_MM == 1e-3
+    base = np.array([[1.2, 0, 0, -80.0], [0, 1.2, 0, 40.0], [0, 0, 8.0, 12.0], [0, 0, 0, 1]])
+    a = load_nifti(write_nii("a.nii.gz", np.ones((4, 4, 2)), base))
+    for name, offset, ok in (("in.nii.gz", 0.9e-3, True), ("out.nii.gz", 1.1e-3, False)):
+        aff = base.copy()
+        aff[entry] += offset
+        b = load_nifti(write_nii(name, np.ones((4, 4, 2)), aff))
+        # the stored (float32) affine keeps the offset to well under the 1e-4 mm margin
+        assert abs(abs(b.affine[entry] - a.affine[entry]) - offset) < 1e-5
+        if ok:
+            check_same_space([a, b])
+        else:
+            with pytest.raises(InputError, match=rf"not in the same space: {how}"):
+                check_same_space([a, b])
+
+
 def test_save_round_trip_keeps_geometry(write_nii, tmp_path: Path):
     rot = np.array([[0.0, -0.7, 0, 10.0], [0.7, 0, 0, -3.0], [0, 0, 8.0, 2.0], [0, 0, 0, 1]])
     src = load_nifti(write_nii("in.nii.gz", np.zeros((5, 6, 2)), rot))

@@ -164,3 +164,31 @@ def test_rematching_needs_valid_rule_and_probability_maps(written):
     with pytest.raises(InputError, match="cannot read the probability map"):
         evaluate_outputs(out, root, ["101"], matching="hungarian", write=False)
     assert not (out / "evaluation.json").exists()
+
+
+def test_new_layout_and_the_older_one_map_layout(tmp_path, synth):
+    """Written with hungarian: no rule scores the matched maps (Dice 1), rule none the own
+    clusters; a folder of the older layout (one MyoPS-coded map, no ``maps`` entry) still
+    evaluates."""
+    volumes = synth.default_cases()
+    root = synth.write_myops(tmp_path / "data", volumes)
+    batch = synth.hand_batch(volumes, synth.SLICES, synth.ORIGINS)
+    result, perm = synth.shuffled_onehot_result(batch.labels, seed=4)
+    out = tmp_path / "out"
+    write_segmentation(out, volumes, batch, result, matching="hungarian", figures=False,
+                       progress=False)
+    ev = evaluate_outputs(out, root, write=False)
+    assert ev["matching"] == "hungarian" and ev["dice"] == dict.fromkeys(CLASSES, 1.0)
+    own = evaluate_outputs(out, root, matching="none", write=False)
+    expected = (perm == np.arange(4)).astype(float).mean(axis=0)
+    np.testing.assert_allclose([own["dice"][n] for n in CLASSES], expected)
+    for case in ("101", "102"):  # the older layout: the matched maps under the plain names
+        (out / f"{case}_seg_matched.nii.gz").replace(out / f"{case}_seg.nii.gz")
+        (out / f"{case}_prob_matched.nii.gz").replace(out / f"{case}_prob.nii.gz")
+    summary = json.loads((out / "summary.json").read_text())
+    del summary["maps"], summary["class_order"]
+    (out / "summary.json").write_text(json.dumps(summary))
+    old = evaluate_outputs(out, root, write=False)
+    assert old["matching"] == "hungarian" and old["dice"] == dict.fromkeys(CLASSES, 1.0)
+    assert evaluate_outputs(out, root, matching="greedy", write=False)["dice"] == dict.fromkeys(
+        CLASSES, 1.0)

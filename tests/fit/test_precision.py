@@ -55,12 +55,18 @@ def test_bf16_fit_recovers_two_regions(model: str) -> None:
 
 
 def test_bf16_differs_from_fp32_but_stays_close() -> None:
+    """bf16 follows fp32 step by step: five iterations move the loss by about 0.03 while
+    the two precisions stay about 4e-4 apart (measured), so a tolerance of 2e-3 fails a
+    bf16 path that does not step (it would stay at the initial loss)."""
     batch = regions.region_batch(2, n_regions=4, size=16, seed=3)
     opts = {**QUICK, "max_iter": 5, "min_iter": 5}
     full = fit_slices(batch, **opts)
     half = fit_slices(batch, precision="bf16", **opts)
+    start = fit_slices(batch, **{**opts, "max_iter": 1, "min_iter": 1})  # the loss unstepped
+    atol = 2e-3
+    assert ((start.nll - full.nll).abs() > 10 * atol).all()  # the steps move the loss
     assert not torch.equal(half.responsibilities, full.responsibilities)
-    torch.testing.assert_close(half.nll, full.nll, atol=0.05, rtol=0.01)
+    torch.testing.assert_close(half.nll, full.nll, atol=atol, rtol=0)
 
 
 def test_bf16_batched_equals_alone() -> None:

@@ -25,7 +25,7 @@ def _matched_accuracy(pred: torch.Tensor, labels: torch.Tensor, roi: torch.Tenso
     return float(conf[rows, cols].sum() / conf.sum())
 
 
-@pytest.mark.parametrize("model", ["gmm", "svgmm"])
+@pytest.mark.parametrize("model", ["em-gmm", "em-svgmm"])
 def test_em_segment_on_the_phantom(phantom_batch: SliceBatch, model: str) -> None:
     res = em_segment(phantom_batch, model=model, init="kmeans")
     pred = res.responsibilities.argmax(dim=1)

@@ -129,12 +129,12 @@ def test_phantom_labels_recovered_up_to_permutation(model: str, init: str) -> No
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_reproducible_from_random_state() -> None:
+def test_reproducible_from_seed() -> None:
     image, roi, _ = _phantom(seed=4, noise=2.0, dtype=torch.float32)
     for init in ("random", "kmeans"):
-        a = GaussianMixtureEM(init=init, random_state=7, max_iter=5).fit(image, roi)
-        b = GaussianMixtureEM(init=init, random_state=7, max_iter=5).fit(image, roi)
-        c = GaussianMixtureEM(init=init, random_state=8, max_iter=5).fit(image, roi)
+        a = GaussianMixtureEM(init=init, seed=7, max_iter=5).fit(image, roi)
+        b = GaussianMixtureEM(init=init, seed=7, max_iter=5).fit(image, roi)
+        c = GaussianMixtureEM(init=init, seed=8, max_iter=5).fit(image, roi)
         assert torch.equal(a.means_, b.means_)
         assert not torch.equal(a.means_, c.means_)
 
@@ -165,7 +165,7 @@ def test_fitted_shapes_and_probabilities() -> None:
         assert torch.isfinite(sv.score(image, roi)).all()
 
 
-@pytest.mark.parametrize("model", ["gmm", "svgmm"])
+@pytest.mark.parametrize("model", ["em-gmm", "em-svgmm"])
 def test_em_segment_result(model: str) -> None:
     image, roi, _ = _phantom(seed=7, dtype=torch.float32)
     b = image.shape[0]
@@ -174,30 +174,30 @@ def test_em_segment_result(model: str) -> None:
                        full_shapes=np.full((b, 2), 24), sequences=("C0", "DE", "T2"))
     res = em_segment(batch, model=model, init="kmeans")
     assert isinstance(res, SegmentationResult)
-    assert res.method == f"em-{model}"
+    assert res.method == model
     assert res.responsibilities.shape == (b, K, 24, 24)
     assert res.responsibilities.dtype == torch.float32
     assert res.nll.shape == res.n_iter.shape == res.seconds.shape == (b,)
     assert res.means.shape == (b, K, M)
-    cls = GaussianMixtureEM if model == "gmm" else SpatiallyVariantEM
+    cls = GaussianMixtureEM if model == "em-gmm" else SpatiallyVariantEM
     ref = cls(init="kmeans").fit(image, roi)
     torch.testing.assert_close(res.nll, -ref.score(image, roi))
-    with pytest.raises(InputError, match="model must be"):
-        em_segment(batch, model="kmeans")  # type: ignore[arg-type]
-    with pytest.raises(InputError, match="bad option"):
-        em_segment(batch, n_clusters=3)
+    with pytest.raises(InputError, match="model must be one of em-gmm, em-svgmm; got 'gmm'"):
+        em_segment(batch, model="gmm")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="unknown or inapplicable option 'n_clusters'"):
+        em_segment(batch, model=model, n_clusters=3)
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_bad_inputs_raise_input_error() -> None:
     image, roi, _ = _phantom(seed=8, b=2, dtype=torch.float32)
-    with pytest.raises(InputError, match="init must be one of"):
+    with pytest.raises(InputError, match="'init' parameter of GaussianMixtureEM must be"):
         GaussianMixtureEM(init="kmeans++").fit(image, roi)  # type: ignore[arg-type]
     with pytest.raises(InputError, match="needs mu_data"):
         GaussianMixtureEM(init="mu_data").fit(image, roi)
     with pytest.raises(InputError, match=r"mu_data must have shape \(4, 3\)"):
         GaussianMixtureEM(init="mu_data", mu_data=torch.zeros(3, 3)).fit(image, roi)
-    with pytest.raises(InputError, match="covariance must be"):
+    with pytest.raises(InputError, match="'covariance' parameter of SpatiallyVariantEM"):
         SpatiallyVariantEM(covariance="tied").fit(image, roi)  # type: ignore[arg-type]
     with pytest.raises(InputError, match="max_iter"):
         GaussianMixtureEM(max_iter=0).fit(image, roi)

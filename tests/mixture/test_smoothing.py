@@ -58,7 +58,7 @@ def test_svgmm_smoothing_labels_noisy_regions_better() -> None:
 
     def accuracy(smoothing: float) -> float:
         em = SpatiallyVariantEM(n_components=2, init="kmeans", smoothing=smoothing,
-                                random_state=0).fit(x, roi)
+                                seed=0).fit(x, roi)
         labels = em.predict(x, roi)[0]
         return max(float((labels == truth).float().mean()),
                    float((labels == 1 - truth).float().mean()))
@@ -69,5 +69,10 @@ def test_svgmm_smoothing_labels_noisy_regions_better() -> None:
 
 
 def test_bad_smoothing_is_refused() -> None:
-    with pytest.raises(InputError, match="smoothing"):
-        SpatiallyVariantEM(smoothing=-1.0)
+    x = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    roi = torch.ones(1, 8, 8, dtype=torch.bool)
+    for bad in (-1.0, float("inf"), "2"):
+        est = SpatiallyVariantEM(n_components=2, smoothing=bad)  # stored as given
+        assert est.smoothing == bad
+        with pytest.raises(InputError, match="'smoothing' parameter of SpatiallyVariantEM"):
+            est.fit(x, roi)

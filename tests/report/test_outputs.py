@@ -14,10 +14,12 @@ from deepgmm.errors import InputError
 from deepgmm.report import outputs
 from deepgmm.report.outputs import write_segmentation
 from deepgmm.report.tables import RESULT_COLUMNS
-from deepgmm.types import CLASS_TO_MYOPS
+from deepgmm.types import CLASS_NAMES, CLASS_TO_MYOPS
 
 SUMMARY_KEYS = {"method", "n_slices", "matching", "dice", "dice_sd", "hd95", "nll",
-                "seconds_per_slice"}
+                "seconds_per_slice", "class_order", "maps"}
+MYOPS_VALUES = {"0": "background", "500": "blood", "200": "myocardium", "1220": "edema",
+                "2221": "scar"}
 CLASS_KEYS = {"blood", "myocardium", "edema", "scar"}
 
 
@@ -31,23 +33,30 @@ def case(synth):
 
 @pytest.mark.parametrize("matching", ["hungarian", "greedy"])
 def test_onehot_truth_round_trips_to_the_input_labels(tmp_path, case, synth, matching):
-    volumes, batch, result, _ = case
+    """The matched maps equal the truth; the own maps hold the shuffled clusters as fitted."""
+    volumes, batch, result, perm = case
     out = tmp_path / "out"
     summary = write_segmentation(out, volumes, batch, result, matching=matching,
                                  progress=False)
     codes = np.asarray(CLASS_TO_MYOPS)
+    rows = {(c, int(z)): b for b, (c, z) in enumerate(zip(batch.case_ids,
+                                                          batch.slice_indices, strict=True))}
     for v in volumes:
-        seg_img = nib.load(str(out / f"{v.case_id}_seg.nii.gz"))
-        prob_img = nib.load(str(out / f"{v.case_id}_prob.nii.gz"))
-        np.testing.assert_allclose(seg_img.affine, v.affine, atol=1e-5)
-        np.testing.assert_allclose(prob_img.affine, v.affine, atol=1e-5)
-        for img in (seg_img, prob_img):
+        seg_img = nib.load(str(out / f"{v.case_id}_seg_matched.nii.gz"))
+        prob_img = nib.load(str(out / f"{v.case_id}_prob_matched.nii.gz"))
+        own_img = nib.load(str(out / f"{v.case_id}_seg.nii.gz"))
+        own_prob_img = nib.load(str(out / f"{v.case_id}_prob.nii.gz"))
+        for img in (seg_img, prob_img, own_img, own_prob_img):
+            np.testing.assert_allclose(img.affine, v.affine, atol=1e-5)
             assert int(img.header["qform_code"]) > 0 and int(img.header["sform_code"]) > 0
             np.testing.assert_allclose(img.get_qform(), v.affine, atol=1e-5)
         seg = np.asanyarray(seg_img.dataobj)
-        assert seg.dtype == np.int16 and seg.shape == v.shape
+        own = np.asanyarray(own_img.dataobj)
+        assert seg.dtype == own.dtype == np.int16 and seg.shape == own.shape == v.shape
         prob = np.asanyarray(prob_img.dataobj)
-        assert prob.dtype == np.float32 and prob.shape == (*v.shape, 4)
+        own_prob = np.asanyarray(own_prob_img.dataobj)
+        assert prob.dtype == own_prob.dtype == np.float32
+        assert prob.shape == own_prob.shape == (*v.shape, 4)
         for z in range(v.shape[2]):
             if z in synth.SLICES[v.case_id]:
                 np.testing.assert_array_equal(seg[:, :, z], codes[v.labels[:, :, z]])
@@ -56,10 +65,20 @@ def test_onehot_truth_round_trips_to_the_input_labels(tmp_path, case, synth, mat
                                               v.labels[:, :, z][inside])
                 assert np.all(prob[:, :, z][~inside] == 0)
                 np.testing.assert_allclose(prob[:, :, z][inside].max(-1), 0.925, rtol=1e-6)
+                # own map: the cluster that holds class c is perm[b, c - 1], numbered 1..4
+                cluster = np.concatenate([[-1], perm[rows[(v.case_id, z)]]])
+                expected = np.where(inside, cluster[v.labels[:, :, z]] + 1, 0)
+                np.testing.assert_array_equal(own[:, :, z], expected)
+                np.testing.assert_array_equal(own_prob[:, :, z].argmax(-1)[inside] + 1,
+                                              expected[inside])
+                assert np.all(own_prob[:, :, z][~inside] == 0)
             else:
-                assert np.all(seg[:, :, z] == 0) and np.all(prob[:, :, z] == 0)
+                for a in (seg, own, prob, own_prob):
+                    assert np.all(a[:, :, z] == 0)
+    assert set(np.unique(np.asanyarray(nib.load(
+        str(out / "101_seg_matched.nii.gz")).dataobj))) == {0, 200, 500, 1220, 2221}
     assert set(np.unique(np.asanyarray(nib.load(str(out / "101_seg.nii.gz")).dataobj))) == {
-        0, 200, 500, 1220, 2221}
+        0, 1, 2, 3, 4}
     assert set(summary) == SUMMARY_KEYS
     assert json.loads((out / "summary.json").read_text()) == summary
     assert summary["n_slices"] == 3 and summary["matching"] == matching
@@ -69,6 +88,41 @@ def test_onehot_truth_round_trips_to_the_input_labels(tmp_path, case, synth, mat
     assert summary["hd95"] == dict.fromkeys(CLASS_KEYS, 0.0)
     assert summary["nll"] == pytest.approx(1.5)
     assert summary["seconds_per_slice"] == pytest.approx(0.5)
+    assert summary["class_order"] == "clusters"
+    assert summary["maps"] == {
+        "<case>_seg.nii.gz": {"labels": "as fitted", "values": {
+            "0": "background", "1": "cluster 1", "2": "cluster 2", "3": "cluster 3",
+            "4": "cluster 4"}},
+        "<case>_prob.nii.gz": {"labels": "as fitted",
+                               "channels": ["cluster 1", "cluster 2", "cluster 3",
+                                            "cluster 4"]},
+        "<case>_seg_matched.nii.gz": {"labels": matching, "values": MYOPS_VALUES},
+        "<case>_prob_matched.nii.gz": {"labels": matching, "channels": list(CLASS_NAMES)},
+    }
+
+
+def test_class_identity_writes_myops_codes_and_no_matched_maps(tmp_path, case, synth):
+    """With the class order fixed (μ_data) and matching none, the own map holds MyoPS codes
+    of the components in order, and no matched file is written."""
+    volumes, batch, result, perm = case
+    out = tmp_path / "out"
+    summary = write_segmentation(out, volumes, batch, result, matching="none",
+                                 figures=False, progress=False, class_identity=True)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "101_prob.nii.gz", "101_seg.nii.gz", "102_prob.nii.gz", "102_seg.nii.gz",
+        "results.csv", "summary.json"]
+    assert summary["class_order"] == "mu_data"
+    assert summary["maps"] == {
+        "<case>_seg.nii.gz": {"labels": "as fitted", "values": MYOPS_VALUES},
+        "<case>_prob.nii.gz": {"labels": "as fitted", "channels": list(CLASS_NAMES)}}
+    codes = np.asarray(CLASS_TO_MYOPS)
+    v = volumes[0]
+    z = synth.SLICES[v.case_id][0]
+    b = list(zip(batch.case_ids, batch.slice_indices, strict=True)).index((v.case_id, z))
+    own = np.asanyarray(nib.load(str(out / "101_seg.nii.gz")).dataobj)[:, :, z]
+    cluster = np.concatenate([[-1], perm[b]])
+    expected = np.where(v.roi[:, :, z], codes[cluster[v.labels[:, :, z]] + 1], 0)
+    np.testing.assert_array_equal(own, expected)
 
 
 def test_results_csv_rows(tmp_path, case):

@@ -201,7 +201,7 @@ def run_demo(out: Path, *, n_cases: int = 4, seed: int = 0, crop: int = DEMO_CRO
     counts = np.bincount(labels, minlength=len(CLASS_NAMES) + 1)[1:]
     summaries = {}
     for method in methods:
-        options: dict[str, Any] = ({"random_state": seed, "init": "kmeans"}
+        options: dict[str, Any] = ({"seed": seed, "init": "kmeans"}
                                    if method.startswith("em-")
                                    else {"seed": seed, "max_iter": max_iter})
         result = run_method(batch, method, options=options, progress=progress)

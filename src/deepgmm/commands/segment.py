@@ -76,7 +76,7 @@ def em_command(
     if mu_data is not None:
         init = "mu_data"
     options: dict[str, Any] = {"covariance": covariance, "init": init, "max_iter": max_iter,
-                               "random_state": seed, "device": device}
+                               "seed": seed, "device": device}
     if tol is not None:
         options["tol"] = tol
     if smooth:
@@ -203,7 +203,7 @@ def segment_command(
         raise InputError("--lam > 0 needs --mu-data (class means from `deepgmm mu-data`)")
     if model.startswith("em-"):
         options: dict[str, Any] = {"init": "mu_data" if mu_data else "kmeans",
-                                   "random_state": seed, "device": device}
+                                   "seed": seed, "device": device}
     else:
         options = _fit_options(lam=lam, tol=tol, min_iter=min_iter, max_iter=max_iter, lr=lr,
                                batch=None, device=device, seed=seed,

@@ -220,7 +220,9 @@ def predict_command(
     result = predict(run, slices, refine=refine, refine_lam=refine_lam, tta=tta,
                      device=device, progress=progress, precision=precision)
     summary = write_segmentation(out, volumes, slices, result, matching="none",
-                                 figures=figures, progress=progress)
+                                 figures=figures, progress=progress,
+                                 class_identity=config["mu_data"] is not None
+                                 and float(config["lam"]) > 0)
     if slices.labels is not None:
         typer.echo(format_dice_table(summary))
     else:

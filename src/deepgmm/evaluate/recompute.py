@@ -1,14 +1,24 @@
 """Recompute Dice and HD95 from a saved output folder against ground truth on disk.
 
-Reads ``OUT/results.csv`` (which slices were segmented) and ``OUT/<case>_seg.nii.gz``
-(label maps with MyoPS codes), finds the ``_gd`` ground truth of the same cases below a
-MyoPS-style root, checks that the grids agree, and writes ``OUT/evaluation.csv`` (one row
-per slice) and ``OUT/evaluation.json`` (means over slices), each atomically.
+Reads ``OUT/results.csv`` (which slices were segmented), ``OUT/summary.json`` (what each
+map holds, see :mod:`deepgmm.report.outputs`) and the label maps, finds the ``_gd`` ground
+truth of the same cases below a MyoPS-style root, checks that the grids agree, and writes
+``OUT/evaluation.csv`` (one row per slice) and ``OUT/evaluation.json`` (means over
+slices), each atomically.
 
-With a matching rule, the clusters are assigned to the classes afresh from the saved
-probability maps ``OUT/<case>_prob.nii.gz`` (inside the segmented region, where the label
-map is not background), e.g. to report the Hungarian figures of a run written with the
-greedy rule; the saved maps are left as they are.
+Which map is scored:
+
+- no rule given: the maps the run scored: ``<case>_seg_matched.nii.gz`` when the run
+  wrote matched maps, else its own ``<case>_seg.nii.gz`` (MyoPS codes, or clusters 1..K
+  read as classes 1..K);
+- rule ``"none"``: the own label maps ``<case>_seg.nii.gz``, component k as class k;
+- ``"hungarian"`` / ``"greedy"``: the clusters are assigned to the classes afresh from
+  the own probability maps ``<case>_prob.nii.gz`` (inside the segmented region, where the
+  own label map is not background), e.g. to report the Hungarian figures of a run written
+  with the greedy rule. The saved maps are left as they are.
+
+Folders written before the own and matched maps were separated (no ``maps`` entry in
+``summary.json``) hold one label map with MyoPS codes; it is read as such.
 """
 
 from __future__ import annotations
@@ -21,9 +31,16 @@ from typing import Any
 
 import numpy as np
 
+from deepgmm.data.nifti import AFFINE_ATOL_MM  # also the largest label-map/truth gap
 from deepgmm.errors import InputError
 from deepgmm.evaluate.metrics import dice_per_class, hd95_per_class
-from deepgmm.report.outputs import PROB_SUFFIX, RESULTS_CSV, SEG_SUFFIX
+from deepgmm.report.outputs import (
+    PROB_SUFFIX,
+    RESULTS_CSV,
+    SEG_MATCHED_SUFFIX,
+    SEG_SUFFIX,
+    SUMMARY_JSON,
+)
 from deepgmm.report.tables import (
     EVALUATION_COLUMNS,
     slice_rows,
@@ -31,11 +48,10 @@ from deepgmm.report.tables import (
     write_csv,
     write_json,
 )
+from deepgmm.types import CLASS_NAMES
 
 EVALUATION_CSV = "evaluation.csv"
 EVALUATION_JSON = "evaluation.json"
-AFFINE_ATOL_MM = 1e-3
-"""Largest difference (mm) between the label map's and the truth's affines."""
 
 
 def read_results(out_dir: Path) -> tuple[dict[str, list[int]], str, str]:
@@ -72,6 +88,46 @@ def read_results(out_dir: Path) -> tuple[dict[str, list[int]], str, str]:
     return slices, method, matching
 
 
+def read_layout(out_dir: Path) -> tuple[bool, bool]:
+    """``(own map holds cluster numbers, matched maps were written)`` of an output folder,
+    from its ``summary.json`` (``(False, False)`` for the older one-map layout).
+
+    Raises:
+        InputError: a ``summary.json`` that is not a JSON object.
+    """
+    import json
+
+    path = out_dir / SUMMARY_JSON
+    if not path.is_file():
+        return False, False
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise InputError(f"cannot read {str(path)!r}: {err}") from err
+    if not isinstance(summary, dict):
+        raise InputError(f"{str(path)!r} is not a deepgmm summary (expected a JSON object)")
+    maps = summary.get("maps")
+    if not isinstance(maps, dict):
+        return False, False
+    return (summary.get("class_order") == "clusters",
+            f"<case>{SEG_MATCHED_SUFFIX}" in maps)
+
+
+def _decode(data: np.ndarray, clusters: bool, source: str) -> np.ndarray:
+    """``(S, X, Y)`` class indices of label-map values: MyoPS codes, or cluster numbers
+    0..4 taken as class indices when ``clusters``."""
+    from deepgmm.data.myops import labels_to_classes
+
+    if not clusters:
+        return labels_to_classes(data, source=source)
+    values = np.asarray(data)
+    if not np.all(np.isin(values, np.arange(len(CLASS_NAMES) + 1))):
+        bad = sorted(set(np.unique(values).tolist()) - set(range(len(CLASS_NAMES) + 1)))
+        raise InputError(f"{source} holds values {bad[:5]}; expected cluster numbers "
+                         f"0..{len(CLASS_NAMES)}")
+    return values.astype(np.int64)
+
+
 def _rematch(prob_path: Path, seg_shape: tuple[int, ...], seg_affine: np.ndarray,
              z: np.ndarray, segmented: np.ndarray, truth: np.ndarray, rule: str) -> np.ndarray:
     """``(S, X, Y)`` class indices after assigning the clusters of the saved probability
@@ -106,9 +162,11 @@ def _rematch(prob_path: Path, seg_shape: tuple[int, ...], seg_affine: np.ndarray
 
 
 def _case_metrics(seg_path: Path, gd_path: Path, case: str, slices: Sequence[int],
-                  matching: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(S, 4)`` Dice and HD95 of one case's segmented slices (clusters re-assigned from
-    ``<case>_prob.nii.gz`` with ``matching`` when given)."""
+                  matching: str | None = None, *,
+                  clusters: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``(S, 4)`` Dice and HD95 of one case's segmented slices of the label map
+    ``seg_path`` (cluster numbers when ``clusters``, else MyoPS codes), the clusters
+    re-assigned from ``<case>_prob.nii.gz`` with ``matching`` when given."""
     from deepgmm.data.myops import labels_to_classes
     from deepgmm.data.nifti import load_nifti
 
@@ -126,15 +184,15 @@ def _case_metrics(seg_path: Path, gd_path: Path, case: str, slices: Sequence[int
     if z.min() < 0 or z.max() >= seg.shape[2]:
         raise InputError(f"{RESULTS_CSV} lists slice {int(z.max())} of case {case}, but its "
                          f"label map has {seg.shape[2]} slices")
-    pred = labels_to_classes(np.moveaxis(seg.data[:, :, z], -1, 0),
-                             source=f"label map {str(seg_path)!r}")
+    pred = _decode(np.moveaxis(seg.data[:, :, z], -1, 0), clusters,
+                   source=f"label map {str(seg_path)!r}")
     truth = labels_to_classes(np.moveaxis(gd.data[:, :, z], -1, 0),
                               source=f"ground-truth file {str(gd_path)!r}")
-    if matching is not None:
+    if matching is not None and matching != "none":
         prob_path = seg_path.with_name(f"{case}{PROB_SUFFIX}")
         if not prob_path.is_file():
-            raise InputError(f"--matching needs the probability map {str(prob_path)!r}, "
-                             "which is missing")
+            raise InputError(f"matching {matching!r} needs the probability map "
+                             f"{str(prob_path)!r}, which is missing")
         pred = _rematch(prob_path, seg.shape, seg.affine, z, pred > 0, truth, matching)
     spacing = np.broadcast_to(np.asarray(gd.zooms[:2], dtype=np.float64), (len(z), 2))
     return dice_per_class(pred, truth), hd95_per_class(pred, truth, spacing)
@@ -149,9 +207,10 @@ def evaluate_outputs(out_dir: str | os.PathLike[str], root: str | os.PathLike[st
         out_dir: output folder with ``results.csv`` and ``<case>_seg.nii.gz``.
         root: MyoPS-style data folder holding the ``_gd`` files of those cases.
         patients: evaluate only these case ids (all cases of ``out_dir`` when None).
-        matching: ``"hungarian"``, ``"greedy"`` or ``"none"``: assign the clusters of the
-            saved probability maps to the classes with this rule instead of using the saved
-            label maps (``None``: the label maps as written).
+        matching: ``"hungarian"`` or ``"greedy"``: assign the clusters of the own
+            probability maps to the classes with this rule; ``"none"``: score the own
+            label maps as they are; ``None``: the maps the run scored (the matched maps
+            when it wrote them, with the run's rule).
         write: also write ``evaluation.csv`` and ``evaluation.json`` into ``out_dir``.
 
     Returns:
@@ -166,6 +225,7 @@ def evaluate_outputs(out_dir: str | os.PathLike[str], root: str | os.PathLike[st
 
     out = Path(out_dir)
     slices, method, written_rule = read_results(out)
+    clusters, has_matched = read_layout(out)
     if matching is not None:
         from deepgmm.evaluate.matching import check_rule
 
@@ -178,8 +238,9 @@ def evaluate_outputs(out_dir: str | os.PathLike[str], root: str | os.PathLike[st
         slices = {p: slices[p] for p in map(str, patients)}
     gd_files = {c.case_id: c.labels for c in discover_cases(root)}
     dice_parts, hd_parts, case_col, slice_col = [], [], [], []
+    use_matched = matching is None and has_matched
     for case, zs in slices.items():  # one volume per case; metrics vectorised over slices
-        seg_path = out / f"{case}{SEG_SUFFIX}"
+        seg_path = out / f"{case}{SEG_MATCHED_SUFFIX if use_matched else SEG_SUFFIX}"
         if not seg_path.is_file():
             raise InputError(f"{str(out_dir)!r} lists case {case} but has no label map "
                              f"{seg_path.name}")
@@ -188,7 +249,8 @@ def evaluate_outputs(out_dir: str | os.PathLike[str], root: str | os.PathLike[st
             why = "is not below" if case not in gd_files else "has no ground-truth (_gd) file in"
             raise InputError(f"case {case} {why} {str(root)!r}: no ground truth to evaluate "
                              f"against")
-        dice, hd = _case_metrics(seg_path, gd_path, case, zs, matching)
+        dice, hd = _case_metrics(seg_path, gd_path, case, zs, matching,
+                                 clusters=clusters and not use_matched)
         dice_parts.append(dice)
         hd_parts.append(hd)
         case_col += [case] * len(zs)

@@ -16,13 +16,13 @@ converged freezes while the others go on. The maths is that of
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 
 from deepgmm.errors import InputError
@@ -31,6 +31,7 @@ from deepgmm.mixture.likelihood import (
     DEFAULT_VAR_FLOOR,
     Covariance,
     MixtureParams,
+    _check_shapes,
     _masked_mean,
     _roi_counts,
     check_inputs,
@@ -43,10 +44,25 @@ from deepgmm.mixture.likelihood import (
     scatter_roi,
 )
 from deepgmm.mixture.smoothing import smooth_weights
+from deepgmm.params import (
+    Constraints,
+    Integral,
+    Interval,
+    Real,
+    StrOptions,
+    check_known,
+    check_params,
+)
 from deepgmm.types import SegmentationResult, SliceBatch
 
 Init = Literal["random", "kmeans", "mu_data"]
-_INITS = ("random", "kmeans", "mu_data")
+EMModel = Literal["em-gmm", "em-svgmm"]
+EM_MODELS: tuple[str, ...] = ("em-gmm", "em-svgmm")
+
+SEED_MAX = 2**63
+"""Seeds are integers in ``[0, SEED_MAX)``."""
+
+_ARRAY = ["array-like", torch.Tensor, None]
 
 __all__ = ["GaussianMixtureEM", "SpatiallyVariantEM", "em_segment"]
 
@@ -109,11 +125,13 @@ def _history(values: list[torch.Tensor], n_iter: torch.Tensor) -> list[torch.Ten
         n_iter.cpu().tolist()))
 
 
-class GaussianMixtureEM:
-    """EM for one Gaussian mixture per slice, B slices at once (scikit-learn-like API).
+class GaussianMixtureEM(BaseEstimator):
+    """EM for one Gaussian mixture per slice, B slices at once (a scikit-learn estimator).
 
-    Hyperparameters are keyword-only. Defaults follow the published baseline: random
-    initialisation, ``random_state=33``, ``tol=2e-4``, at most 100 iterations.
+    Hyperparameters are keyword-only and stored as given (``get_params``, ``set_params``
+    and ``sklearn.base.clone`` work); they are checked in :meth:`fit` against
+    :attr:`_parameter_constraints`. Defaults follow the published baseline: random
+    initialisation, ``seed=33``, ``tol=2e-4``, at most 100 iterations.
 
     Args:
         n_components: K.
@@ -128,13 +146,16 @@ class GaussianMixtureEM:
         weights_init: optional ``(K,)`` or ``(B, K)`` initial weights (override ``init``).
         covariances_init: optional ``(K, M)``/``(B, K, M)`` variances (diag) or
             ``(K, M, M)``/``(B, K, M, M)`` covariances (full), overriding ``init``.
-        tol: stop a slice when its mean log-likelihood changes by less than this (``None``:
-            2e-4 as the published EM-GMM baseline; 1e-3 for :class:`SpatiallyVariantEM`).
-        max_iter: EM iterations at most.
+        tol: stop a slice when its mean log-likelihood changes by less than this, >= 0.
+            ``None`` (default) means the effective default of the class, resolved in
+            :meth:`fit`: 2e-4 for :class:`GaussianMixtureEM` (the published EM-GMM
+            baseline), 1e-3 for :class:`SpatiallyVariantEM`.
+        max_iter: EM iterations at most, >= 1.
         var_floor: added to every variance (scikit-learn's ``reg_covar``), > 0.
-        random_state: seed of the initialisation; ``None`` draws a fresh seed.
+        seed: seed of the initialisation, an integer in ``[0, 2**63)``; ``None`` draws
+            fresh entropy (a different start on every fit).
         device: where to compute (default: the image's device).
-        n_kmeans_init: k-means restarts for ``init="kmeans"``.
+        n_kmeans_init: k-means restarts for ``init="kmeans"``, >= 1.
 
     Fitted attributes: ``means_ (B, K, M)``, ``covariances_ (B, K, M)`` or
     ``(B, K, M, M)``, ``weights_ (B, K)``, ``n_iter_ (B,)``, ``converged_ (B,)``,
@@ -142,14 +163,31 @@ class GaussianMixtureEM:
     (list of B ``(n_iter_b,)`` histories).
     """
 
-    _default_tol = 2e-4
+    _default_tol: ClassVar[float] = 2e-4
+
+    _parameter_constraints: ClassVar[Constraints] = {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "covariance": [StrOptions({"diag", "full"})],
+        "init": [StrOptions({"random", "kmeans", "mu_data"})],
+        "mu_data": _ARRAY,
+        "weights_init": _ARRAY,
+        "covariances_init": _ARRAY,
+        "tol": [Interval(Real, 0, None, closed="left"), None],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "var_floor": [Interval(Real, 0, None, closed="neither")],
+        "seed": [Interval(Integral, 0, SEED_MAX, closed="left"), None],
+        "device": [str, torch.device, None],
+        "n_kmeans_init": [Interval(Integral, 1, None, closed="left")],
+    }
+    """Constraints of every hyperparameter (scikit-learn's format, checked with
+    :func:`deepgmm.params.check_params`); the options model reuses this table."""
 
     def __init__(self, *, n_components: int = 4, covariance: Covariance = "diag",
                  init: Init = "random", mu_data: torch.Tensor | np.ndarray | None = None,
                  weights_init: torch.Tensor | np.ndarray | None = None,
                  covariances_init: torch.Tensor | np.ndarray | None = None,
                  tol: float | None = None, max_iter: int = 100,
-                 var_floor: float = DEFAULT_VAR_FLOOR, random_state: int | None = 33,
+                 var_floor: float = DEFAULT_VAR_FLOOR, seed: int | None = 33,
                  device: str | torch.device | None = None, n_kmeans_init: int = 4) -> None:
         self.n_components = n_components
         self.covariance = covariance
@@ -157,36 +195,31 @@ class GaussianMixtureEM:
         self.mu_data = mu_data
         self.weights_init = weights_init
         self.covariances_init = covariances_init
-        self.tol = self._default_tol if tol is None else tol
+        self.tol = tol
         self.max_iter = max_iter
         self.var_floor = var_floor
-        self.random_state = random_state
+        self.seed = seed
         self.device = device
         self.n_kmeans_init = n_kmeans_init
 
     # ------------------------------------------------------------------ checks
-    def _check_params(self) -> None:
-        if not isinstance(self.n_components, int) or self.n_components < 1:
-            raise InputError(f"n_components must be a positive int, got {self.n_components!r}")
-        if self.covariance not in ("diag", "full"):
-            raise InputError(f"covariance must be 'diag' or 'full', got {self.covariance!r}")
-        if self.init not in _INITS:
-            raise InputError(f"init must be one of {_INITS}, got {self.init!r}")
+    def _check_params(self) -> float:
+        """Check the hyperparameters; returns the effective ``tol``.
+
+        Raises:
+            InputError: naming the first bad parameter and what it must be.
+        """
+        check_params(self._parameter_constraints, self.get_params(deep=False),
+                     caller=type(self).__name__)
         if self.init == "mu_data" and self.mu_data is None:
             raise InputError("init='mu_data' needs mu_data, a (K, M) array of class means")
-        if not self.tol >= 0.0:
-            raise InputError(f"tol must be >= 0, got {self.tol}")
-        if not isinstance(self.max_iter, int) or self.max_iter < 1:
-            raise InputError(f"max_iter must be an int >= 1, got {self.max_iter!r}")
-        if not self.var_floor > 0.0:
-            raise InputError(f"var_floor must be > 0, got {self.var_floor}")
-        if not isinstance(self.n_kmeans_init, int) or self.n_kmeans_init < 1:
-            raise InputError(f"n_kmeans_init must be an int >= 1, got {self.n_kmeans_init!r}")
+        return self._default_tol if self.tol is None else float(self.tol)
 
     def _prepare(self, image: torch.Tensor | np.ndarray, roi: torch.Tensor | np.ndarray,
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+                 *, fitting: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Tensors on the working device, image floating (float32 unless float64), roi bool,
-        checked with :func:`check_inputs`."""
+        checked with :func:`check_inputs` for fitting; for predicting only shapes and
+        finite values inside the ROI are needed (any number of pixels, constant or not)."""
         try:
             image_t = torch.as_tensor(image)
             roi_t = torch.as_tensor(roi)
@@ -201,7 +234,12 @@ class GaussianMixtureEM:
                 raise InputError(f"roi must be a bool or integer mask, got {roi_t.dtype}")
             roi_t = roi_t != 0
         roi_t = roi_t.to(device)
-        check_inputs(image_t, roi_t, n_components=self.n_components)
+        if fitting:
+            check_inputs(image_t, roi_t, n_components=self.n_components)
+        else:
+            _check_shapes(image_t, roi_t, None, "resp")
+            if bool((~torch.isfinite(image_t) & roi_t.unsqueeze(1)).any()):
+                raise InputError("image has NaN or infinite values inside the ROI")
         return image_t, roi_t
 
     def _fitted_check(self, image: torch.Tensor) -> None:
@@ -230,10 +268,10 @@ class GaussianMixtureEM:
     # ------------------------------------------------------------------ fitting
     def _generator(self) -> torch.Generator:
         gen = torch.Generator(device="cpu")
-        if self.random_state is None:
+        if self.seed is None:
             gen.seed()
         else:
-            gen.manual_seed(int(self.random_state))
+            gen.manual_seed(int(self.seed))
         return gen
 
     def _initial_params(self, x: torch.Tensor, mask: torch.Tensor) -> MixtureParams:
@@ -264,10 +302,11 @@ class GaussianMixtureEM:
                                                     "covariances_init", shape, x)
         return params
 
-    def _run_gmm(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[MixtureParams,
-                                                                     torch.Tensor]:
-        """EM on packed pixels; sets the fitted attributes; returns the final parameters and
-        the ``(B, K, N)`` log-responsibilities under them."""
+    def _run_gmm(self, x: torch.Tensor, mask: torch.Tensor, tol: float,
+                 ) -> tuple[MixtureParams, torch.Tensor]:
+        """EM on packed pixels, stopping a slice when its mean log-likelihood moves by less
+        than ``tol``; sets the fitted attributes; returns the final parameters and the
+        ``(B, K, N)`` log-responsibilities under them."""
         params = self._initial_params(x, mask)
         n_roi = _roi_counts(mask, x.dtype)
         b = x.shape[0]
@@ -287,7 +326,7 @@ class GaussianMixtureEM:
             lower[idx] = new_lower
             history.append(torch.full_like(lower, torch.nan).index_copy(0, idx, new_lower))
             n_iter[idx] += 1
-            done = change.abs() < self.tol
+            done = change.abs() < tol
             if bool(done.any()):
                 _store(final, _select(pa, done), idx[done])
                 converged[idx[done]] = True
@@ -330,10 +369,10 @@ class GaussianMixtureEM:
         Raises:
             InputError: bad hyperparameters or inputs.
         """
-        self._check_params()
+        tol = self._check_params()
         image_t, roi_t = self._prepare(image, roi)
         index, mask = pack_roi(roi_t)
-        self._run_gmm(gather_roi(image_t, index, mask), mask)
+        self._run_gmm(gather_roi(image_t, index, mask), mask, tol)
         self._warn_convergence()
         return self
 
@@ -363,7 +402,7 @@ class GaussianMixtureEM:
             ``(B, K, H, W)`` responsibilities (outside the ROI: the posterior of the zero
             vector, to be masked by the caller).
         """
-        image_t, roi_t = self._prepare(image, roi)
+        image_t, roi_t = self._prepare(image, roi, fitting=False)
         self._fitted_check(image_t)
         return torch.softmax(self._log_joint(image_t, roi_t), dim=1)
 
@@ -375,7 +414,7 @@ class GaussianMixtureEM:
     def score(self, image: torch.Tensor | np.ndarray,
               roi: torch.Tensor | np.ndarray) -> torch.Tensor:
         """``(B,)`` mean log-likelihood over each slice's ROI pixels (minus the NLL)."""
-        image_t, roi_t = self._prepare(image, roi)
+        image_t, roi_t = self._prepare(image, roi, fitting=False)
         self._fitted_check(image_t)
         return _masked_mean(torch.logsumexp(self._log_joint(image_t, roi_t), dim=1), roi_t)
 
@@ -384,17 +423,18 @@ class SpatiallyVariantEM(GaussianMixtureEM):
     """EM for the spatially variant GMM, one per slice, B slices at once.
 
     The per-pixel weights start from the posteriors of a :class:`GaussianMixtureEM` fit
-    (same ``init``, ``random_state`` etc., with ``gmm_tol`` and ``gmm_max_iter``); then
+    (same ``init``, ``seed`` etc., with ``gmm_tol`` and ``gmm_max_iter``); then
     E-step ``w_nk <- w_nk N_k(x_n) / sum_j w_nj N_j(x_n)`` and M-step of means and
-    (co)variances from w, until ``|dNLL_V| < tol`` (default 1e-3) or ``max_iter``.
+    (co)variances from w, until ``|dNLL_V| < tol`` or ``max_iter``. The effective default
+    of ``tol=None`` is 1e-3.
 
     Args:
-        gmm_tol: ``tol`` of the initialising GMM fit.
-        gmm_max_iter: ``max_iter`` of the initialising GMM fit.
-        smoothing: standard deviation (pixels) of a Gaussian that smooths the per-pixel
-            weights inside the ROI after every E-step (:func:`smooth_weights`), a spatial
-            prior that makes neighbouring pixels agree; 0 (default) is the published
-            algorithm. With smoothing, NLL_V need not decrease monotonically.
+        gmm_tol: ``tol`` of the initialising GMM fit, >= 0 (default 2e-4).
+        gmm_max_iter: ``max_iter`` of the initialising GMM fit, >= 1.
+        smoothing: standard deviation (pixels, >= 0, finite) of a Gaussian that smooths the
+            per-pixel weights inside the ROI after every E-step (:func:`smooth_weights`), a
+            spatial prior that makes neighbouring pixels agree; 0 (default) is the
+            published algorithm. With smoothing, NLL_V need not decrease monotonically.
         **others: as :class:`GaussianMixtureEM`.
 
     Fitted attributes as :class:`GaussianMixtureEM`, with ``weights_ (B, K)`` the ROI mean
@@ -405,36 +445,41 @@ class SpatiallyVariantEM(GaussianMixtureEM):
     are per pixel).
     """
 
-    _default_tol = 1e-3
+    _default_tol: ClassVar[float] = 1e-3
+
+    _parameter_constraints: ClassVar[Constraints] = {
+        **GaussianMixtureEM._parameter_constraints,
+        "gmm_tol": [Interval(Real, 0, None, closed="left")],
+        "gmm_max_iter": [Interval(Integral, 1, None, closed="left")],
+        "smoothing": [Interval(Real, 0, None, closed="left")],
+    }
 
     def __init__(self, *, n_components: int = 4, covariance: Covariance = "diag",
                  init: Init = "random", mu_data: torch.Tensor | np.ndarray | None = None,
                  weights_init: torch.Tensor | np.ndarray | None = None,
                  covariances_init: torch.Tensor | np.ndarray | None = None,
                  tol: float | None = None, max_iter: int = 100,
-                 var_floor: float = DEFAULT_VAR_FLOOR, random_state: int | None = 33,
+                 var_floor: float = DEFAULT_VAR_FLOOR, seed: int | None = 33,
                  device: str | torch.device | None = None, n_kmeans_init: int = 4,
                  gmm_tol: float = GaussianMixtureEM._default_tol,
                  gmm_max_iter: int = 100, smoothing: float = 0.0) -> None:
         super().__init__(n_components=n_components, covariance=covariance, init=init,
                          mu_data=mu_data, weights_init=weights_init,
                          covariances_init=covariances_init, tol=tol, max_iter=max_iter,
-                         var_floor=var_floor, random_state=random_state, device=device,
+                         var_floor=var_floor, seed=seed, device=device,
                          n_kmeans_init=n_kmeans_init)
         self.gmm_tol = gmm_tol
         self.gmm_max_iter = gmm_max_iter
-        if not (isinstance(smoothing, int | float) and math.isfinite(smoothing)
-                and smoothing >= 0):
-            raise InputError(f"smoothing must be a number >= 0 (pixels), got {smoothing!r}")
-        self.smoothing = float(smoothing)
+        self.smoothing = smoothing
 
     def _gmm(self) -> GaussianMixtureEM:
+        """The initialising GMM (its hyperparameters were checked with this estimator's)."""
         return GaussianMixtureEM(
             n_components=self.n_components, covariance=self.covariance, init=self.init,
             mu_data=self.mu_data, weights_init=self.weights_init,
             covariances_init=self.covariances_init, tol=self.gmm_tol,
             max_iter=self.gmm_max_iter, var_floor=self.var_floor,
-            random_state=self.random_state, device=self.device,
+            seed=self.seed, device=self.device,
             n_kmeans_init=self.n_kmeans_init)
 
     def fit(self, image: torch.Tensor | np.ndarray, roi: torch.Tensor | np.ndarray,
@@ -451,14 +496,13 @@ class SpatiallyVariantEM(GaussianMixtureEM):
         Raises:
             InputError: bad hyperparameters or inputs.
         """
-        self._check_params()
+        tol = self._check_params()
         gmm = self._gmm()
-        gmm._check_params()
         image_t, roi_t = self._prepare(image, roi)
         index, mask = pack_roi(roi_t)
         x = gather_roi(image_t, index, mask)  # (B, M, N)
         n_roi = _roi_counts(mask, x.dtype)
-        _, log_w = gmm._run_gmm(x, mask)  # (B, K, N)
+        _, log_w = gmm._run_gmm(x, mask, float(self.gmm_tol))  # (B, K, N)
         self.gmm_n_iter_ = gmm.n_iter_
         params = m_step_packed(_zero_padding(log_w.exp(), mask), x, n_roi,
                                covariance=self.covariance, var_floor=self.var_floor)
@@ -484,7 +528,7 @@ class SpatiallyVariantEM(GaussianMixtureEM):
             nll[idx] = new_nll
             history.append(torch.full_like(nll, torch.nan).index_copy(0, idx, -new_nll))
             n_iter[idx] += 1
-            done = change.abs() < self.tol
+            done = change.abs() < tol
             if bool(done.any()):
                 _store(final, _select(pa, done), idx[done])
                 log_w[idx[done], :, :la.shape[2]] = la[done]
@@ -517,7 +561,7 @@ class SpatiallyVariantEM(GaussianMixtureEM):
         zeros = torch.zeros((a, k, *grid), dtype=log_w.dtype, device=log_w.device)
         dense = scatter_roi(log_w.exp(), index, mask, zeros)
         roi = scatter_roi(mask[:, None, :].to(log_w.dtype), index, mask, zeros[:, :1]) > 0
-        smoothed = smooth_weights(dense, roi[:, 0], self.smoothing)
+        smoothed = smooth_weights(dense, roi[:, 0], float(self.smoothing))
         tiny = torch.finfo(log_w.dtype).tiny
         return gather_roi(smoothed, index, mask, fill=1.0 / k).clamp_min(tiny).log()
 
@@ -546,33 +590,34 @@ class SpatiallyVariantEM(GaussianMixtureEM):
         return super().score(image, roi)
 
 
-def em_segment(batch: SliceBatch, model: Literal["gmm", "svgmm"] = "gmm",
-               **estimator_kwargs: object) -> SegmentationResult:
+def em_segment(batch: SliceBatch, model: EMModel = "em-gmm",
+               mu_data: torch.Tensor | np.ndarray | None = None,
+               **params: Any) -> SegmentationResult:
     """Segment a batch of slices with EM-GMM or EM-SVGMM.
 
     Args:
         batch: slices with ``image (B, M, H, W)`` and ``roi (B, H, W)``.
-        model: ``"gmm"`` (:class:`GaussianMixtureEM`) or ``"svgmm"``
+        model: ``"em-gmm"`` (:class:`GaussianMixtureEM`) or ``"em-svgmm"``
             (:class:`SpatiallyVariantEM`).
-        **estimator_kwargs: hyperparameters of the estimator (``n_components``, ``init``,
-            ``mu_data``, ``tol``, ``device``, ...).
+        mu_data: ``(K, M)`` or ``(B, K, M)`` class means (the estimators' ``mu_data``).
+        **params: any other hyperparameter of the estimator (the names of its
+            ``_parameter_constraints``: ``n_components``, ``init``, ``tol``, ``seed``,
+            ``device``, ``smoothing`` for em-svgmm, ...).
 
     Returns:
         :class:`SegmentationResult` with ``responsibilities (B, K, H, W)`` float32,
-        ``nll (B,)`` (NLL for gmm, NLL_V for svgmm), ``n_iter (B,)``, ``seconds (B,)``
-        (batch time shared equally), ``means (B, K, M)``, method ``"em-gmm"`` or
-        ``"em-svgmm"``.
+        ``nll (B,)`` (NLL for em-gmm, NLL_V for em-svgmm), ``n_iter (B,)``, ``seconds
+        (B,)`` (batch time shared equally), ``means (B, K, M)``, method ``model``.
 
     Raises:
-        InputError: unknown model, bad hyperparameters or inputs.
+        InputError: unknown model, an unknown or inapplicable parameter (all of them are
+            named), bad hyperparameters or inputs.
     """
-    if model not in ("gmm", "svgmm"):
-        raise InputError(f"model must be 'gmm' or 'svgmm', got {model!r}")
-    cls = GaussianMixtureEM if model == "gmm" else SpatiallyVariantEM
-    try:
-        estimator = cls(**estimator_kwargs)  # type: ignore[arg-type]
-    except TypeError as err:
-        raise InputError(f"bad option for em_segment: {err}") from err
+    if model not in EM_MODELS:
+        raise InputError(f"model must be one of {', '.join(EM_MODELS)}; got {model!r}")
+    cls = GaussianMixtureEM if model == "em-gmm" else SpatiallyVariantEM
+    check_known(cls._parameter_constraints, params, caller=f"em_segment(model={model!r})")
+    estimator = cls(mu_data=mu_data, **params)
     start = time.perf_counter()
     estimator.fit(batch.image, batch.roi)
     resp = estimator.predict_proba(batch.image, batch.roi)
@@ -584,4 +629,4 @@ def em_segment(batch: SliceBatch, model: Literal["gmm", "svgmm"] = "gmm",
     return SegmentationResult(
         responsibilities=resp.float(), nll=nll.float(), n_iter=estimator.n_iter_,
         seconds=torch.full((b,), seconds / max(b, 1), dtype=torch.float64),
-        means=estimator.means_.float(), method=f"em-{model}")
+        means=estimator.means_.float(), method=model)

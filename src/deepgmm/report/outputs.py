@@ -3,15 +3,26 @@
 Layout of ``OUT`` (built in a temporary folder and renamed into place, so it is either
 complete or absent):
 
-- ``<case>_seg.nii.gz``: ``(X, Y, Z)`` int16 label map with MyoPS codes (0, 500 blood,
-  200 myocardium, 1220 edema, 2221 scar); slices that were not segmented are 0.
-- ``<case>_prob.nii.gz``: ``(X, Y, Z, 4)`` float32 class probabilities (blood, myocardium,
-  edema, scar), 0 outside the segmented ROI.
+- ``<case>_seg.nii.gz``: ``(X, Y, Z)`` int16 label map of the method's own labels, as
+  fitted, never relabelled with the ground truth. With class identity (the class order
+  fixed by μ_data) it holds MyoPS codes (0, 500 blood, 200 myocardium, 1220 edema,
+  2221 scar); without, the clusters numbered 1..K (``"cluster k"``). Slices that were not
+  segmented are 0.
+- ``<case>_prob.nii.gz``: ``(X, Y, Z, K)`` float32 probabilities of the method's own
+  components, in the same order, 0 outside the segmented ROI.
+- ``<case>_seg_matched.nii.gz``, ``<case>_prob_matched.nii.gz``: only when a matching rule
+  other than ``"none"`` is asked for: the maps after the evaluation step assigned the
+  clusters to the classes with the ground truth as an oracle
+  (:mod:`deepgmm.evaluate.scoring`); MyoPS codes and class-ordered probabilities.
 - ``results.csv``: one row per slice (:data:`deepgmm.report.tables.RESULT_COLUMNS`).
-- ``summary.json``: means over slices (:func:`deepgmm.report.tables.summarize`).
-- ``figures/<case>_slice<z>.png``: sequences, prediction and truth side by side.
+- ``summary.json``: means over slices (:func:`deepgmm.report.tables.summarize`), plus
+  ``class_order`` (``"mu_data"`` or ``"clusters"``) and ``maps``: for every file name
+  pattern, what it holds (``labels``: ``"as fitted"`` or the matching rule that produced
+  it; ``values``: label value -> name, or ``channels``: channel names).
+- ``figures/<case>_slice<z>.png``: sequences, the scored prediction (matched when a rule
+  was asked for) and truth side by side.
 
-Both NIfTI files carry the input's affine (qform and sform) so they overlay the input.
+All NIfTI files carry the input's affine (qform and sform) so they overlay the input.
 """
 
 from __future__ import annotations
@@ -27,14 +38,16 @@ from tqdm.auto import tqdm
 
 from deepgmm._atomic import atomic_dir
 from deepgmm.errors import InputError
-from deepgmm.evaluate.matching import apply_permutation, check_rule, match_clusters
-from deepgmm.evaluate.metrics import dice_per_class, hd95_per_class
+from deepgmm.evaluate.matching import check_rule
+from deepgmm.evaluate.scoring import hard_labels, score_batch
 from deepgmm.report.figures import slice_figure
 from deepgmm.report.tables import RESULT_COLUMNS, slice_rows, summarize, write_csv, write_json
 from deepgmm.types import CLASS_NAMES, CLASS_TO_MYOPS, CaseVolume, SegmentationResult, SliceBatch
 
 SEG_SUFFIX = "_seg.nii.gz"
 PROB_SUFFIX = "_prob.nii.gz"
+SEG_MATCHED_SUFFIX = "_seg_matched.nii.gz"
+PROB_MATCHED_SUFFIX = "_prob_matched.nii.gz"
 RESULTS_CSV = "results.csv"
 SUMMARY_JSON = "summary.json"
 
@@ -50,24 +63,42 @@ def labels_to_codes(labels: np.ndarray) -> np.ndarray:
     return np.asarray(CLASS_TO_MYOPS, dtype=np.int16)[np.asarray(labels, dtype=np.int64)]
 
 
-def class_maps(resp: torch.Tensor | np.ndarray, roi: torch.Tensor | np.ndarray,
-               perm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Matched probabilities and label map of a batch.
+def own_labels_to_values(labels: np.ndarray, class_identity: bool) -> np.ndarray:
+    """Own labels 0..K -> the values of ``<case>_seg.nii.gz``, int16: MyoPS codes with
+    class identity, the labels themselves (clusters 1..K) without."""
+    if class_identity:
+        return labels_to_codes(labels)
+    return np.asarray(labels, dtype=np.int16)
+
+
+def label_tables(class_identity: bool, matching: str) -> dict[str, Any]:
+    """The ``maps`` entry of ``summary.json``: what every written map holds.
 
     Args:
-        resp: ``(B, K, H, W)`` responsibilities of the fitted clusters.
-        roi: ``(B, H, W)`` bool.
-        perm: ``(B, K)`` cluster per class channel (:func:`match_clusters`).
+        class_identity: whether the own components are the classes in order (μ_data).
+        matching: the rule of the matched maps (``"none"``: no matched maps).
 
     Returns:
-        ``(B, K, H, W)`` float32 class probabilities, 0 outside the ROI, and ``(B, H, W)``
-        int64 labels: argmax + 1 inside the ROI, 0 outside.
+        file pattern -> ``{"labels": "as fitted" | rule, "values" | "channels": ...}``;
+        label values are JSON keys (strings).
     """
-    probs = apply_permutation(_numpy(resp).astype(np.float32, copy=False), perm)
-    roi_np = _numpy(roi).astype(bool)
-    probs = np.where(roi_np[:, None], probs, np.float32(0.0))
-    labels = np.where(roi_np, np.argmax(probs, axis=1) + 1, 0).astype(np.int64)
-    return probs, labels
+    k = len(CLASS_NAMES)
+    codes = {str(c): n for c, n in zip(CLASS_TO_MYOPS, ("background", *CLASS_NAMES),
+                                       strict=True)}
+    clusters = [f"cluster {i}" for i in range(1, k + 1)]
+    own_values = codes if class_identity else {"0": "background", **{
+        str(i): name for i, name in enumerate(clusters, start=1)}}
+    maps: dict[str, Any] = {
+        f"<case>{SEG_SUFFIX}": {"labels": "as fitted", "values": own_values},
+        f"<case>{PROB_SUFFIX}": {"labels": "as fitted",
+                                 "channels": list(CLASS_NAMES) if class_identity
+                                 else clusters},
+    }
+    if matching != "none":
+        maps[f"<case>{SEG_MATCHED_SUFFIX}"] = {"labels": matching, "values": codes}
+        maps[f"<case>{PROB_MATCHED_SUFFIX}"] = {"labels": matching,
+                                                "channels": list(CLASS_NAMES)}
+    return maps
 
 
 def _is_within(path: Path, folder: Path) -> bool:
@@ -141,11 +172,33 @@ def _check_inputs(volumes: Sequence[CaseVolume], batch: SliceBatch,
     return by_id
 
 
+def _volume_maps(labels: np.ndarray, probs: np.ndarray, rows: Sequence[int],
+                 slices: Sequence[int], origins: np.ndarray, shape: tuple[int, int, int],
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Put the batch rows ``rows`` of ``labels (B, H, W)`` and ``probs (B, K, H, W)``
+    back on their volume grid: ``(X, Y, Z)`` labels and ``(X, Y, Z, K)`` probabilities."""
+    from deepgmm.data.slices import uncrop
+
+    x, y, z = shape
+    seg = np.zeros((x, y, z), dtype=labels.dtype)
+    prob = np.zeros((x, y, z, probs.shape[1]), dtype=np.float32)
+    for b, k in zip(rows, slices, strict=True):
+        origin = (int(origins[b, 0]), int(origins[b, 1]))
+        seg[:, :, k] = uncrop(labels[b], origin, (x, y), fill=0)
+        prob[:, :, k, :] = np.moveaxis(uncrop(probs[b], origin, (x, y), fill=0), 0, -1)
+    return seg, prob
+
+
 def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVolume],
                        batch: SliceBatch, result: SegmentationResult, *,
                        matching: str = "hungarian", figures: bool = True,
-                       progress: bool = True) -> dict[str, Any]:
-    """Write label maps, probability maps, tables and figures of a segmented batch.
+                       progress: bool = True, class_identity: bool = False) -> dict[str, Any]:
+    """Write the method's own maps, the matched maps (when asked), tables and figures.
+
+    The own maps (``<case>_seg.nii.gz``, ``<case>_prob.nii.gz``) are the fit as it came
+    out; the evaluation step (:func:`deepgmm.evaluate.scoring.score_batch`) matches the
+    clusters to the classes with ``matching`` and scores, and its relabelled maps are
+    written beside them as ``<case>_seg_matched.nii.gz`` / ``<case>_prob_matched.nii.gz``.
 
     Args:
         out_dir: the output folder; replaced as a whole once everything is written.
@@ -153,9 +206,12 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
         batch: the segmented slices: roi ``(B, H, W)``, labels ``(B, H, W)`` or None,
             image ``(B, M, H, W)`` (for figures), crop origins, slice indices, spacing.
         result: responsibilities ``(B, K, H, W)`` with K = 4, nll/n_iter/seconds ``(B,)``.
-        matching: ``"hungarian"``, ``"greedy"`` (both need ``batch.labels``) or ``"none"``.
+        matching: ``"hungarian"``, ``"greedy"`` (both need ``batch.labels``) or ``"none"``
+            (score the own labels, component k as class k + 1).
         figures: write ``figures/<case>_slice<z>.png``.
         progress: show a progress bar.
+        class_identity: the components are the classes in order (μ_data fixed the order):
+            the own label map then holds MyoPS codes, else clusters 1..K.
 
     Returns:
         The summary dict written to ``summary.json``.
@@ -165,7 +221,6 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
             that would replace inputs or foreign data.
     """
     from deepgmm.data.nifti import save_nifti
-    from deepgmm.data.slices import uncrop
 
     check_rule(matching)
     if matching != "none" and batch.labels is None:
@@ -176,26 +231,26 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
 
     roi = _numpy(batch.roi).astype(bool)
     truth = None if batch.labels is None else _numpy(batch.labels).astype(np.int64)
-    perm = match_clusters(result.responsibilities, truth, roi, matching)
-    probs, labels = class_maps(result.responsibilities, roi, perm)
     n_b = len(batch)
     spacing = np.asarray(batch.spacing, dtype=np.float64)
     if spacing.shape != (n_b, 2):  # a hand-made batch without spacing: the volumes' zooms
         spacing = np.array([by_id[c].zooms[:2] for c in batch.case_ids], dtype=np.float64)
-    dice = hd95 = None
-    if truth is not None:
-        dice = dice_per_class(labels, truth)
-        hd95 = hd95_per_class(labels, truth, spacing)
+    resp = _numpy(result.responsibilities).astype(np.float32, copy=False)
+    own_probs, own_labels = hard_labels(resp, roi)
+    scores = score_batch(resp, roi, truth, spacing, matching)
 
     nll = _numpy(result.nll).astype(np.float64).reshape(n_b)
     n_iter = _numpy(result.n_iter).astype(np.int64).reshape(n_b)
     seconds = _numpy(result.seconds).astype(np.float64).reshape(n_b)
-    rows = slice_rows(batch.case_ids, batch.slice_indices, dice=dice, hd95=hd95,
+    rows = slice_rows(batch.case_ids, batch.slice_indices, dice=scores.dice,
+                      hd95=scores.hd95,
                       extra={"method": [result.method] * n_b, "nll": list(nll),
                              "iterations": [int(i) for i in n_iter],
                              "seconds": list(seconds), "matching": [matching] * n_b})
-    summary = summarize(method=result.method, matching=matching, dice=dice, hd95=hd95,
-                        nll=nll, seconds=seconds, n_slices=n_b)
+    summary = summarize(method=result.method, matching=matching, dice=scores.dice,
+                        hd95=scores.hd95, nll=nll, seconds=seconds, n_slices=n_b)
+    summary["class_order"] = "mu_data" if class_identity else "clusters"
+    summary["maps"] = label_tables(class_identity, matching)
 
     case_order = list(dict.fromkeys(batch.case_ids))
     origins = np.asarray(batch.crop_origins, dtype=np.int64).reshape(n_b, 2)
@@ -205,25 +260,28 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
                                       disable=not progress, leave=False) as bar:
         for cid in case_order:
             vol = by_id[cid]
-            x, y, z = vol.shape
-            seg = np.zeros((x, y, z), dtype=np.int16)
-            prob = np.zeros((x, y, z, len(CLASS_NAMES)), dtype=np.float32)
-            for b in (i for i, c in enumerate(batch.case_ids) if c == cid):
-                k = int(batch.slice_indices[b])
-                origin = (int(origins[b, 0]), int(origins[b, 1]))
-                seg[:, :, k] = labels_to_codes(uncrop(labels[b], origin, (x, y), fill=0))
-                prob[:, :, k, :] = np.moveaxis(uncrop(probs[b], origin, (x, y), fill=0), 0, -1)
-            save_nifti(seg, vol.affine, tmp / f"{cid}{SEG_SUFFIX}")
+            rows_b = [i for i, c in enumerate(batch.case_ids) if c == cid]
+            zs = [int(batch.slice_indices[b]) for b in rows_b]
+            seg, prob = _volume_maps(own_labels, own_probs, rows_b, zs, origins, vol.shape)
+            save_nifti(own_labels_to_values(seg, class_identity), vol.affine,
+                       tmp / f"{cid}{SEG_SUFFIX}")
             save_nifti(prob, vol.affine, tmp / f"{cid}{PROB_SUFFIX}")
+            if scores.matched_labels is not None and scores.matched_probs is not None:
+                seg, prob = _volume_maps(scores.matched_labels, scores.matched_probs, rows_b,
+                                         zs, origins, vol.shape)
+                save_nifti(labels_to_codes(seg), vol.affine, tmp / f"{cid}{SEG_MATCHED_SUFFIX}")
+                save_nifti(prob, vol.affine, tmp / f"{cid}{PROB_MATCHED_SUFFIX}")
             bar.update(1)
         write_csv(tmp / RESULTS_CSV, rows, RESULT_COLUMNS)
         write_json(tmp / SUMMARY_JSON, summary)
         if image is not None:
             (tmp / "figures").mkdir()
+            shown = "matched" if matching != "none" else "as fitted"
             for b in range(n_b):
                 cid, k = batch.case_ids[b], int(batch.slice_indices[b])
                 slice_figure(tmp / "figures" / f"{cid}_slice{k}.png", image[b],
-                             batch.sequences, labels[b], None if truth is None else truth[b],
-                             title=f"case {cid}, slice {k}, {result.method}")
+                             batch.sequences, scores.scored_labels[b],
+                             None if truth is None else truth[b],
+                             title=f"case {cid}, slice {k}, {result.method} ({shown})")
                 bar.update(1)
     return summary

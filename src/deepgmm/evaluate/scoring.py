@@ -1,0 +1,114 @@
+"""Scoring a segmented batch against its ground truth: oracle matching, then Dice and HD95.
+
+This is the evaluation step of a run, kept apart from writing the outputs
+(:mod:`deepgmm.report.outputs`): the method's own maps never depend on the truth; only
+the matched maps and the metrics computed here do.
+
+- Matching rule ``"none"``: the method's own labels are scored as they are, component k
+  as class k + 1 (meaningful when μ_data fixed the class order).
+- ``"hungarian"`` / ``"greedy"``: the clusters of every slice are assigned to the classes
+  with the ground truth as an oracle (:func:`deepgmm.evaluate.matching.match_clusters`),
+  and the relabelled maps are scored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from deepgmm.errors import InputError
+from deepgmm.evaluate.matching import apply_permutation, check_rule, match_clusters
+from deepgmm.evaluate.metrics import dice_per_class, hd95_per_class
+
+__all__ = ["BatchScores", "hard_labels", "score_batch"]
+
+
+def _numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def hard_labels(probs: np.ndarray, roi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Masked probabilities and label map.
+
+    Args:
+        probs: ``(B, K, H, W)`` responsibilities (any channel order).
+        roi: ``(B, H, W)`` bool.
+
+    Returns:
+        ``(B, K, H, W)`` float32 probabilities, 0 outside the ROI, and ``(B, H, W)`` int64
+        labels: argmax + 1 inside the ROI, 0 outside.
+    """
+    probs = np.where(roi[:, None], probs.astype(np.float32, copy=False), np.float32(0.0))
+    labels = np.where(roi, np.argmax(probs, axis=1) + 1, 0).astype(np.int64)
+    return probs, labels
+
+
+@dataclass
+class BatchScores:
+    """What the evaluation of one batch produced.
+
+    Attributes:
+        matching: the rule used.
+        perm: ``(B, K)`` cluster per class channel (identity for ``"none"``).
+        matched_probs: ``(B, K, H, W)`` float32 class probabilities after matching, 0
+            outside the ROI; None for ``"none"`` (the own maps are the scored ones).
+        matched_labels: ``(B, H, W)`` int64 class indices after matching; None for
+            ``"none"``.
+        scored_labels: ``(B, H, W)`` int64 class indices the metrics were computed on.
+        dice: ``(B, C)`` Dice per slice and class; None without ground truth.
+        hd95: ``(B, C)`` HD95 in mm; None without ground truth.
+    """
+
+    matching: str
+    perm: np.ndarray
+    matched_probs: np.ndarray | None
+    matched_labels: np.ndarray | None
+    scored_labels: np.ndarray
+    dice: np.ndarray | None
+    hd95: np.ndarray | None
+
+
+def score_batch(resp: torch.Tensor | np.ndarray, roi: torch.Tensor | np.ndarray,
+                truth: torch.Tensor | np.ndarray | None, spacing: np.ndarray | None,
+                matching: str) -> BatchScores:
+    """Match (when asked) and score the responsibilities of a batch.
+
+    Args:
+        resp: ``(B, K, H, W)`` responsibilities of the fitted components, K = 4.
+        roi: ``(B, H, W)`` bool.
+        truth: ``(B, H, W)`` integer class indices 0..4, or None (no metrics; only
+            ``"none"`` is then possible).
+        spacing: ``(B, 2)`` in-plane spacing in mm for HD95 (None: 1 mm).
+        matching: ``"hungarian"``, ``"greedy"`` or ``"none"``.
+
+    Returns:
+        :class:`BatchScores`.
+
+    Raises:
+        InputError: unknown rule, or a matching rule without ground truth.
+    """
+    check_rule(matching)
+    if matching != "none" and truth is None:
+        raise InputError(f"matching {matching!r} needs ground-truth labels, but the input "
+                         "has none; use matching 'none'")
+    roi_np = _numpy(roi).astype(bool)
+    resp_np = _numpy(resp).astype(np.float32, copy=False)
+    truth_np = None if truth is None else _numpy(truth).astype(np.int64)
+    perm = match_clusters(resp_np, truth_np, roi_np, matching)
+    own_labels = hard_labels(resp_np, roi_np)[1]
+    matched_probs = matched_labels = None
+    scored = own_labels
+    if matching != "none":
+        matched_probs, matched_labels = hard_labels(apply_permutation(resp_np, perm), roi_np)
+        scored = matched_labels
+    dice = hd95 = None
+    if truth_np is not None:
+        dice = dice_per_class(scored, truth_np)
+        hd95 = hd95_per_class(scored, truth_np, spacing)
+    return BatchScores(matching=matching, perm=perm, matched_probs=matched_probs,
+                       matched_labels=matched_labels, scored_labels=scored, dice=dice,
+                       hd95=hd95)
