@@ -211,14 +211,14 @@ def _deep_prior(fold: FoldData, *, model: str, normalise: str, **options: Any,
 
 
 def _em(fold: FoldData, *, model: str, **options: Any) -> MethodOutput:
-    """EM per test slice started from μ_data (init="mu_data"), random_state 33 + seed."""
+    """EM per test slice started from μ_data (init="mu_data"), EM seed 33 + seed."""
     from deepgmm.mixture.em import em_segment
 
     t0 = time.perf_counter()
     from deepgmm.device import resolve_device
 
-    out = em_segment(fold.test, model, init="mu_data", mu_data=fold.mu_data,
-                     random_state=33 + fold.seed, device=resolve_device(fold.device),
+    out = em_segment(fold.test, f"em-{model}", init="mu_data", mu_data=fold.mu_data,
+                     seed=33 + fold.seed, device=resolve_device(fold.device),
                      **options)
     return MethodOutput(probs=out.responsibilities.numpy().astype(np.float32),
                         train_seconds=0.0, predict_seconds=time.perf_counter() - t0,
@@ -555,6 +555,7 @@ class Summary:
     train_seconds: float  # per fold, mean over units
     n_units: int
     precision: str
+    latest: str = ""  # when the last of its units finished
 
 
 def summarise(config: str, units: Sequence[Unit],
@@ -592,7 +593,8 @@ def summarise(config: str, units: Sequence[Unit],
                    slice_dice=slice_dice, patients=patients, seed_means=seed_means,
                    case_3d=case_3d,  # type: ignore[arg-type]
                    train_seconds=float(np.mean([u.meta["train_seconds"] for u in chosen])),
-                   n_units=len(chosen), precision="/".join(p for p in precision if p))
+                   n_units=len(chosen), precision="/".join(p for p in precision if p),
+                   latest=max(str(u.meta.get("finished", "")) for u in chosen))
 
 
 def compare(a: Summary, b: Summary) -> dict[str, Paired]:
@@ -647,8 +649,10 @@ def report_tables(summaries: Sequence[Summary], *, markdown: bool = False,
     h = "### " if markdown else ""
     names = list(CLASS_NAMES)
     n_units = sum(s.n_units for s in summaries)
+    latest = max((s.latest for s in summaries if s.latest), default="?")
     parts = [
-        f"{n_units} cached unit(s) (configuration, fold, seed) in these tables; a row "
+        f"{n_units} cached unit(s) (configuration, fold, seed) in these tables, the latest "
+        f"finished {latest}; a row "
         "uses only the seeds whose 5 folds are all cached, and is marked partial (its "
         "slices only) when no seed is complete yet.",
         f"{h}Dice per class, mean over slices (seed-averaged per slice), 95 % bootstrap "
