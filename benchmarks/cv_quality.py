@@ -108,7 +108,7 @@ def fold_batches(volumes: Sequence[CaseVolume], test_patients: Sequence[str], *,
     test_ids = set(test_patients)
     train_vols = [v for v in volumes if v.case_id not in test_ids]
     test_vols = [v for v in volumes if v.case_id in test_ids]
-    kwargs = {"crop_size": crop_size, "normalise": normalise, "require_labels": True}
+    kwargs = {"crop_size": crop_size, "normalisation": normalise, "require_labels": True}
     return make_batch(train_vols, **kwargs), make_batch(test_vols, **kwargs)
 
 
@@ -180,7 +180,7 @@ def _deep(fold: FoldData, *, model: str, normalise: str, **options: Any) -> Meth
         t0 = time.perf_counter()
         res = train_network(fold.train, model=model, lam=1.0, mu_data=fold.mu_data,
                             seed=fold.seed, device=fold.device, run_dir=Path(tmp) / "run",
-                            progress=False, normalisation=normalise, penalty="batch",
+                            progress=False, penalty="batch",
                             precision=fold.precision, **options)
         t1 = time.perf_counter()
         out = predict(Path(tmp) / "run", fold.test, device=fold.device)

@@ -72,7 +72,8 @@ def take(batch: SliceBatch, n: int) -> SliceBatch:
                       labels=None if batch.labels is None else batch.labels[:n],
                       case_ids=batch.case_ids[:n], slice_indices=batch.slice_indices[:n],
                       crop_origins=batch.crop_origins[:n], full_shapes=batch.full_shapes[:n],
-                      sequences=batch.sequences, spacing=batch.spacing[:n])
+                      sequences=batch.sequences, spacing=batch.spacing[:n],
+                      normalisation=batch.normalisation)
 
 
 def reference_fit(batch: SliceBatch, *, model: str, base: int, lr: float, max_iter: int,

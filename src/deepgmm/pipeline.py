@@ -44,18 +44,21 @@ def prepare_slices(volumes: Sequence[CaseVolume], *, selection: str = "all-class
     from deepgmm.data.slices import make_batch
 
     size = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
-    return make_batch(list(volumes), selection=selection, crop_size=size, normalise=normalise)
+    return make_batch(list(volumes), selection=selection, crop_size=size,
+                      normalisation=normalise)
 
 
-def load_mu(mu_data: PathLike | np.ndarray | None, sequences: Sequence[str]) -> np.ndarray | None:
-    """μ_data ``(K, M)`` from a JSON file or an array; ``None`` passes through."""
+def load_mu(mu_data: PathLike | np.ndarray | None, sequences: Sequence[str], *,
+            batch: SliceBatch | None = None) -> np.ndarray | None:
+    """μ_data ``(K, M)`` from a JSON file or an array; ``None`` passes through. A file
+    must have been computed from slices prepared as ``batch`` (crop size, normalisation)."""
     if mu_data is None:
         return None
     if isinstance(mu_data, np.ndarray | torch.Tensor):
         return np.asarray(mu_data, dtype=np.float32)
     from deepgmm.data.mu_data import load_mu_data
 
-    return load_mu_data(mu_data, sequences=tuple(sequences))
+    return load_mu_data(mu_data, sequences=tuple(sequences), batch=batch)
 
 
 def run_method(batch: SliceBatch, method: str, *, mu_data: np.ndarray | None = None,
@@ -140,7 +143,7 @@ def segment_dataset(root: PathLike, out: PathLike, *, method: str = "deepsvg",
     check_output_dir(Path(out), [root])
     volumes = load_dataset(root, patients=list(patients) if patients else None)
     batch = prepare_slices(volumes, selection=selection, crop_size=crop_size)
-    mu = load_mu(mu_data, batch.sequences)
+    mu = load_mu(mu_data, batch.sequences, batch=batch)
     result = run_method(batch, method, mu_data=mu, options=options, progress=progress)
     return write_result(out, volumes, batch, result, matching=matching, figures=figures,
                         progress=progress,
@@ -181,7 +184,7 @@ def segment_case(images: Mapping[str, PathLike], roi: PathLike, out: PathLike, *
     check_output_dir(Path(out), inputs)
     volume = load_explicit(dict(images), roi, labels, case_id=case_id)
     batch = prepare_slices([volume], selection=selection, crop_size=crop_size)
-    mu = load_mu(mu_data, batch.sequences)
+    mu = load_mu(mu_data, batch.sequences, batch=batch)
     result = run_method(batch, method, mu_data=mu, options=options, progress=progress)
     return write_result(out, [volume], batch, result, matching=matching, figures=figures,
                         progress=progress,

@@ -66,6 +66,11 @@ class SliceBatch:
         full_shapes: ``(B, 2)`` int64, the (X, Y) in-plane shape of each slice's volume.
         sequences: names of the M sequences.
         spacing: ``(B, 2)`` float64 in-plane voxel spacing in mm.
+        normalisation: how the images were z-scored, ``"crop"`` or ``"roi"``
+            (:func:`deepgmm.data.slices.make_batch`); None when not known (a batch built
+            by hand).
+
+    The crop size ``(H, W)`` is :attr:`crop_size`, read off the images.
     """
 
     image: torch.Tensor
@@ -77,9 +82,15 @@ class SliceBatch:
     full_shapes: np.ndarray
     sequences: tuple[str, ...]
     spacing: np.ndarray = field(default_factory=lambda: np.ones((0, 2)))
+    normalisation: str | None = None
 
     def __len__(self) -> int:
         return int(self.image.shape[0])
+
+    @property
+    def crop_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the slices."""
+        return int(self.image.shape[-2]), int(self.image.shape[-1])
 
 
 @dataclass

@@ -283,10 +283,10 @@ def test_roi_normalised_entry_gets_roi_normalised_slices_and_mu_data(phantom_vol
     cvq.run_unit(cvq.Method(capture, "capture", "roi"), train, test, seed=1, mu_seed=43)
     fold = seen["fold"]
     roi_test = make_batch([v for v in phantom_volumes if v.case_id == "104"],
-                          crop_size=PHANTOM_CROP, normalise="roi", require_labels=True)
+                          crop_size=PHANTOM_CROP, normalisation="roi", require_labels=True)
     np.testing.assert_array_equal(fold.test.image.numpy(), roi_test.image.numpy())
     roi_train = make_batch([v for v in phantom_volumes if v.case_id != "104"],
-                           crop_size=PHANTOM_CROP, normalise="roi", require_labels=True)
+                           crop_size=PHANTOM_CROP, normalisation="roi", require_labels=True)
     np.testing.assert_array_equal(fold.mu_data, compute_mu_data(roi_train, 10, seed=43))
     crop_train = make_batch([v for v in phantom_volumes if v.case_id != "104"],
                             crop_size=PHANTOM_CROP, require_labels=True)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepgmm.data.mu_data import compute_mu_data, load_mu_data, save_mu_data
+from deepgmm.data.mu_data import check_mu_data, compute_mu_data, load_mu_data, save_mu_data
 from deepgmm.errors import InputError
 from deepgmm.types import SliceBatch
 
@@ -111,3 +111,67 @@ def test_json_errors(tmp_path: Path):
          "mu": [[1.0], [2.0]]}))
     with pytest.raises(InputError, match="finite 4 x 1 matrix"):
         load_mu_data(tmp_path / "short.json")
+
+
+def test_check_mu_data_shapes_values_and_broadcast():
+    mu = np.arange(12, dtype=np.float64).reshape(4, 3) / 7
+    out = check_mu_data(mu, 4, 3)
+    assert out.dtype == torch.float32 and out.shape == (4, 3)
+    torch.testing.assert_close(out, torch.tensor(mu, dtype=torch.float32), rtol=0, atol=0)
+    per_slice = check_mu_data(torch.tensor(mu), 4, 3, n_slices=5, dtype=torch.float64)
+    assert per_slice.shape == (5, 4, 3) and per_slice.dtype == torch.float64
+    assert torch.equal(per_slice[3], torch.tensor(mu))
+    stacked = np.stack([mu, mu + 1])
+    assert torch.equal(check_mu_data(stacked, 4, 3, n_slices=2)[1],
+                       torch.tensor(mu + 1, dtype=torch.float32))
+    with pytest.raises(InputError, match=r"mu_data must have shape \(4, 3\) \(K classes"):
+        check_mu_data(np.zeros((3, 3)), 4, 3)
+    with pytest.raises(InputError, match=r"\(4, 3\) or \(2, 4, 3\).*got \(3, 4, 3\)"):
+        check_mu_data(np.zeros((3, 4, 3)), 4, 3, n_slices=2)
+    with pytest.raises(InputError, match=r"shape \(4, 3\) \(K"):  # per slice not allowed
+        check_mu_data(stacked, 4, 3)
+    with pytest.raises(InputError, match="means holds NaN"):
+        check_mu_data(np.full((4, 3), np.inf), 4, 3, name="means")
+    with pytest.raises(InputError, match="array of numbers"):
+        check_mu_data([["a"] * 3] * 4, 4, 3)
+
+
+def _prepared(batch: SliceBatch, normalisation: str | None) -> SliceBatch:
+    return SliceBatch(**{**batch.__dict__, "normalisation": normalisation})
+
+
+def test_json_records_preparation_and_refuses_other_slices(tmp_path: Path, phantom_batch):
+    mu = compute_mu_data(phantom_batch)
+    assert phantom_batch.crop_size == (64, 64) and phantom_batch.normalisation == "crop"
+    path = save_mu_data(mu, phantom_batch.sequences, tmp_path / "mu.json",
+                        crop_size=phantom_batch.crop_size,
+                        normalisation=phantom_batch.normalisation)
+    doc = json.loads(path.read_text())
+    assert doc["crop_size"] == [64, 64] and doc["normalisation"] == "crop"
+    np.testing.assert_array_equal(load_mu_data(path, batch=phantom_batch), mu)
+    with pytest.raises(InputError) as err:
+        load_mu_data(path, batch=_prepared(phantom_batch, "roi"))
+    assert str(err.value) == (f"μ_data file {str(path)!r} was computed from slices prepared "
+                              "otherwise than these: normalisation 'crop' vs 'roi'")
+    smaller = SliceBatch(**{**phantom_batch.__dict__, "image": phantom_batch.image[..., :32],
+                            "roi": phantom_batch.roi[..., :32], "normalisation": "roi"})
+    with pytest.raises(InputError, match=r"crop size \[64, 64\] vs \[64, 32\], "
+                                         r"normalisation 'crop' vs 'roi'$"):
+        load_mu_data(path, batch=smaller)
+    # a batch built by hand does not know its normalisation: only the crop is checked
+    np.testing.assert_array_equal(load_mu_data(path, batch=_prepared(phantom_batch, None)), mu)
+    renamed = SliceBatch(**{**phantom_batch.__dict__, "sequences": ("C0", "T2", "DE")})
+    with pytest.raises(InputError, match="is for sequences"):
+        load_mu_data(path, batch=renamed)
+
+
+def test_old_json_without_preparation_loads_unchecked(tmp_path: Path, phantom_batch):
+    mu = np.arange(12, dtype=np.float64).reshape(4, 3)
+    old = {"format": "deepgmm.mu_data/1", "classes": ["blood", "myocardium", "edema", "scar"],
+           "sequences": ["C0", "DE", "T2"], "mu": mu.tolist()}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    np.testing.assert_array_equal(
+        load_mu_data(tmp_path / "old.json", batch=_prepared(phantom_batch, "roi")), mu)
+    (tmp_path / "bad.json").write_text(json.dumps({**old, "crop_size": 64}))
+    with pytest.raises(InputError, match=r"bad\.json.*'crop_size' must be \[H, W\]"):
+        load_mu_data(tmp_path / "bad.json")

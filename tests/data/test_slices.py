@@ -71,7 +71,7 @@ def test_uncrop_fill_and_leading_dims():
 
 def test_make_batch_fields_and_exact_uncrop():
     vols = [_volume(case_id="1"), _volume(case_id="2", seed=1)]
-    batch = make_batch(vols, selection="roi", crop_size=(8, 10), normalise="crop")
+    batch = make_batch(vols, selection="roi", crop_size=(8, 10), normalisation="crop")
     assert len(batch) == 4 and batch.image.shape == (4, 2, 8, 10)
     assert batch.image.dtype == torch.float32 and batch.roi.dtype == torch.bool
     assert batch.labels.dtype == torch.int64
@@ -112,7 +112,8 @@ def test_make_batch_pads_small_images_and_normalises_inside_only():
 
 
 def test_make_batch_roi_normalisation(phantom_volumes):
-    batch = make_batch(phantom_volumes, crop_size=(64, 64), normalise="roi")
+    batch = make_batch(phantom_volumes, crop_size=(64, 64), normalisation="roi")
+    assert batch.normalisation == "roi" and batch.crop_size == (64, 64)  # recorded
     img = batch.image.numpy().transpose(1, 0, 2, 3)  # (M, B, H, W)
     roi = batch.roi.numpy()
     for b in range(len(batch)):
@@ -190,7 +191,7 @@ def test_make_batch_roi_outside_crop():
 
 def test_make_batch_bad_options_and_mismatched_sequences():
     with pytest.raises(InputError, match="normalisation must be one of crop, roi"):
-        make_batch([_volume()], normalise="global")
+        make_batch([_volume()], normalisation="global")
     other = _volume(case_id="8")
     other.sequences = ("A", "C")
     with pytest.raises(InputError, match=r"case 8 has sequences \('A', 'C'\)"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -196,3 +197,53 @@ def test_crash_while_moving_is_rolled_forward(tmp_path: Path,
     loaded = ck.load_checkpoint(tmp_path)
     assert loaded.config["epoch"] == 2
     assert torch.equal(loaded.model_state["head.weight"], net2.state_dict()["head.weight"])
+
+
+def test_required_and_resume_keys_come_from_run_config() -> None:
+    names = [f.name for f in dataclasses.fields(ck.RunConfig)]
+    assert set(ck.REQUIRED_KEYS) == {
+        "format_version", "network", "n_classes", "class_names", "sequences",
+        "normalisation", "crop_size", "mu_data", "train_patients", "model", "lam", "epoch",
+        "files"}
+    assert set(ck.RESUME_KEYS) == {
+        "model", "lam", "epochs", "min_epochs", "batch_size", "lr", "weight_decay", "tol",
+        "seed", "augment", "network", "train_patients", "n_slices", "crop_size", "sequences",
+        "mu_data", "penalty", "clip_norm", "label_weight", "labelled_slices", "precision"}
+    assert set(ck.RESUME_KEYS) <= set(names)
+    assert set(ck.REQUIRED_KEYS) - set(names) == {"format_version", "epoch", "files"}
+
+
+@pytest.mark.parametrize("key", ["normalisation", "crop_size", "model", "epoch"])
+def test_a_missing_required_key_is_named(tmp_path: Path, key: str) -> None:
+    net = _net()
+    ck.save_checkpoint(tmp_path, config=_config(net), model_state=net.state_dict())
+    cfg = json.loads((tmp_path / ck.CONFIG_FILE).read_text())
+    del cfg[key]
+    (tmp_path / ck.CONFIG_FILE).write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=f"lacks the key\\(s\\) {key}$"):
+        ck.read_config(tmp_path)
+
+
+def _run_config(**kw: object) -> ck.RunConfig:
+    values = {f.name: None for f in dataclasses.fields(ck.RunConfig)}
+    values.update({"model": "deepg", "lam": 1.0, "label_weight": 0.0, "precision": "fp32",
+                   "labelled_slices": [], "crop_size": [16, 16], "sequences": SEQ})
+    values.update(kw)
+    return ck.RunConfig(**values)  # type: ignore[arg-type]
+
+
+def test_resume_differences_use_old_values_for_newer_settings() -> None:
+    current = _run_config()
+    stored = current.to_json()
+    assert current.resume_differences(stored) == []
+    for newer in ("label_weight", "precision", "labelled_slices"):  # written before they existed
+        del stored[newer]
+    assert current.resume_differences(stored) == []
+    assert _run_config(precision="bf16").resume_differences(stored) == [
+        "precision: checkpoint 'fp32', now 'bf16'"]
+    # tuples and lists compare equal; a stored key without an old value is None
+    assert _run_config(crop_size=(16, 16)).resume_differences(stored) == []
+    del stored["lam"]
+    assert current.resume_differences(stored) == ["lam: checkpoint None, now 1.0"]
+    with pytest.raises(CheckpointError, match=r"cannot resume 'run'.*lam: checkpoint None"):
+        ck.check_resumable(stored, current, "run")

@@ -9,8 +9,9 @@ import torch
 
 from deepgmm.data.slices import make_batch
 from deepgmm.errors import CheckpointError, InputError
+from deepgmm.fit.loss import network_nll, nll_of_log_resp, pack_slices
 from deepgmm.fit.predict import predict
-from deepgmm.fit.train import TrainResult, batch_nll, nll_of_log_resp, train_network
+from deepgmm.fit.train import TrainResult, train_network
 from deepgmm.types import SliceBatch
 
 
@@ -36,7 +37,7 @@ def test_checkpoint_gives_the_trained_networks_answers(batch: SliceBatch, traine
     run, res = trained
     out = predict(run, batch, device="cpu", chunk_size=5)
     with torch.no_grad():
-        nll, resp, means = batch_nll(res.network.cpu().eval(), batch.image, batch.roi,
+        nll, resp, means = network_nll(res.network.cpu().eval(), batch.image, batch.roi,
                                      "deepsvg")
     assert out.method == "deepsvg"
     assert out.responsibilities.shape == (12, 4, 64, 64)
@@ -86,7 +87,9 @@ def test_tta_averages_the_symmetric_copies(batch: SliceBatch, trained) -> None: 
                 p = torch.softmax(net(x), dim=1)
                 p = p.flip(3) if mirror else p
                 probs += torch.rot90(p, -turns, dims=(2, 3)) / 8
-        nll, _, means = nll_of_log_resp(probs.log(), batch.image, batch.roi, "deepsvg")
+        nll, mixture = nll_of_log_resp(probs.log(), pack_slices(batch.image, batch.roi),
+                                       "deepsvg")
+        means = mixture.means
     assert torch.allclose(out.responsibilities, probs, atol=1e-5)
     assert torch.allclose(out.nll, nll, atol=1e-4)
     assert torch.allclose(out.means, means, atol=1e-4)
@@ -137,3 +140,19 @@ def test_bf16_run_predicts_in_bf16_by_default(batch: SliceBatch, tmp_path: Path)
     full = predict(run, batch, device="cpu", precision="fp32")
     assert torch.equal(default.responsibilities, half.responsibilities)
     assert not torch.equal(default.responsibilities, full.responsibilities)
+
+
+def test_slices_prepared_otherwise_refused(trained: tuple[Path, TrainResult],
+                                           batch: SliceBatch) -> None:
+    run, _ = trained
+    other = SliceBatch(**{**batch.__dict__, "normalisation": "roi"})
+    with pytest.raises(InputError, match=r"was trained on slices prepared otherwise than "
+                                         r"these: normalisation 'crop' vs 'roi'$"):
+        predict(run, other, device="cpu")
+    smaller = SliceBatch(**{**batch.__dict__, "image": batch.image[..., 16:48, 16:48],
+                            "roi": batch.roi[..., 16:48, 16:48]})
+    assert predict(run, smaller, device="cpu").responsibilities.shape[-2:] == (32, 32)
+    with pytest.raises(InputError, match=r"μ_data of checkpoint .* was computed from slices "
+                                         r"prepared otherwise than these: crop size \[64, 64\] "
+                                         r"vs \[32, 32\]$"):
+        predict(run, smaller, device="cpu", refine=1)

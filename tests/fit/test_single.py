@@ -9,7 +9,7 @@ import pytest
 import torch
 from helpers import regions
 
-from deepgmm.errors import InputError
+from deepgmm.errors import FitError, InputError
 from deepgmm.fit import stacked
 from deepgmm.fit.single import fit_slices
 from deepgmm.mixture.likelihood import gmm_nll, m_step, svgmm_nll
@@ -187,7 +187,8 @@ def test_small_roi_is_input_error_naming_the_slice() -> None:
 @pytest.mark.parametrize(("opts", "pattern"), [
     ({"model": "gmm"}, "model must be one of deepg, deepsvg"),
     ({"lam": 1.0}, "lam > 0 needs mu_data"),
-    ({"lam": 1.0, "mu_data": np.zeros((3, 3))}, r"mu_data must be \(K, M\)"),
+    ({"lam": 1.0, "mu_data": np.zeros((3, 3))},
+     r"mu_data must have shape \(4, 3\) or \(2, 4, 3\) \(K classes"),
     ({"lam": -1.0}, "lam must be >= 0"),
     ({"tol": 0.0}, "tol must be > 0"),
     ({"min_iter": 5, "max_iter": 2}, "must not exceed max_iter"),
@@ -262,5 +263,5 @@ def test_out_of_memory_halves_the_batch_and_goes_on(monkeypatch: pytest.MonkeyPa
         raise torch.cuda.OutOfMemoryError("simulated")
 
     monkeypatch.setattr(stacked, "forward_stacked", never)
-    with pytest.raises(InputError, match="does not fit in the memory"):
+    with pytest.raises(FitError, match="does not fit in the memory"):
         fit_slices(regions.subset(batch, [0]), **opts)

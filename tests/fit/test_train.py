@@ -14,6 +14,7 @@ from deepgmm.data.slices import make_batch
 from deepgmm.errors import CheckpointError, InputError
 from deepgmm.fit import train as train_mod
 from deepgmm.fit.checkpoint import load_checkpoint
+from deepgmm.fit.loss import network_nll
 from deepgmm.fit.train import train_network
 from deepgmm.types import SliceBatch
 
@@ -31,7 +32,8 @@ def _subset(batch: SliceBatch, n: int) -> SliceBatch:
     return SliceBatch(image=batch.image[:n], roi=batch.roi[:n], labels=batch.labels[:n],
                       case_ids=batch.case_ids[:n], slice_indices=batch.slice_indices[:n],
                       crop_origins=batch.crop_origins[:n], full_shapes=batch.full_shapes[:n],
-                      sequences=batch.sequences, spacing=batch.spacing[:n])
+                      sequences=batch.sequences, spacing=batch.spacing[:n],
+                      normalisation=batch.normalisation)
 
 
 def test_training_reduces_nll_and_follows_schedule(batch: SliceBatch) -> None:
@@ -170,7 +172,7 @@ def test_penalty_matches_hand_computation(batch: SliceBatch, penalty: str) -> No
     loss, before, _ = _one_step(sub, penalty, None)
     mu = torch.as_tensor(compute_mu_data(sub), dtype=torch.float64)
     with torch.no_grad():
-        nll, _, means = train_mod.batch_nll(before, sub.image.float(), sub.roi.bool(),
+        nll, _, means = network_nll(before, sub.image.float(), sub.roi.bool(),
                                             "deepsvg")
     means = means.double()
     if penalty == "batch":
@@ -215,3 +217,31 @@ def test_bf16_training_reduces_nll_is_recorded_and_resumes_only_in_bf16(
         train_network(batch, run_dir=tmp_path / "bf16", resume=True, **kw)
     with pytest.raises(InputError, match="precision must be one of"):
         train_network(batch, precision="fp16", **kw)
+
+
+def test_old_config_without_newer_settings_resumes(batch: SliceBatch, tmp_path: Path) -> None:
+    """A config.json written before label_weight, labelled_slices and precision existed
+    still loads and resumes (they count as their old values); the run records the batch's
+    own crop size and normalisation."""
+    batch = _subset(batch, 2)
+    kw = {"model": "deepg", "lam": 1.0, "epochs": 2, "min_epochs": 2, **SMALL}
+    full = train_network(batch, run_dir=tmp_path, **kw)
+    assert full.config["normalisation"] == "crop" and full.config["crop_size"] == [64, 64]
+    path = tmp_path / "config.json"
+    cfg = json.loads(path.read_text())
+    for newer in ("label_weight", "labelled_slices", "precision"):
+        del cfg[newer]
+    cfg.update({"epoch": 1, "finished": False,
+                "history": {k: v[:1] for k, v in cfg["history"].items()}})
+    path.write_text(json.dumps(cfg))
+    resumed = train_network(batch, run_dir=tmp_path, resume=True, **kw)
+    assert resumed.n_epochs == 2 and len(resumed.nll_history) == 2
+    assert resumed.nll_history[0] == full.nll_history[0]
+    assert json.loads(path.read_text())["precision"] == "fp32"
+    # the optimiser ran the second epoch at the decayed learning rate
+    stored = load_checkpoint(tmp_path, with_optimizer=True).optimizer_state
+    assert stored["param_groups"][0]["lr"] == resumed.lr_history[1] < resumed.lr_history[0]
+    cfg["files"] = json.loads(path.read_text())["files"]  # the tensors saved by the resume
+    path.write_text(json.dumps(cfg))  # the old config again, resumed in another precision
+    with pytest.raises(CheckpointError, match="precision: checkpoint 'fp32', now 'bf16'"):
+        train_network(batch, run_dir=tmp_path, resume=True, **{**kw, "precision": "bf16"})

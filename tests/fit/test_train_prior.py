@@ -15,6 +15,7 @@ from deepgmm.data.mu_data import compute_mu_data
 from deepgmm.data.slices import make_batch
 from deepgmm.errors import CheckpointError, InputError
 from deepgmm.fit import train as train_mod
+from deepgmm.fit.loss import nll_of_log_resp, pack_slices
 from deepgmm.fit.train import train_network
 from deepgmm.mixture.prior import ParameterPrior
 from deepgmm.types import SliceBatch
@@ -50,7 +51,8 @@ def test_loss_adds_the_hand_computed_prior_terms(batch: SliceBatch, penalty: str
         aug_cfg=None, dev=torch.device("cpu"), param_prior=prior)
     with torch.no_grad():
         log_resp = torch.log_softmax(net.train()(batch.image.float()), dim=1)
-        nll, params = train_mod.mixture_nll(log_resp, batch.image.float(), batch.roi, "deepsvg")
+        nll, params = nll_of_log_resp(log_resp, pack_slices(batch.image.float(), batch.roi),
+                                      "deepsvg")
     means, w, var = params.means.double(), params.weights.double(), params.covariances.double()
     lv_t = torch.as_tensor(stats.log_variances)
     w_t = torch.as_tensor(stats.weights)

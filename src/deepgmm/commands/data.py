@@ -156,9 +156,10 @@ def mu_data_command(
     ids = patient_list(ctx, patients)
     volumes = load_dataset(root, ids, exclude=split_ids(exclude))
     batch = make_batch(volumes, selection=selection, crop_size=(crop, crop),
-                       normalise=normalise, require_labels=True)
+                       normalisation=normalise, require_labels=True)
     mu = compute_mu_data(batch, n_slices=n_slices, seed=seed)
-    path = save_mu_data(mu, batch.sequences, out)
+    path = save_mu_data(mu, batch.sequences, out, crop_size=batch.crop_size,
+                        normalisation=batch.normalisation)
     typer.echo(f"μ_data from {min(n_slices, len(batch))} of {len(batch)} slices "
                f"({len(volumes)} patients), seed {seed}:")
     typer.echo(f"{'class':<12}" + "".join(f"{s:>9}" for s in batch.sequences))

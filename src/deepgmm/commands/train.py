@@ -145,7 +145,7 @@ def train_command(
         ids = default_train_patients([c.case_id for c in discover_cases(root, seqs)])
     volumes = load_dataset(root, ids, sequences=seqs)
     slices = make_batch(volumes, selection="all-classes", crop_size=(crop, crop))
-    mu = load_mu(mu_data, seqs)
+    mu = load_mu(mu_data, seqs, batch=slices)
     result = train_network(slices, model=model, lam=lam, mu_data=mu, epochs=epochs,
                            min_epochs=min_epochs, batch_size=batch, lr=lr,
                            weight_decay=weight_decay, tol=tol, seed=seed, device=device,
@@ -216,7 +216,7 @@ def predict_command(
     volumes = load_dataset(root, ids, sequences=seqs)
     slices = make_batch(volumes, selection=selection,
                         crop_size=tuple(config["crop_size"]),
-                        normalise=config["normalisation"])
+                        normalisation=config["normalisation"])
     result = predict(run, slices, refine=refine, refine_lam=refine_lam, tta=tta,
                      device=device, progress=progress, precision=precision)
     summary = write_segmentation(out, volumes, slices, result, matching="none",

@@ -2,7 +2,15 @@
 
 The regulariser ``λ ||μ − μ_data||²`` of deepG / deepSVG pins each network channel to a class;
 μ_data is ``(K, M)``: row k is class k + 1 (blood, myocardium, edema, scar), column m is
-sequence m. It is stored as JSON with the class and sequence names.
+sequence m. :func:`check_mu_data` is the one validator of a μ_data array's shape and values,
+used by every method that takes one.
+
+It is stored as JSON with the class and sequence names and how the slices it was computed
+from were prepared: ``crop_size`` ``[H, W]`` and ``normalisation`` (``"crop"`` or ``"roi"``,
+see :func:`deepgmm.data.slices.make_batch`); z-scored intensities depend on both, so
+:func:`load_mu_data` given the slices it will be used with (``batch=``) refuses a file
+prepared otherwise. Files written before these fields existed hold neither; they load, and
+their preparation counts as unknown (nothing is checked).
 """
 
 from __future__ import annotations
@@ -12,8 +20,10 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
 from deepgmm._atomic import atomic_path
 from deepgmm.errors import InputError
@@ -24,6 +34,45 @@ PathLike = str | os.PathLike[str]
 log = logging.getLogger(__name__)
 
 FORMAT = "deepgmm.mu_data/1"
+
+
+def check_mu_data(mu: Any, k: int, m: int, *, n_slices: int | None = None,
+                  name: str = "mu_data", dtype: torch.dtype = torch.float32,
+                  device: str | torch.device | None = None) -> torch.Tensor:
+    """``mu`` as a checked tensor of class means.
+
+    Args:
+        mu: ``(K, M)`` class means (array-like or tensor), or ``(B, K, M)`` per slice when
+            ``n_slices`` is given.
+        k: K, the number of classes.
+        m: M, the number of sequences.
+        n_slices: B, when one mean per slice is allowed; a ``(K, M)`` ``mu`` is then
+            broadcast to ``(B, K, M)`` (a view).
+        name: how to name ``mu`` in messages.
+        dtype: dtype of the result (a plain rounding of the given values).
+        device: where to put the result (default: the CPU, or the tensor's own device).
+
+    Returns:
+        ``(K, M)``, or ``(B, K, M)`` with ``n_slices``.
+
+    Raises:
+        InputError: not numbers, another shape, or NaN / infinite values.
+    """
+    try:
+        t = (mu.detach() if isinstance(mu, torch.Tensor)
+             else torch.as_tensor(np.asarray(mu, dtype=np.float64)))
+    except (TypeError, ValueError) as err:
+        raise InputError(f"{name} must be a (K, M) array of numbers: {err}") from None
+    shapes = [(k, m)] if n_slices is None else [(k, m), (n_slices, k, m)]
+    if tuple(t.shape) not in shapes:
+        raise InputError(f"{name} must have shape {' or '.join(map(str, shapes))} (K classes x "
+                         f"M sequences), got {tuple(t.shape)}")
+    t = t.to(dtype=dtype, device=device)
+    if not bool(torch.isfinite(t).all()):
+        raise InputError(f"{name} holds NaN or infinite values")
+    if n_slices is not None and t.ndim == 2:
+        t = t.expand(n_slices, k, m)
+    return t
 
 
 def draw_slices(n_total: int, n_slices: int = 10, seed: int = 42) -> np.ndarray:
@@ -75,40 +124,79 @@ def compute_mu_data(batch: SliceBatch, n_slices: int = 10, seed: int = 42) -> np
     return sums / counts[:, None]
 
 
-def save_mu_data(mu: np.ndarray, sequences: Sequence[str], path: PathLike) -> Path:
+def save_mu_data(mu: np.ndarray, sequences: Sequence[str], path: PathLike, *,
+                 crop_size: Sequence[int] | None = None,
+                 normalisation: str | None = None) -> Path:
     """Write μ_data ``(K, M)`` as JSON (atomically) with class and sequence names.
+
+    Args:
+        mu: ``(K, M)`` class means.
+        sequences: the M sequence names, in channel order.
+        path: the JSON file.
+        crop_size: ``(H, W)`` of the slices the means come from (``SliceBatch.crop_size``).
+        normalisation: their normalisation (``SliceBatch.normalisation``).
 
     Raises:
         InputError: wrong shape, non-finite values, or a name count that does not match.
     """
-    mu = np.asarray(mu, dtype=np.float64)
     sequences = [str(s) for s in sequences]
-    if mu.ndim != 2 or mu.shape != (len(CLASS_NAMES), len(sequences)):
-        raise InputError(f"μ_data must have shape (K={len(CLASS_NAMES)}, M={len(sequences)}) "
-                         f"for sequences {sequences}, got {mu.shape}")
-    if not np.isfinite(mu).all():
-        raise InputError("μ_data holds NaN or infinite values")
-    doc = {"format": FORMAT, "classes": list(CLASS_NAMES), "sequences": sequences,
-           "mu": mu.tolist()}
+    mu = check_mu_data(mu, len(CLASS_NAMES), len(sequences), name="μ_data",
+                       dtype=torch.float64).numpy()
+    doc: dict[str, Any] = {"format": FORMAT, "classes": list(CLASS_NAMES),
+                           "sequences": sequences, "mu": mu.tolist()}
+    if crop_size is not None:
+        doc["crop_size"] = [int(s) for s in crop_size]
+    if normalisation is not None:
+        doc["normalisation"] = str(normalisation)
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
     return path
 
 
-def load_mu_data(path: PathLike, sequences: Sequence[str] | None = None) -> np.ndarray:
+def check_prepared_like(crop_size: Sequence[int] | None, normalisation: str | None,
+                        batch: SliceBatch, source: str) -> None:
+    """Refuse slices prepared otherwise than the ones something was made from.
+
+    Args:
+        crop_size: the recorded ``(H, W)``, or None (unknown: not checked).
+        normalisation: the recorded normalisation, or None (unknown: not checked).
+        batch: the slices about to be used.
+        source: the start of the message, naming what was made from which slices, e.g.
+            ``"μ_data file 'mu.json' was computed from"``.
+
+    Raises:
+        InputError: one line naming both settings.
+    """
+    diffs = []
+    if crop_size is not None and list(crop_size) != list(batch.crop_size):
+        diffs.append(f"crop size {list(crop_size)} vs {list(batch.crop_size)}")
+    if normalisation is not None and batch.normalisation is not None \
+            and normalisation != batch.normalisation:
+        diffs.append(f"normalisation {normalisation!r} vs {batch.normalisation!r}")
+    if diffs:
+        raise InputError(f"{source} slices prepared otherwise than these: "
+                         + ", ".join(diffs))
+
+
+def load_mu_data(path: PathLike, sequences: Sequence[str] | None = None, *,
+                 batch: SliceBatch | None = None) -> np.ndarray:
     """Read μ_data written by :func:`save_mu_data`.
 
     Args:
         path: the JSON file.
         sequences: when given, the sequences the data will be used with; they must match
             the file's, in order.
+        batch: when given, the slices the means will be used with: their sequences, crop
+            size and normalisation must match the file's (settings a file does not record
+            are not checked).
 
     Returns:
         ``(K, M)`` float64.
 
     Raises:
-        InputError: missing or malformed file, other class names, or other sequences.
+        InputError: missing or malformed file, other class names, other sequences, or
+            slices prepared otherwise (crop size, normalisation).
     """
     path = Path(path)
     try:
@@ -124,9 +212,19 @@ def load_mu_data(path: PathLike, sequences: Sequence[str] | None = None) -> np.n
     if list(doc["classes"]) != list(CLASS_NAMES):
         raise InputError(f"μ_data file {str(path)!r} has classes {doc['classes']}, expected "
                          f"{list(CLASS_NAMES)}")
+    if sequences is None and batch is not None:
+        sequences = batch.sequences
     if sequences is not None and [str(s) for s in sequences] != file_seqs:
         raise InputError(f"μ_data file {str(path)!r} is for sequences {file_seqs}, but the "
                          f"images have {list(sequences)}")
+    crop_size = doc.get("crop_size")
+    if crop_size is not None and not (isinstance(crop_size, list) and len(crop_size) == 2
+                                      and all(isinstance(v, int) for v in crop_size)):
+        raise InputError(f"μ_data file {str(path)!r}: 'crop_size' must be [H, W], got "
+                         f"{crop_size!r}")
+    if batch is not None:
+        check_prepared_like(crop_size, doc.get("normalisation"), batch,
+                            f"μ_data file {str(path)!r} was computed from")
     try:
         mu = np.asarray(doc["mu"], dtype=np.float64)
     except (TypeError, ValueError) as err:

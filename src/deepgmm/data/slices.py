@@ -17,7 +17,7 @@ from deepgmm.errors import InputError
 from deepgmm.types import CaseVolume, SliceBatch
 
 SELECTION_MODES: tuple[str, ...] = ("all-classes", "roi")
-NORMALISE_MODES: tuple[str, ...] = ("crop", "roi")
+NORMALISATIONS: tuple[str, ...] = ("crop", "roi")
 N_LABELS = 5  # background + K = 4 classes
 
 MAX_PAD_FACTOR = 2
@@ -184,7 +184,7 @@ def _selection_for(volume: CaseVolume,
 
 def make_batch(volumes: Sequence[CaseVolume], *,
                selection: str | Mapping[str, Sequence[int]] = "all-classes",
-               crop_size: int | Sequence[int] = (160, 160), normalise: str = "crop",
+               crop_size: int | Sequence[int] = (160, 160), normalisation: str = "crop",
                require_labels: bool = False) -> SliceBatch:
     """Cut the selected slices of every case into one normalised batch.
 
@@ -195,14 +195,14 @@ def make_batch(volumes: Sequence[CaseVolume], *,
         crop_size: ``(H, W)`` of the crop around the case's ROI centre (an int means a
             square); where it leaves the image the crop is zero-padded (at most
             ``MAX_PAD_FACTOR`` times the image side).
-        normalise: z-score each slice and sequence over the ``"crop"`` (the pixels of the
+        normalisation: z-score each slice and sequence over the ``"crop"`` (the pixels of the
             crop inside the image) or over the ``"roi"``; padding is set to 0.
         require_labels: refuse cases without ground truth (for evaluation and ``mu_data``).
 
     Returns:
         A :class:`SliceBatch`: image ``(B, M, H, W)`` float32, roi ``(B, H, W)`` bool, labels
         ``(B, H, W)`` int64 (``None`` when a case has none), crop origins, full shapes and
-        in-plane spacing ``(B, 2)``.
+        in-plane spacing ``(B, 2)``, and the ``normalisation`` used.
 
     Raises:
         InputError: no volumes or no slice selected, different sequences, bad crop size,
@@ -212,9 +212,9 @@ def make_batch(volumes: Sequence[CaseVolume], *,
     if not volumes:
         raise InputError("no cases given: nothing to batch")
     h, w = _check_crop_size(crop_size)
-    if normalise not in NORMALISE_MODES:
-        raise InputError(f"normalisation must be one of {', '.join(NORMALISE_MODES)}, got "
-                         f"{normalise!r}")
+    if normalisation not in NORMALISATIONS:
+        raise InputError(f"normalisation must be one of {', '.join(NORMALISATIONS)}, got "
+                         f"{normalisation!r}")
     sequences = tuple(volumes[0].sequences)
     have_labels = all(v.labels is not None for v in volumes)
     images, rois, labels = [], [], []
@@ -252,7 +252,7 @@ def make_batch(volumes: Sequence[CaseVolume], *,
         img_c = crop(vol.image[..., zs].transpose(3, 0, 1, 2), origin, (h, w))  # (S, M, H, W)
         inside = crop(np.ones((len(zs), x_full, y_full), dtype=bool), origin, (h, w),
                       fill=False)
-        region = inside if normalise == "crop" else roi_c
+        region = inside if normalisation == "crop" else roi_c
 
         def where(s: int, m: int, _vol: CaseVolume = vol, _zs: list[int] = zs) -> str:
             return (f"case {_vol.case_id}, slice {_zs[s]}, sequence {sequences[m]} "
@@ -281,4 +281,5 @@ def make_batch(volumes: Sequence[CaseVolume], *,
         case_ids=case_ids, slice_indices=slice_idx,
         crop_origins=np.concatenate(origins).astype(np.int64),
         full_shapes=np.concatenate(shapes).astype(np.int64),
-        sequences=sequences, spacing=np.concatenate(spacing).astype(np.float64))
+        sequences=sequences, spacing=np.concatenate(spacing).astype(np.float64),
+        normalisation=normalisation)

@@ -5,10 +5,17 @@ A run folder holds
 - ``model.safetensors``: the network's weights;
 - ``optimizer.safetensors``: the optimiser's state (tensors; hyperparameters in metadata),
   so that training can resume where it stopped;
-- ``config.json``: everything needed to use the weights on new data (network
-  configuration, K, class names, sequence names and order, normalisation, crop size,
-  mu_data, training patients, model type, lambda, epoch, training history, package and
-  torch versions, seed) and the SHA-256 of both tensor files.
+- ``config.json``: the run's settings (a :class:`RunConfig`: everything needed to use the
+  weights on new data, network configuration, K, class names, sequence names and order,
+  normalisation, crop size, mu_data, training patients, model type, lambda, and the
+  training settings), its progress (epoch, training history, whether it converged) and the
+  SHA-256 of both tensor files.
+
+:class:`RunConfig` is the one description of a run's settings: which keys every
+``config.json`` must hold (:data:`REQUIRED_KEYS`) and which must be equal for a run to be
+resumed (:data:`RESUME_KEYS`) come from its field metadata. A setting added after
+checkpoints were first written declares the value such older checkpoints used
+(``old=``), so they still load and resume.
 
 Writing is journalled so that a checkpoint written halfway is never the current one: the
 three files are first written completely into ``RUN/.checkpoint.staging/`` (``config.json``
@@ -25,8 +32,8 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +47,127 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 CONFIG_FILE = "config.json"
 STAGING_DIR = ".checkpoint.staging"
 
+_NO_OLD = object()
+
+
+def _setting(*, required: bool = False, resume: bool = False, old: Any = _NO_OLD) -> Any:
+    """A :class:`RunConfig` field: ``required`` in every ``config.json``; ``resume``: must
+    be equal to resume a run; ``old``: the value checkpoints written before the setting
+    existed used (compared on resume)."""
+    return field(metadata={"required": required, "resume": resume, "old": old})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The settings of a ``train`` run, as stored in ``config.json`` (JSON values).
+
+    Attributes:
+        model: ``"deepg"`` or ``"deepsvg"``.
+        lam: weight of the μ_data penalty.
+        epochs, min_epochs, batch_size, lr, weight_decay, tol, seed, penalty, clip_norm,
+            label_weight, precision: the training settings
+            (:func:`deepgmm.fit.train.train_network`).
+        labelled_slices: ``[case id, slice index]`` of the slices whose labels enter the
+            loss (``label_weight > 0``).
+        augment: the augmentation settings, or None.
+        network: the U-Net's constructor arguments.
+        n_classes: K.
+        class_names: K names.
+        sequences: the M sequence names, in channel order.
+        normalisation: how the training slices were z-scored (None: not known).
+        crop_size: ``[H, W]`` of the training slices.
+        mu_data: ``(K, M)`` class means as nested lists, or None.
+        train_patients: the training case ids.
+        n_slices: number of training slices.
+        train_slices: ``[case id, slice index]`` of every training slice.
+        package_version, torch_version, device: where the run was made.
+        prior: ``"means"`` (published) or ``"all"`` (:mod:`deepgmm.mixture.prior`).
+        lam_var, lam_weights: weights of the log-variance and weight penalties (0 with
+            ``prior="means"``).
+        class_prior: the class statistics of ``prior="all"``
+            (:class:`~deepgmm.data.class_prior.ClassPrior` ``to_dict``), or None.
+        components_per_class: Gaussian components per class; the network has
+            ``n_classes * components_per_class`` outputs.
+    """
+
+    model: str = _setting(required=True, resume=True)
+    lam: float = _setting(required=True, resume=True)
+    epochs: int = _setting(resume=True)
+    min_epochs: int = _setting(resume=True)
+    batch_size: int = _setting(resume=True)
+    lr: float = _setting(resume=True)
+    weight_decay: float = _setting(resume=True)
+    tol: float = _setting(resume=True)
+    seed: int = _setting(resume=True)
+    penalty: str = _setting(resume=True)
+    clip_norm: float | None = _setting(resume=True)
+    label_weight: float = _setting(resume=True, old=0.0)
+    precision: str = _setting(resume=True, old="fp32")
+    labelled_slices: list[list[Any]] = _setting(resume=True, old=[])
+    augment: dict[str, Any] | None = _setting(resume=True)
+    network: dict[str, Any] = _setting(required=True, resume=True)
+    n_classes: int = _setting(required=True)
+    class_names: list[str] = _setting(required=True)
+    sequences: list[str] = _setting(required=True, resume=True)
+    normalisation: str | None = _setting(required=True)
+    crop_size: list[int] = _setting(required=True, resume=True)
+    mu_data: list[list[float]] | None = _setting(required=True, resume=True)
+    train_patients: list[str] = _setting(required=True, resume=True)
+    n_slices: int = _setting(resume=True)
+    train_slices: list[list[Any]] = _setting()
+    package_version: str = _setting()
+    torch_version: str = _setting()
+    device: str = _setting()
+    prior: str = _setting(resume=True, old="means")
+    lam_var: float = _setting(resume=True, old=0.0)
+    lam_weights: float = _setting(resume=True, old=0.0)
+    class_prior: dict[str, Any] | None = _setting(resume=True, old=None)
+    components_per_class: int = _setting(resume=True, old=1)
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings as a JSON-ready dict (field order)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def resume_differences(self, stored: Mapping[str, Any]) -> list[str]:
+        """``"key: checkpoint X, now Y"`` for every resume setting that differs from a
+        stored ``config.json`` (a key it lacks counts as its ``old`` value)."""
+        diffs = []
+        for f in fields(self):
+            if not f.metadata["resume"]:
+                continue
+            old = f.metadata["old"]
+            before = stored.get(f.name, None if old is _NO_OLD else old)
+            now = getattr(self, f.name)
+            if _as_json(before) != _as_json(now):
+                diffs.append(f"{f.name}: checkpoint {before!r}, now {now!r}")
+        return diffs
+
+
+def _as_json(value: Any) -> Any:
+    """JSON round trip, so that tuples and lists compare equal."""
+    return json.loads(json.dumps(value))
+
+
+PROGRESS_KEYS: tuple[str, ...] = ("epoch", "converged", "finished", "history", "seconds")
+"""Keys of ``config.json`` that record how far a run got (``epoch`` is required)."""
+
 REQUIRED_KEYS: tuple[str, ...] = (
-    "format_version", "network", "n_classes", "class_names", "sequences", "normalisation",
-    "crop_size", "mu_data", "train_patients", "model", "lam", "epoch", "files",
-)
-"""Keys every ``config.json`` must have."""
+    "format_version", *(f.name for f in fields(RunConfig) if f.metadata["required"]),
+    "epoch", "files")
+"""Keys every ``config.json`` must have: the file format's and the required settings."""
+
+RESUME_KEYS: tuple[str, ...] = tuple(f.name for f in fields(RunConfig) if f.metadata["resume"])
+"""Settings that must be equal for a run to be resumed."""
+
+
+def check_resumable(stored: Mapping[str, Any], current: RunConfig,
+                    run_dir: str | os.PathLike[str]) -> None:
+    """Raise :class:`CheckpointError` unless a run stored with ``stored`` (a ``config.json``)
+    can be resumed with the settings ``current``."""
+    diffs = current.resume_differences(stored)
+    if diffs:
+        raise CheckpointError(f"cannot resume {str(run_dir)!r} with other settings or data: "
+                              + "; ".join(diffs))
 
 
 @dataclass

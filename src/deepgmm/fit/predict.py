@@ -12,6 +12,11 @@ one.
 ``refine=N`` continues per-slice fitting from the trained weights for N iterations
 (:func:`deepgmm.fit.single.fit_slices` with ``init_state``): every slice gets its own copy
 of the trained network, fine-tuned on that slice alone.
+
+The loss is :mod:`deepgmm.fit.loss`'s. Slices normalised otherwise than the training slices
+(``SliceBatch.normalisation`` against the checkpoint's) are refused; so are slices of
+another crop size when the refinement pulls towards the checkpoint's μ_data. Another crop
+size alone only warns: the network is fully convolutional.
 """
 
 from __future__ import annotations
@@ -25,10 +30,11 @@ from typing import Any
 import torch
 
 from deepgmm.allocator import tune_cpu_allocator
+from deepgmm.data.mu_data import check_prepared_like
 from deepgmm.errors import InputError
 from deepgmm.fit.checkpoint import build_network, load_checkpoint
+from deepgmm.fit.loss import nll_of_log_resp, pack_slices
 from deepgmm.fit.precision import network_autocast
-from deepgmm.fit.train import mixture_nll, nll_of_log_resp
 from deepgmm.mixture.subclasses import class_params, class_probabilities
 from deepgmm.nets.tta import PLAIN, averaged_log_softmax
 from deepgmm.types import SegmentationResult, SliceBatch
@@ -79,7 +85,8 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
     Raises:
         CheckpointError: a missing, corrupt or incompatible checkpoint (other sequences).
         InputError: bad ``refine`` or ``chunk_size``; ``tta`` with ``refine``; H and W not
-            multiples of ``2 ** depth``.
+            multiples of ``2 ** depth``; slices prepared otherwise than the training slices
+            (see the module docstring).
     """
     from deepgmm.device import resolve_device
 
@@ -101,6 +108,8 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
     if crop != list(config["crop_size"]):
         logger.warning("slices are %d x %d, the network was trained on %d x %d crops",
                        *crop, *config["crop_size"])
+    source = f"checkpoint {str(run_dir)!r}"
+    check_prepared_like(None, config["normalisation"], batch, f"{source} was trained on")
     per_class = int(config.get("components_per_class", 1))
     if refine > 0 and per_class > 1:
         raise InputError(f"refine fits one Gaussian per class; this network has "
@@ -109,7 +118,8 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
         if refine_lam is not None and (not math.isfinite(refine_lam) or refine_lam < 0):
             raise InputError(f"refine_lam must be a finite number >= 0, got {refine_lam!r}")
         return _refine(ckpt.config, ckpt.model_state, batch, refine=refine, device=dev,
-                       lr=refine_lr, lam=refine_lam, progress=progress, precision=precision)
+                       lr=refine_lr, lam=refine_lam, progress=progress, precision=precision,
+                       source=source)
 
     network = build_network(ckpt, device=dev).eval()
     network.check_input(batch.image[:1])
@@ -126,15 +136,12 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
             img = batch.image[start:start + chunk_size].to(dev, dtype=torch.float32)
             roi = batch.roi[start:start + chunk_size].to(dev, dtype=torch.bool)
             log_resp = averaged_log_softmax(logits_of, img, None if tta else PLAIN)
-            if per_class == 1:
-                nll, resp, means = nll_of_log_resp(log_resp, img, roi, model)
-            else:  # classes = sums of their components (deepgmm.mixture.subclasses)
-                nll, params = mixture_nll(log_resp, img, roi, model)
-                resp = class_probabilities(log_resp.exp(), per_class)
-                means = class_params(params, per_class).means
-            resp_parts.append(resp.cpu())
+            packed = pack_slices(img, roi, int(log_resp.shape[1]))
+            nll, mixture = nll_of_log_resp(log_resp, packed, model)
+            # a class's probability: the sum of its components' (deepgmm.mixture.subclasses)
+            resp_parts.append(class_probabilities(log_resp.exp(), per_class).cpu())
             nll_parts.append(nll.cpu())
-            mean_parts.append(means.cpu())
+            mean_parts.append(class_params(mixture, per_class).means.cpu())
     seconds = time.perf_counter() - t0
     n = len(batch)
     return SegmentationResult(
@@ -146,13 +153,17 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
 
 def _refine(config: dict[str, Any], state: dict[str, torch.Tensor], batch: SliceBatch, *,
             refine: int, device: torch.device, lr: float, lam: float | None,
-            progress: bool, precision: str) -> SegmentationResult:
+            progress: bool, precision: str, source: str) -> SegmentationResult:
     """Exactly ``refine`` per-slice iterations from the trained weights (``min_iter`` =
-    ``max_iter``, so the stopping tolerance never ends a slice earlier)."""
+    ``max_iter``, so the stopping tolerance never ends a slice earlier). The μ_data
+    penalty needs slices prepared as the training slices (crop size and normalisation)."""
     from deepgmm.fit.single import fit_slices
 
     mu = config["mu_data"]
     lam = float(config["lam"] if lam is None else lam) if mu is not None else 0.0
+    if lam > 0:
+        check_prepared_like(config["crop_size"], config["normalisation"], batch,
+                            f"μ_data of {source} was computed from")
     return fit_slices(batch, model=config["model"], lam=lam,
                       mu_data=None if mu is None else torch.tensor(mu, dtype=torch.float32),
                       tol=1e-3, min_iter=refine, max_iter=refine, lr=lr,

@@ -8,7 +8,8 @@ to that slice alone by minimising
     (+ lam * ||mu - mu_data||^2 when lam > 0)
 
 with AdamW, the gradient norm clipped per slice, until |NLL_t - NLL_{t-1}| < tol after
-``min_iter`` iterations or ``max_iter`` iterations (the published single-image recipe).
+``min_iter`` iterations or ``max_iter`` iterations (the published single-image recipe). The
+loss is :mod:`deepgmm.fit.loss`'s.
 
 Many slices run simultaneously (see :mod:`deepgmm.fit.stacked`): every slice has its own
 network, optimiser state, clipping and stopping rule. A slice that stops leaves the running
@@ -17,6 +18,10 @@ most ``batch_size`` networks are in memory. A slice's network is initialised fro
 ``(seed, case id, slice index)``, so its result does not depend on which other slices
 shared its batch.
 
+This module checks the inputs and sets the fit up; :mod:`deepgmm.fit.scheduler` runs it
+(queue, out-of-memory handling, stopping, results) and one stepper per mechanism
+(:mod:`deepgmm.fit.steppers`) computes each iteration.
+
 The reported NLL, responsibilities and means of a slice all come from the last network
 evaluated (the one whose NLL met the stopping rule).
 """
@@ -24,24 +29,28 @@ evaluated (the one whose NLL met the stopping rule).
 from __future__ import annotations
 
 import logging
-import time
-from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from deepgmm.allocator import tune_cpu_allocator
+from deepgmm.data.mu_data import check_mu_data
 from deepgmm.device import resolve_device
 from deepgmm.errors import InputError
 from deepgmm.fit import stacked
-from deepgmm.fit.adamw import adamw_step_, clip_per_slice_
+from deepgmm.fit.loss import MODELS
 from deepgmm.fit.precision import network_autocast
+from deepgmm.fit.scheduler import (
+    RunningSlices,
+    SliceOutputs,
+    SliceQueue,
+    StoppingRule,
+    run_slices,
+)
 from deepgmm.fit.stacked import StackedFit
-from deepgmm.fit.threaded import SliceWorkers
-from deepgmm.mixture.likelihood import gmm_nll_packed, mu_penalty, pack_image, svgmm_nll_packed
+from deepgmm.fit.steppers import OptimiserSettings, make_stepper
 from deepgmm.types import SegmentationResult, SliceBatch
 
 __all__ = ["DEFAULT_BATCH_SIZE", "MODELS", "fit_slices"]
@@ -49,7 +58,6 @@ __all__ = ["DEFAULT_BATCH_SIZE", "MODELS", "fit_slices"]
 log = logging.getLogger(__name__)
 
 Model = Literal["deepg", "deepsvg"]
-MODELS: tuple[str, ...] = ("deepg", "deepsvg")
 
 DEFAULT_BATCH_SIZE = {"cpu": 8, "cuda": 64}
 """Most slices fitted at once when ``batch_size`` is None, per device type."""
@@ -127,34 +135,11 @@ def _net_config(net_config: Mapping[str, Any] | None, in_channels: int) -> dict[
     return config
 
 
-def _mu_data(mu_data: Any, lam: float, b: int, k: int, m: int,
-             device: torch.device) -> torch.Tensor | None:
-    """``(B, K, M)`` reference means on ``device``, or None when not used."""
-    if lam == 0.0:
-        return None
+def _mu_data(mu_data: Any, b: int, k: int, m: int, device: torch.device) -> torch.Tensor:
+    """``(B, K, M)`` reference means on ``device`` (lam > 0)."""
     if mu_data is None:
         raise InputError("lam > 0 needs mu_data (the (K, M) class means to pull towards)")
-    mu = torch.as_tensor(np.asarray(mu_data.detach().cpu() if isinstance(mu_data, torch.Tensor)
-                                    else mu_data, dtype=np.float32))
-    if tuple(mu.shape) == (k, m):
-        mu = mu.expand(b, k, m)
-    if tuple(mu.shape) != (b, k, m):
-        raise InputError(f"mu_data must be (K, M) = {(k, m)} or (B, K, M) = {(b, k, m)}, "
-                         f"got {tuple(mu.shape)}")
-    if not torch.isfinite(mu).all():
-        raise InputError("mu_data holds NaN or infinite values")
-    return mu.to(device)
-
-
-def _loss(logits: torch.Tensor, model: str, packed: Any, lam: float,
-          mu_active: torch.Tensor | None) -> tuple[torch.Tensor, Any, torch.Tensor]:
-    """``(nll (N,), mixture parameters, loss (N,))`` of N slices' float32 logits."""
-    if model == "deepg":
-        nll, mix = gmm_nll_packed(logits.softmax(dim=1), packed)
-    else:
-        nll, mix = svgmm_nll_packed(logits.log_softmax(dim=1), packed)
-    loss = nll if mu_active is None else nll + lam * mu_penalty(mix.means, mu_active)
-    return nll, mix, loss
+    return check_mu_data(mu_data, k, m, n_slices=b).to(device)
 
 
 def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
@@ -207,8 +192,9 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
         the slices it ran), ``means (B, K, M)`` from the final M-step.
 
     Raises:
-        InputError: bad options, a bad batch, a slice whose ROI has fewer than K pixels, or
-            a fit that diverged (non-finite NLL).
+        InputError: bad options, a bad batch, a slice whose ROI has fewer than K pixels.
+        FitError: a fit that diverged (non-finite NLL), or a single slice that does not fit
+            in the device's memory.
     """
     if model not in MODELS:
         raise InputError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
@@ -235,15 +221,39 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
     m = int(batch.image.shape[1])
     config = _net_config(net_config, m)
     k = int(config["n_classes"])
-    image_all, roi_all = _check_values(batch, k)
-    b, _, h, w = image_all.shape
+    image, roi = _check_values(batch, k)
+    b, _, h, w = image.shape
     net = stacked.template(config)
-    net.check_input(image_all[:1].to("meta"))
+    net.check_input(image[:1].to("meta"))
     if init_state is not None:
         stacked.check_state(init_state, config)
-        start = {name: t.detach().to("cpu", torch.float32) for name, t in init_state.items()}
-    mu_ref = _mu_data(mu_data, lam, b, k, m, dev)
+    mu_ref = None if lam == 0.0 else _mu_data(mu_data, b, k, m, dev)
     limit = batch_size if batch_size is not None else DEFAULT_BATCH_SIZE.get(dev.type, 8)
+
+    def describe(i: int) -> str:
+        return f"case {batch.case_ids[i]} slice {batch.slice_indices[i]}"
+
+    queue = SliceQueue(b, limit, _initial_networks(batch, config, seed, init_state, dev), dev)
+    rule = StoppingRule(b, tol, min_iter, max_iter, describe, lr)
+    outputs = SliceOutputs.empty(b, k, m, h, w)
+    data = RunningSlices(image.to(dev), roi.to(dev), mu_ref, k)
+    settings = OptimiserSettings(model, lam, lr, weight_decay, clip_norm)
+    run_slices(queue, make_stepper(how, net, settings, autocast), data, rule, outputs,
+               size=(h, w), progress=progress, desc=f"{model} fit")
+    log.info("%s: %d slices, mean %.1f iterations, %.2f s per slice", model, b,
+             float(rule.n_iter.double().mean()), float(outputs.seconds.mean()))
+    return SegmentationResult(responsibilities=outputs.responsibilities,
+                              nll=outputs.nll.float(), n_iter=rule.n_iter,
+                              seconds=outputs.seconds, means=outputs.means, method=model)
+
+
+def _initial_networks(batch: SliceBatch, config: dict[str, Any], seed: int,
+                      init_state: Mapping[str, torch.Tensor] | None,
+                      device: torch.device) -> Callable[[list[int]], StackedFit]:
+    """``fresh(indices)``: the starting networks of the slices at ``indices``, from
+    ``init_state`` or drawn from ``(seed, case id, slice index)``."""
+    if init_state is not None:
+        start = {name: t.detach().to("cpu", torch.float32) for name, t in init_state.items()}
 
     def fresh(indices: list[int]) -> StackedFit:
         if init_state is not None:
@@ -251,134 +261,5 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
         else:
             states = [stacked.init_state(config, stacked.slice_seed(
                 seed, str(batch.case_ids[i]), int(batch.slice_indices[i]))) for i in indices]
-        return StackedFit.from_states(states, dev)
-
-    image_dev = image_all.to(dev)
-    roi_dev = roi_all.to(dev)
-    resp_out = torch.zeros(b, k, h, w, dtype=torch.float32)
-    nll_out = torch.zeros(b, dtype=torch.float64)
-    means_out = torch.zeros(b, k, m, dtype=torch.float32)
-    n_iter = torch.zeros(b, dtype=torch.int64)
-    seconds = torch.zeros(b, dtype=torch.float64)
-    prev_nll = torch.full((b,), float("inf"), dtype=torch.float64)
-
-    pending: deque[int] = deque(range(b))
-    parked: list[tuple[list[int], StackedFit]] = []  # moved aside after a CUDA OOM
-    active: list[int] = []
-    state: StackedFit | None = None
-    # the running slices' images, packed ROI pixels and reference means, and whose they are
-    image = packed = mu_active = packed_for = None
-    graphs = grad_logits = grads = None  # this iteration's graphs (threads) or gradients
-    bar = tqdm(total=b, disable=not progress, desc=f"{model} fit", unit="slice")
-    workers = SliceWorkers(torch.get_num_threads()) if how == "threads" else None
-    try:
-        while pending or parked or active:
-            t0 = time.perf_counter()
-            # fill free places: slices moved aside first, then new ones
-            joins: list[StackedFit] = [] if state is None else [state]
-            while len(active) < limit and parked:
-                ids, part = parked.pop()
-                room = limit - len(active)
-                if len(ids) > room:  # take what fits, leave the rest parked
-                    rest = torch.arange(room, len(ids), device=dev)
-                    parked.append((ids[room:], part.select(rest)))
-                    ids, part = ids[:room], part.select(torch.arange(room, device=dev))
-                active += ids
-                joins.append(part)
-            free = limit - len(active)
-            if free > 0 and pending:
-                new = [pending.popleft() for _ in range(min(free, len(pending)))]
-                active += new
-                joins.append(fresh(new))
-            if len(joins) > 1 or state is None:
-                state = StackedFit.cat(joins)
-
-            if packed_for != active:  # gather and pack once per set of running slices
-                index = torch.tensor(active, dtype=torch.int64, device=dev)
-                image = image_dev.index_select(0, index)
-                packed = pack_image(image, roi_dev.index_select(0, index), n_components=k)
-                mu_active = None if mu_ref is None else mu_ref.index_select(0, index)
-                packed_for = list(active)
-            names = list(state.params)
-            leaves = [] if workers is not None else [  # the workers make their own
-                state.params[n].requires_grad_(True) for n in names]
-
-            try:
-                if workers is not None:  # forward, loss, backward in three steps
-                    graphs = workers.forward(net, state.params, image, autocast)
-                    logits = torch.cat([g.logits.detach() for g in graphs]).float()
-                    nll, mix, loss = _loss(logits.requires_grad_(True), model, packed, lam,
-                                           mu_active)
-                    (grad_logits,) = torch.autograd.grad(loss.sum(), [logits])
-                else:
-                    with autocast():
-                        logits = stacked.forward_stacked(net, state.params, image, how)
-                    logits = logits.float()
-                    nll, mix, loss = _loss(logits, model, packed, lam, mu_active)
-                    grads = dict(zip(names, torch.autograd.grad(loss.sum(), leaves),
-                                     strict=True))
-            except torch.cuda.OutOfMemoryError as err:
-                if len(active) == 1:
-                    raise InputError(f"one slice of {h} x {w} pixels does not fit in the memory "
-                                     f"of {dev}; use device='cpu' or a smaller net_config"
-                                     ) from err
-                del err
-                half = len(active) // 2
-                keep = torch.arange(half, device=dev)
-                away = torch.arange(half, len(active), device=dev)
-                parked.append((active[half:], state.select(away)))
-                state, active, limit = state.select(keep), active[:half], half
-                if dev.type == "cuda":
-                    torch.cuda.empty_cache()
-                log.warning("out of memory on %s: fitting %d slices at once instead", dev, half)
-                continue
-            for leaf in leaves:
-                leaf.requires_grad_(False)
-
-            nll_now = nll.detach().to("cpu", torch.float64)
-            if not torch.isfinite(nll_now).all():
-                i = active[int((~torch.isfinite(nll_now)).nonzero()[0, 0])]
-                raise InputError(f"case {batch.case_ids[i]} slice {batch.slice_indices[i]}: "
-                                 f"the NLL became non-finite at iteration {int(n_iter[i]) + 1} "
-                                 f"(lr {lr}); try a lower lr or clip_norm")
-            ids = torch.tensor(active, dtype=torch.int64)
-            n_iter[ids] += 1
-            change = (nll_now - prev_nll[ids]).abs()
-            prev_nll[ids] = nll_now
-            done = ((n_iter[ids] > min_iter) & (change < tol)) | (n_iter[ids] >= max_iter)
-            if done.any():
-                d = done.nonzero()[:, 0]
-                d_dev = d.to(dev)
-                resp_out[ids[d]] = logits.detach().index_select(0, d_dev).softmax(dim=1).cpu()
-                nll_out[ids[d]] = nll_now[d]
-                means_out[ids[d]] = mix.means.detach().index_select(0, d_dev).float().cpu()
-            go_on = (~done).nonzero()[:, 0]
-            if len(go_on) and workers is not None:  # backward and step of the slices going on
-                workers.backward_step(graphs, grad_logits, go_on.tolist(), state,
-                                      clip_norm=clip_norm, lr=lr, weight_decay=weight_decay)
-                if len(go_on) < len(active):
-                    state = state.select(go_on)
-            elif len(go_on):
-                if len(d_keep := go_on.to(dev)) < len(active):
-                    state = state.select(d_keep)
-                    grads = {n: g.index_select(0, d_keep) for n, g in grads.items()}
-                clip_per_slice_(grads, clip_norm)
-                adamw_step_(state, grads, lr=lr, weight_decay=weight_decay)
-            else:
-                state = None
-            del logits, nll, mix, loss
-            graphs = grad_logits = grads = None
-            dt = time.perf_counter() - t0
-            seconds[ids] += dt / len(active)
-            n_done = int(done.sum())
-            active = [a for a, stop in zip(active, done.tolist(), strict=True) if not stop]
-            if n_done:
-                bar.update(n_done)
-    finally:
-        bar.close()
-        if workers is not None:
-            workers.close()
-    log.info("%s: %d slices, mean %.1f iterations, %.2f s per slice", model, b,
-             float(n_iter.double().mean()), float(seconds.mean()))
-    return SegmentationResult(responsibilities=resp_out, nll=nll_out.float(), n_iter=n_iter,
-                              seconds=seconds, means=means_out, method=model)
+        return StackedFit.from_states(states, device)
+    return fresh

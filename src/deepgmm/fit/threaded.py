@@ -11,8 +11,9 @@ A step is split in three so that the mixture loss stays in one place:
 
 1. :meth:`SliceWorkers.forward`: on the workers, each slice's network forward pass from
    per-slice leaf tensors (detached views of the stacked parameters), keeping its graph;
-2. the caller computes the loss of all slices from the concatenated logits (a fresh leaf),
-   its gradient with respect to them, which is cheap, and which slices stop here;
+2. the caller (:class:`deepgmm.fit.steppers.ThreadStepper`) computes the loss of all slices
+   from the concatenated logits (a fresh leaf), its gradient with respect to them, which is
+   cheap, and the scheduler decides which slices stop here;
 3. :meth:`SliceWorkers.backward_step`: on the workers, for each slice that goes on, its
    backward pass from its share of that gradient, its gradient clipping and its AdamW step
    on its views of the stacked parameters. Gradients are never stacked, the optimiser's

@@ -19,8 +19,10 @@ All slices stay on the device; a mini-batch is an index into them, augmented on 
 ``(seed, epoch)``, so a run resumed from a checkpoint continues exactly as the run that was
 interrupted would have.
 
-With a ``run_dir``, a checkpoint (:mod:`deepgmm.fit.checkpoint`) and a training-curve PNG
-are written after every epoch.
+The loss is :mod:`deepgmm.fit.loss`'s (:func:`~deepgmm.fit.loss.batch_loss`). The run's
+settings are a :class:`~deepgmm.fit.checkpoint.RunConfig`, which also decides what a
+resumed run must share with the stored one. With a ``run_dir``, a checkpoint
+(:mod:`deepgmm.fit.checkpoint`) and a training-curve PNG are written after every epoch.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,45 +43,31 @@ import torch
 
 from deepgmm.allocator import tune_cpu_allocator
 from deepgmm.data.augment import AugmentConfig, augment_batch
-from deepgmm.errors import CheckpointError, InputError
+from deepgmm.data.mu_data import check_mu_data
+from deepgmm.errors import CheckpointError, FitError, InputError
 from deepgmm.fit.checkpoint import (
+    Checkpoint,
+    RunConfig,
     build_network,
+    check_resumable,
     has_checkpoint,
     load_checkpoint,
     recover_checkpoint,
     save_checkpoint,
 )
 from deepgmm.fit.labelled import labelled_cross_entropy, labelled_targets
-from deepgmm.mixture.likelihood import (
-    MixtureParams,
-    check_inputs,
-    gmm_nll,
-    mu_penalty,
-    svgmm_nll,
-)
+from deepgmm.fit.loss import MODELS, PENALTIES, batch_loss, nll_of_log_resp, pack_slices
+from deepgmm.mixture.likelihood import check_inputs
 from deepgmm.mixture.prior import PRIORS, ParameterPrior
 from deepgmm.mixture.subclasses import class_params
 from deepgmm.types import CLASS_NAMES, SliceBatch
 
+__all__ = ["MODELS", "PENALTIES", "TrainResult", "train_network"]
+
 logger = logging.getLogger(__name__)
 
 ModelName = Literal["deepg", "deepsvg"]
-MODELS: tuple[str, ...] = ("deepg", "deepsvg")
 CURVE_FILE = "training_curve.png"
-
-# Settings that must be equal for a run to be resumed.
-_RESUME_KEYS: tuple[str, ...] = (
-    "model", "lam", "epochs", "min_epochs", "batch_size", "lr", "weight_decay", "tol", "seed",
-    "augment", "network", "train_patients", "n_slices", "crop_size", "sequences", "mu_data",
-    "penalty", "clip_norm", "label_weight", "labelled_slices", "precision",
-    "prior", "lam_var", "lam_weights", "class_prior", "components_per_class",
-)
-PENALTIES: tuple[str, ...] = ("batch", "slice")
-# What a checkpoint written before a setting existed used, for comparing on resume.
-_RESUME_DEFAULTS: dict[str, Any] = {"label_weight": 0.0, "labelled_slices": [],
-                                    "precision": "fp32", "prior": "means", "lam_var": 0.0,
-                                    "lam_weights": 0.0, "class_prior": None,
-                                    "components_per_class": 1}
 
 
 @dataclass
@@ -110,82 +98,31 @@ class TrainResult:
     lr_history: list[float] = field(default_factory=list)
 
 
-def batch_nll(network: torch.nn.Module, image: torch.Tensor, roi: torch.Tensor,
-              model: str, *, validate: bool = True,
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Forward pass and per-slice NLL of deepG or deepSVG.
+@dataclass
+class _Progress:
+    """How far a run got: epochs done, per-epoch history, whether it has stopped."""
 
-    Args:
-        network: maps ``(B, M, H, W)`` to ``(B, K, H, W)`` logits.
-        image: ``(B, M, H, W)``.
-        roi: ``(B, H, W)`` bool.
-        model: ``"deepg"`` (GMM NLL) or ``"deepsvg"`` (spatially variant NLL).
-        validate: check the inputs (one host-device synchronisation); training checks the
-            whole batch once instead.
+    history: dict[str, list[float]] = field(
+        default_factory=lambda: {"nll": [], "loss": [], "lr": [], "seconds": []})
+    epoch: int = 0
+    converged: bool = False
+    finished: bool = False
 
-    Returns:
-        ``(nll (B,), responsibilities (B, K, H, W), means (B, K, M))``.
-    """
-    return nll_of_log_resp(torch.log_softmax(network(image), dim=1), image, roi, model,
-                           validate=validate)
+    @classmethod
+    def stored(cls, config: dict[str, Any]) -> _Progress:
+        """The progress recorded in a checkpoint's ``config.json``."""
+        history = {k: [float(v) for v in config.get("history", {}).get(k, [])]
+                   for k in cls().history}
+        return cls(history, int(config["epoch"]), bool(config.get("converged", False)),
+                   bool(config.get("finished", False)))
 
-
-def nll_of_log_resp(log_resp: torch.Tensor, image: torch.Tensor, roi: torch.Tensor,
-                    model: str, *, validate: bool = True,
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-slice NLL of deepG or deepSVG for given log-responsibilities.
-
-    Args:
-        log_resp: ``(B, K, H, W)`` log class probabilities (log-softmax of the logits).
-        image, roi, model, validate: as for :func:`batch_nll`.
-
-    Returns:
-        ``(nll (B,), responsibilities (B, K, H, W), means (B, K, M))``.
-    """
-    nll, params = mixture_nll(log_resp, image, roi, model, validate=validate)
-    return nll, log_resp.exp(), params.means
-
-
-def mixture_nll(log_resp: torch.Tensor, image: torch.Tensor, roi: torch.Tensor,
-                model: str, *, validate: bool = True) -> tuple[torch.Tensor, MixtureParams]:
-    """Per-slice NLL of deepG or deepSVG and the M-step's parameters (all differentiable).
-
-    Args:
-        log_resp, image, roi, model, validate: as for :func:`nll_of_log_resp`.
-
-    Returns:
-        ``(nll (B,), params)`` with ``weights (B, K)``, ``means (B, K, M)``, diagonal
-        ``covariances (B, K, M)``.
-    """
-    if model == "deepg":
-        return gmm_nll(log_resp.exp(), image, roi, validate=validate)
-    return svgmm_nll(log_resp, image, roi, validate=validate)
-
-
-def default_config(**overrides: Any) -> dict[str, Any]:
-    """The training settings of the published code (many images), updated by ``overrides``."""
-    cfg: dict[str, Any] = {"model": "deepg", "lam": 1.0, "epochs": 100, "min_epochs": 10,
-                           "batch_size": 4, "lr": 1e-3, "weight_decay": 1e-3, "tol": 5e-3}
-    cfg.update(overrides)
-    return cfg
+    def to_json(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "converged": self.converged, "finished": self.finished,
+                "history": self.history}
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
     return (int(seed) * 1_000_003 + int(epoch) * 7919 + 17) % (2**63 - 1)
-
-
-def _as_mu(mu_data: Any, k: int, sequences: Sequence[str], dev: torch.device) -> torch.Tensor:
-    """``(K, M)`` float32 tensor on ``dev`` from an array-like, checked."""
-    try:
-        mu = torch.as_tensor(np.asarray(mu_data, dtype=np.float32), device=dev)
-    except (TypeError, ValueError) as err:
-        raise InputError(f"mu_data must be a (K, M) array of numbers: {err}") from err
-    if mu.shape != (k, len(sequences)):
-        raise InputError(f"mu_data must have shape (K, M) = ({k}, {len(sequences)}) for the "
-                         f"sequences {', '.join(sequences)}, got {tuple(mu.shape)}")
-    if not bool(torch.isfinite(mu).all()):
-        raise InputError("mu_data holds NaN or infinite values")
-    return mu
 
 
 def _plot_curve(path: Path, nll: list[float], loss: list[float], model: str) -> None:
@@ -240,7 +177,7 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
                   augment: bool | AugmentConfig = True,
                   run_dir: str | os.PathLike[str] | None = None, resume: bool = False,
                   progress: bool = True, depth: int = 4, base_filters: int = 32,
-                  n_classes: int = len(CLASS_NAMES), normalisation: str = "crop",
+                  n_classes: int = len(CLASS_NAMES),
                   penalty: Literal["batch", "slice"] = "batch",
                   clip_norm: float | None = 12.0, label_weight: float = 0.0,
                   labelled_slices: int = 10, precision: str = "fp32",
@@ -274,7 +211,6 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         depth: U-Net down-sampling steps (H and W must be multiples of ``2 ** depth``).
         base_filters: U-Net channels of the first level.
         n_classes: K.
-        normalisation: how ``batch`` was normalised (recorded for prediction).
         penalty: ``"batch"`` (published): ``||mean_b mu_b - mu_data||^2`` over the mini-batch;
             ``"slice"``: ``mean_b ||mu_b - mu_data||^2``.
         clip_norm: gradient-norm clipping (``None``: off).
@@ -301,6 +237,9 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
             the penalties act on each class's component mixture
             (:mod:`deepgmm.mixture.subclasses`); prediction sums a class's components.
 
+    The batch's crop size and normalisation (:class:`~deepgmm.types.SliceBatch`) are
+    recorded in the checkpoint for prediction.
+
     Returns:
         A :class:`TrainResult`.
 
@@ -308,7 +247,9 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         InputError: bad settings, lam > 0 without mu_data or labels, a ``run_dir`` that
             already holds a checkpoint without ``resume``.
         CheckpointError: ``resume`` with a checkpoint made with other settings or data.
+        FitError: training diverged (non-finite epoch NLL).
     """
+    from deepgmm import __version__
     from deepgmm.device import resolve_device
     from deepgmm.fit.precision import network_autocast
     from deepgmm.nets.unet import UNet
@@ -334,6 +275,80 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
     autocast = network_autocast(precision, dev)
     if dev.type == "cpu":
         tune_cpu_allocator()
+    run = _run_folder(run_dir, resume)
+    if len(batch) == 0:
+        raise InputError("the training batch holds no slices")
+    aug_cfg = (AugmentConfig() if augment is True else augment) if augment else None
+    ckpt = _stored_run(run, batch, n_classes) if resume else None
+    mu = _class_means(mu_data, ckpt, batch, lam, n_classes, dev)
+    class_stats = _class_prior(prior, class_prior, ckpt, batch, n_classes)
+    param_prior = None if class_stats is None else ParameterPrior(
+        log_variances=torch.as_tensor(class_stats.log_variances, dtype=torch.float32,
+                                      device=dev),
+        weights=torch.as_tensor(class_stats.weights, dtype=torch.float32, device=dev),
+        lam_var=float(lam_var), lam_weights=float(lam_weights))
+    target, labelled = None, np.zeros(0, dtype=np.int64)
+    if label_weight > 0:
+        target, labelled = labelled_targets(batch, labelled_slices)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        network = UNet(len(batch.sequences), n_classes=n_components, depth=depth,
+                       base_filters=base_filters)
+    network.check_input(batch.image[:1])
+    config = RunConfig(
+        model=model, lam=float(lam), epochs=int(epochs), min_epochs=int(min_epochs),
+        batch_size=int(batch_size), lr=float(lr), weight_decay=float(weight_decay),
+        tol=float(tol), seed=int(seed), penalty=penalty,
+        clip_norm=None if clip_norm is None else float(clip_norm),
+        label_weight=float(label_weight), precision=precision,
+        labelled_slices=[[batch.case_ids[i], int(batch.slice_indices[i])] for i in labelled],
+        augment=None if aug_cfg is None else dataclasses.asdict(aug_cfg),
+        network=network.config, n_classes=int(n_classes), class_names=_class_names(n_classes),
+        sequences=list(batch.sequences), normalisation=batch.normalisation,
+        crop_size=list(batch.crop_size), mu_data=None if mu is None else mu.cpu().tolist(),
+        train_patients=_patients(batch.case_ids), n_slices=len(batch),
+        train_slices=[[c, int(z)] for c, z in zip(batch.case_ids, batch.slice_indices,
+                                                   strict=True)],
+        package_version=__version__, torch_version=torch.__version__, device=str(dev),
+        prior=prior, lam_var=float(lam_var) if class_stats is not None else 0.0,
+        lam_weights=float(lam_weights) if class_stats is not None else 0.0,
+        class_prior=None if class_stats is None else class_stats.to_dict(),
+        components_per_class=int(components_per_class))
+    optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=weight_decay)
+    done = _Progress() if ckpt is None else _restore(ckpt, config, network, optimizer)
+    network.to(dev)
+    _optimizer_to(optimizer, dev)
+    image = batch.image.to(dev, dtype=torch.float32)
+    roi = batch.roi.to(dev, dtype=torch.bool)
+    check_inputs(image, roi, n_components=n_components)
+    target_dev = None if target is None else target.to(dev)
+
+    def epoch_step(epoch: int, lr_e: float) -> tuple[float, float]:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_e
+        return _run_epoch(network, optimizer, image, roi, model=model, lam=lam, mu=mu,
+                          batch_size=batch_size, penalty=penalty, clip_norm=clip_norm,
+                          generator_seed=_epoch_seed(seed, epoch), aug_cfg=aug_cfg, dev=dev,
+                          target=target_dev,
+                          label_weight=label_weight, autocast=autocast,
+                          param_prior=param_prior, per_class=components_per_class)
+
+    def save() -> None:
+        if run is not None:
+            _save(run, network, optimizer, config.to_json(), done.history, done.epoch,
+                  done.converged, done.finished)
+
+    _train_epochs(done, epoch_step, config, len(batch), save, progress)
+    network.eval()
+    return TrainResult(network=network, config={**config.to_json(), **done.to_json()},
+                       nll_history=done.history["nll"], loss_history=done.history["loss"],
+                       n_epochs=done.epoch, converged=done.converged,
+                       seconds=float(sum(done.history["seconds"])), mu_data=mu, run_dir=run,
+                       lr_history=done.history["lr"])
+
+
+def _run_folder(run_dir: str | os.PathLike[str] | None, resume: bool) -> Path | None:
+    """The run folder, checked: resume needs one; a fresh run must not hold a checkpoint."""
     run = Path(run_dir) if run_dir is not None else None
     if resume and run is None:
         raise InputError("resume needs a run folder (run_dir / --out)")
@@ -342,19 +357,22 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
     if run is not None and not resume and has_checkpoint(run):
         raise InputError(f"{str(run)!r} already holds a checkpoint; pass --resume to continue "
                          "it, or choose another --out folder")
-    n_slices = len(batch)
-    if n_slices == 0:
-        raise InputError("the training batch holds no slices")
-    sequences = tuple(batch.sequences)
-    h, w = int(batch.image.shape[2]), int(batch.image.shape[3])
-    aug_cfg = (AugmentConfig() if augment is True else augment) if augment else None
+    return run
 
-    ckpt = None
-    if resume and run is not None and has_checkpoint(run):
-        recover_checkpoint(run)
-        ckpt = load_checkpoint(run, sequences=sequences, n_classes=n_classes,
-                               with_optimizer=True, device="cpu")
 
+def _stored_run(run: Path | None, batch: SliceBatch, n_classes: int) -> Checkpoint | None:
+    """The checkpoint to resume (with optimiser state), or None when ``run`` holds none."""
+    if run is None or not has_checkpoint(run):
+        return None
+    recover_checkpoint(run)
+    return load_checkpoint(run, sequences=tuple(batch.sequences), n_classes=n_classes,
+                           with_optimizer=True, device="cpu")
+
+
+def _class_means(mu_data: Any, ckpt: Checkpoint | None, batch: SliceBatch, lam: float,
+                 n_classes: int, dev: torch.device) -> torch.Tensor | None:
+    """``(K, M)`` μ_data on ``dev``: given, stored in the resumed checkpoint, or from the
+    training slices' ground truth; None when there is none (lam = 0 only)."""
     if mu_data is None and ckpt is not None:
         mu_data = ckpt.config["mu_data"]
     if mu_data is None and batch.labels is not None:
@@ -364,122 +382,91 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
     if mu_data is None and lam > 0:
         raise InputError("lam > 0 needs class means: give mu_data (--mu-data) or training "
                          "data with ground truth")
-    mu = None if mu_data is None else _as_mu(mu_data, n_classes, sequences, dev)
-    class_stats = _class_prior(prior, class_prior, ckpt, batch, n_classes, len(sequences))
-    param_prior = None if class_stats is None else ParameterPrior(
-        log_variances=torch.as_tensor(class_stats.log_variances, dtype=torch.float32,
-                                      device=dev),
-        weights=torch.as_tensor(class_stats.weights, dtype=torch.float32, device=dev),
-        lam_var=float(lam_var), lam_weights=float(lam_weights))
-    target, labelled = None, np.zeros(0, dtype=np.int64)
-    if label_weight > 0:
-        target, labelled = labelled_targets(batch, labelled_slices)
+    if mu_data is None:
+        return None
+    return check_mu_data(mu_data, n_classes, len(batch.sequences), device=dev)
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        network = UNet(len(sequences), n_classes=n_components, depth=depth,
-                       base_filters=base_filters)
-    network.check_input(batch.image[:1])
 
-    from deepgmm import __version__
+def _class_prior(prior: str, given: Any, ckpt: Checkpoint | None, batch: SliceBatch,
+                 n_classes: int) -> Any:
+    """The :class:`~deepgmm.data.class_prior.ClassPrior` of ``prior="all"`` (``None`` for
+    ``"means"``): as given, else the checkpoint's, else from the batch's ground truth."""
+    from deepgmm.data.class_prior import ClassPrior, compute_class_prior
 
-    train_patients = sorted(set(batch.case_ids),
-                            key=lambda c: (int(c), c) if c.isdigit() else (1 << 62, c))
-    config: dict[str, Any] = {
-        "model": model, "lam": float(lam), "epochs": int(epochs),
-        "min_epochs": int(min_epochs), "batch_size": int(batch_size), "lr": float(lr),
-        "weight_decay": float(weight_decay), "tol": float(tol), "seed": int(seed),
-        "penalty": penalty, "clip_norm": None if clip_norm is None else float(clip_norm),
-        "label_weight": float(label_weight), "precision": precision,
-        "components_per_class": int(components_per_class),
-        "prior": prior, "lam_var": float(lam_var) if class_stats is not None else 0.0,
-        "lam_weights": float(lam_weights) if class_stats is not None else 0.0,
-        "class_prior": None if class_stats is None else class_stats.to_dict(),
-        "labelled_slices": [[batch.case_ids[i], int(batch.slice_indices[i])]
-                            for i in labelled],
-        "augment": None if aug_cfg is None else dataclasses.asdict(aug_cfg),
-        "network": network.config,
-        "n_classes": int(n_classes), "class_names": list(CLASS_NAMES[:n_classes])
-        if n_classes == len(CLASS_NAMES) else [f"class{k + 1}" for k in range(n_classes)],
-        "sequences": list(sequences), "normalisation": normalisation,
-        "crop_size": [h, w],
-        "mu_data": None if mu is None else mu.cpu().tolist(),
-        "train_patients": train_patients, "n_slices": n_slices,
-        "train_slices": [[c, int(z)] for c, z in zip(batch.case_ids, batch.slice_indices,
-                                                       strict=True)],
-        "package_version": __version__, "torch_version": torch.__version__,
-        "device": str(dev),
-    }
+    if prior == "means":
+        return None
+    if isinstance(given, ClassPrior):
+        given = given.to_dict()
+    if given is None and ckpt is not None:
+        given = ckpt.config.get("class_prior")
+    if given is not None:
+        return ClassPrior.from_dict(given, n_classes, len(batch.sequences))
+    if batch.labels is None:
+        raise InputError("prior 'all' needs class statistics: give class_prior or training "
+                         "data with ground truth")
+    if n_classes != len(CLASS_NAMES):
+        raise InputError(f"prior 'all' from ground truth needs {len(CLASS_NAMES)} classes, "
+                         f"got n_classes = {n_classes}")
+    return compute_class_prior(batch)
 
-    optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=weight_decay)
-    history: dict[str, list[float]] = {"nll": [], "loss": [], "lr": [], "seconds": []}
-    start_epoch, converged, finished = 0, False, False
-    if ckpt is not None:
-        _check_resume(ckpt.config, config, run)
-        net_loaded = build_network(ckpt, device="cpu")
-        network.load_state_dict(net_loaded.state_dict())
-        try:
-            optimizer.load_state_dict(ckpt.optimizer_state)  # type: ignore[arg-type]
-        except (ValueError, KeyError, RuntimeError) as err:
-            raise CheckpointError(f"optimiser state in {str(run)!r} does not fit the "
-                                  f"network: {err}") from err
-        history = {k: [float(v) for v in ckpt.config.get("history", {}).get(k, [])]
-                   for k in history}
-        start_epoch = int(ckpt.config["epoch"])
-        converged = bool(ckpt.config.get("converged", False))
-        finished = bool(ckpt.config.get("finished", False))
-        logger.info("resuming %s at epoch %d", run, start_epoch)
-    network.to(dev)
-    _optimizer_to(optimizer, dev)
 
-    image = batch.image.to(dev, dtype=torch.float32)
-    roi = batch.roi.to(dev, dtype=torch.bool)
-    check_inputs(image, roi, n_components=n_components)
-    target_dev = None if target is None else target.to(dev)
+def _class_names(n_classes: int) -> list[str]:
+    if n_classes == len(CLASS_NAMES):
+        return list(CLASS_NAMES)
+    return [f"class{k + 1}" for k in range(n_classes)]
 
+
+def _patients(case_ids: list[str]) -> list[str]:
+    """The distinct case ids, numbers in numeric order first."""
+    return sorted(set(case_ids), key=lambda c: (int(c), c) if c.isdigit() else (1 << 62, c))
+
+
+def _restore(ckpt: Checkpoint, config: RunConfig, network: torch.nn.Module,
+             optimizer: torch.optim.Optimizer) -> _Progress:
+    """Load a resumable checkpoint's weights and optimiser state; its progress."""
+    check_resumable(ckpt.config, config, ckpt.run_dir)
+    network.load_state_dict(build_network(ckpt, device="cpu").state_dict())
+    try:
+        optimizer.load_state_dict(ckpt.optimizer_state)  # type: ignore[arg-type]
+    except (ValueError, KeyError, RuntimeError) as err:
+        raise CheckpointError(f"optimiser state in {str(ckpt.run_dir)!r} does not fit the "
+                              f"network: {err}") from err
+    done = _Progress.stored(ckpt.config)
+    logger.info("resuming %s at epoch %d", ckpt.run_dir, done.epoch)
+    return done
+
+
+def _train_epochs(done: _Progress, epoch_step: Callable[[int, float], tuple[float, float]],
+                  config: RunConfig, n_slices: int, save: Callable[[], None],
+                  progress: bool) -> None:
+    """Epochs until the stopping rule or ``config.epochs``; updates ``done``, saves after
+    each epoch."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=epochs, initial=start_epoch, desc=f"train {model}", unit="epoch",
-               disable=not progress, leave=False)
-    epoch = start_epoch
+    history = done.history
+    bar = tqdm(total=config.epochs, initial=done.epoch, desc=f"train {config.model}",
+               unit="epoch", disable=not progress, leave=False)
     try:
-        while not finished and epoch < epochs:
+        while not done.finished and done.epoch < config.epochs:
             t0 = time.perf_counter()
-            lr_e = lr * (1.0 - epoch / epochs) ** 0.9
-            for group in optimizer.param_groups:
-                group["lr"] = lr_e
-            nll_sum, loss_sum = _run_epoch(network, optimizer, image, roi, model=model,
-                                           lam=lam, mu=mu, batch_size=batch_size,
-                                           penalty=penalty, clip_norm=clip_norm,
-                                           generator_seed=_epoch_seed(seed, epoch),
-                                           aug_cfg=aug_cfg, dev=dev, target=target_dev,
-                                           label_weight=label_weight, autocast=autocast,
-                                           param_prior=param_prior,
-                                           per_class=components_per_class)
-            epoch += 1
+            lr_e = config.lr * (1.0 - done.epoch / config.epochs) ** 0.9
+            nll_sum, loss_sum = epoch_step(done.epoch, lr_e)
+            done.epoch += 1
             history["nll"].append(nll_sum / n_slices)
             history["loss"].append(loss_sum / n_slices)
             history["lr"].append(lr_e)
             history["seconds"].append(time.perf_counter() - t0)
             if not math.isfinite(history["nll"][-1]):
-                raise InputError(f"training diverged at epoch {epoch} (NLL is not finite); "
-                                 "lower --lr or check the images")
-            if epoch >= min_epochs and len(history["nll"]) >= 2:
-                converged = abs(history["nll"][-1] - history["nll"][-2]) < tol
-            finished = converged or epoch >= epochs
+                raise FitError(f"training diverged at epoch {done.epoch} (NLL is not finite); "
+                               "lower lr or check the images")
+            if done.epoch >= config.min_epochs and len(history["nll"]) >= 2:
+                done.converged = abs(history["nll"][-1] - history["nll"][-2]) < config.tol
+            done.finished = done.converged or done.epoch >= config.epochs
             bar.update(1)
             bar.set_postfix(nll=f"{history['nll'][-1]:.4f}", lr=f"{lr_e:.2e}")
-            if run is not None:
-                _save(run, network, optimizer, config, history, epoch, converged, finished)
+            save()
     finally:
         bar.close()
-    network.eval()
-    config.update({"epoch": epoch, "converged": converged, "finished": finished,
-                   "history": history})
-    return TrainResult(network=network, config=config, nll_history=history["nll"],
-                       loss_history=history["loss"], n_epochs=epoch, converged=converged,
-                       seconds=float(sum(history["seconds"])), mu_data=mu, run_dir=run,
-                       lr_history=history["lr"])
 
 
 def _run_epoch(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -515,19 +502,16 @@ def _run_epoch(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
         with autocast():
             logits = network(img)
         log_resp = torch.log_softmax(logits.float(), dim=1)
-        nll, params = mixture_nll(log_resp, img, msk, model, validate=False)
-        params = class_params(params, per_class)
-        means = params.means
-        loss = nll.mean()
+        nll, mix = nll_of_log_resp(log_resp, pack_slices(img, msk, validate=False), model,
+                                   validate=False)
+        mix = class_params(mix, per_class)
+        labelled = None
         if lab is not None and label_weight > 0:
-            loss = loss + label_weight * labelled_cross_entropy(log_resp, lab, msk).mean()
-        if mu is not None and lam != 0:
-            if penalty == "batch":
-                loss = loss + lam * mu_penalty(means.mean(dim=0), mu)
-            else:
-                loss = loss + lam * mu_penalty(means, mu).mean()
+            labelled = label_weight * labelled_cross_entropy(log_resp, lab, msk).mean()
+        loss = batch_loss(nll, mix.means, lam=lam, mu_data=mu, penalty=penalty,
+                          extra=labelled)
         if param_prior is not None:
-            loss = loss + param_prior.penalty(params.weights, params.covariances,
+            loss = loss + param_prior.penalty(mix.weights, mix.covariances,
                                               per_slice=penalty == "slice")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -539,54 +523,12 @@ def _run_epoch(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
     return float(nll_total), float(loss_total)
 
 
-def _class_prior(prior: str, given: Any, ckpt: Any, batch: SliceBatch, n_classes: int,
-                 n_sequences: int) -> Any:
-    """The :class:`~deepgmm.data.class_prior.ClassPrior` of ``prior="all"`` (``None`` for
-    ``"means"``): as given, else the checkpoint's, else from the batch's ground truth."""
-    from deepgmm.data.class_prior import ClassPrior, compute_class_prior
-
-    if prior == "means":
-        return None
-    if isinstance(given, ClassPrior):
-        given = given.to_dict()
-    if given is None and ckpt is not None:
-        given = ckpt.config.get("class_prior")
-    if given is not None:
-        return ClassPrior.from_dict(given, n_classes, n_sequences)
-    if batch.labels is None:
-        raise InputError("prior 'all' needs class statistics: give class_prior or training "
-                         "data with ground truth")
-    if n_classes != len(CLASS_NAMES):
-        raise InputError(f"prior 'all' from ground truth needs {len(CLASS_NAMES)} classes, "
-                         f"got n_classes = {n_classes}")
-    return compute_class_prior(batch)
-
-
 def _optimizer_to(optimizer: torch.optim.Optimizer, dev: torch.device) -> None:
     """Move loaded optimiser state tensors (except AdamW's scalar step) to ``dev``."""
     for state in optimizer.state.values():
         for key, value in state.items():
             if isinstance(value, torch.Tensor) and key != "step":
                 state[key] = value.to(dev)
-
-
-def _check_resume(stored: dict[str, Any], current: dict[str, Any], run: Path | None) -> None:
-    def old(key: str) -> Any:
-        return stored.get(key, _RESUME_DEFAULTS.get(key))
-
-    diffs = [f"{key}: checkpoint {old(key)!r}, now {current.get(key)!r}"
-             for key in _RESUME_KEYS
-             if _normalised(old(key)) != _normalised(current.get(key))]
-    if diffs:
-        raise CheckpointError(f"cannot resume {str(run)!r} with other settings or data: "
-                              + "; ".join(diffs))
-
-
-def _normalised(value: Any) -> Any:
-    """JSON round trip, so that tuples and lists compare equal."""
-    import json
-
-    return json.loads(json.dumps(value))
 
 
 def _save(run: Path, network: torch.nn.Module, optimizer: torch.optim.Optimizer,

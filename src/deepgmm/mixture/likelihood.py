@@ -169,15 +169,6 @@ def _check_options(covariance: str, var_floor: float) -> None:
         raise InputError(f"var_floor must be > 0, got {var_floor}")
 
 
-def _zero_outside(values: torch.Tensor, roi: torch.Tensor) -> torch.Tensor:
-    """``(B, C, H, W)`` values with every pixel outside the ``(B, H, W)`` ROI set to 0.
-
-    Keeps NaN or inf outside the ROI (padding, background) out of the sums and gradients.
-    """
-    return torch.where(roi.unsqueeze(1), values, torch.zeros((), dtype=values.dtype,
-                                                             device=values.device))
-
-
 def pack_roi(roi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Where each slice's ROI pixels go when packed side by side.
 

@@ -28,6 +28,8 @@ def _check(channels: int, per_class: int) -> int:
 
 def class_probabilities(resp: torch.Tensor, per_class: int) -> torch.Tensor:
     """``(B, K, ...)`` class probabilities: sums of ``(B, K * J, ...)`` component ones."""
+    if per_class == 1:
+        return resp
     b, c = resp.shape[:2]
     k = _check(c, per_class)
     return resp.reshape(b, k, per_class, *resp.shape[2:]).sum(dim=2)
