@@ -109,7 +109,7 @@ def main() -> None:
         t0 = time.perf_counter()
         res = fit_slices(batch, model=model, lam=args.lam, mu_data=mu_data, tol=args.tol,
                          min_iter=args.min_iter, max_iter=args.max_iter, lr=args.lr,
-                         seed=seed, device=args.device, batch_size=args.batch_size,
+                         seed=seed, device=args.device, concurrent=args.batch_size,
                          net_config={"depth": args.depth,
                                      "base_filters": args.base_filters},
                          progress=args.progress, precision=precision)

@@ -195,7 +195,7 @@ def main() -> None:
                         else:
                             res = fit_slices(part, model=args.model, lr=lr,
                                              max_iter=args.max_iter, device=device,
-                                             batch_size=n, mechanism=mechanism,
+                                             concurrent=n, mechanism=mechanism,
                                              net_config={"base_filters": base},
                                              progress=False, precision=precision)
                             iters, nll = res.n_iter.numpy(), res.nll.numpy()

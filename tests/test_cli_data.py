@@ -66,12 +66,13 @@ def test_help_texts():
 
 
 def test_phantom_command(tmp_path: Path):
-    result = _run("phantom", tmp_path / "ph", "--cases", "2", "--seed", "5")
+    result = _run("phantom", "--out", tmp_path / "ph", "--cases", "2", "--seed", "5")
     assert result.exit_code == 0, result.output
     assert "wrote 2 phantom case(s)" in result.output
     assert len(list((tmp_path / "ph").rglob("*.nii.gz"))) == 8
-    _assert_user_error(_run("phantom", tmp_path / "bad", "--cases", "0"), "at least one case")
-    _assert_user_error(_run("phantom", tmp_path / "bad", "--size", "16"), "at least 48")
+    _assert_user_error(_run("phantom", "--out", tmp_path / "bad", "--cases", "0"),
+                       "at least one case")
+    _assert_user_error(_run("phantom", "--out", tmp_path / "bad", "--size", "16"), "at least 48")
     assert not (tmp_path / "bad").exists()
 
 
@@ -219,7 +220,7 @@ def test_mu_data_command(phantom_root: Path, phantom_volumes, tmp_path: Path):
     (("--crop", "16"), "lie outside the 16 x 16 crop"),
     (("--n-slices", "0"), "at least 1"),
     (("--selection", "some"), "must be one of all-classes, roi"),
-    (("--normalise", "max"), "must be one of crop, roi"),
+    (("--normalisation", "max"), "must be one of crop, roi"),
 ])
 def test_mu_data_bad_options(phantom_root: Path, tmp_path: Path, args, fragment):
     out = tmp_path / "mu.json"

@@ -30,7 +30,7 @@ def _assert_user_error(result, *fragments: str) -> None:
 def test_em_on_phantom_writes_outputs_and_recovers_classes(phantom_root: Path,
                                                             tmp_path: Path) -> None:
     out = tmp_path / "em"
-    result = _run("em", phantom_root, "--model", "gmm", "--patients", "101", "102",
+    result = _run("em", phantom_root, "--model", "em-gmm", "--patients", "101", "102",
                   "--crop", "64", "--no-progress", "--no-figures", "--out", out)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
@@ -145,5 +145,5 @@ def test_fit_on_phantom_with_mu_data_needs_no_matching(phantom_root: Path,
 
 def test_fit_unknown_precision_is_one_line(phantom_root: Path, tmp_path: Path) -> None:
     result = _run("fit", phantom_root, "--precision", "half", "--out", tmp_path / "out")
-    _assert_user_error(result, "--precision", "fp32, bf16", "'half'")
+    _assert_user_error(result, "--precision", "'fp32', 'bf16'", "'half'")
     assert not (tmp_path / "out").exists()

@@ -1,19 +1,31 @@
 """The ``deepgmm`` command line: one typer app.
 
 Heavy imports (torch, nibabel) happen inside the commands so that ``--help`` is instant.
-Library errors (:class:`deepgmm.errors.DeepGMMError`) become one line on stderr and exit
-code 2; nothing else is caught, so a real bug still shows its traceback.
+Library errors (:class:`deepgmm.errors.DeepGMMError`) become one line ``error: ...`` on
+stderr, with the library's parameter names replaced by the command's flags (``max_iter`` ->
+``--max-iter``; a command's function parameters carry the library's names, so the flag of a
+name is the option declared for it). Exit codes: 2 for bad input (``InputError``,
+``CheckpointError``), 3 for a fit that could not be carried out on valid input
+(``FitError``: divergence, out of memory). Nothing else is caught, so a real bug still shows
+its traceback.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import warnings
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
+
+if TYPE_CHECKING:
+    from deepgmm.errors import DeepGMMError
+
+EXIT_BAD_INPUT = 2
+EXIT_FIT_FAILED = 3
 
 app = typer.Typer(
     name="deepgmm",
@@ -41,11 +53,61 @@ def _show_warning(message: Warning | str, category: type[Warning], *_: Any,
     typer.echo(f"warning: {message}", err=True)
 
 
+def command_flags(func: Callable[..., Any]) -> dict[str, str]:
+    """Parameter name -> how the command line spells it: ``{"max_iter": "--max-iter",
+    "root": "ROOT"}`` (the first long flag of an option, the name of an argument), read from
+    the ``Annotated`` typer declarations of the command function ``func``."""
+    import typing
+
+    from typer.models import ArgumentInfo, OptionInfo
+
+    flags: dict[str, str] = {}
+    for name, hint in typing.get_type_hints(func, include_extras=True).items():
+        for info in getattr(hint, "__metadata__", ()):
+            if isinstance(info, OptionInfo):
+                # with Annotated, typer takes the first declaration as the "default"
+                first = [info.default] if isinstance(info.default, str) else []
+                decls = [d.split("/")[0] for d in [*first, *(info.param_decls or ())]
+                         if d.startswith("-")]
+                longs = [d for d in decls if d.startswith("--")]
+                flags[name] = (longs or decls or ["--" + name.replace("_", "-")])[0]
+            elif isinstance(info, ArgumentInfo):
+                flags[name] = info.metavar or name.upper()
+    return flags
+
+
+_SKLEARN_FORM = re.compile(r"The '(\w+)' parameter of [\w.]+ must be")
+
+
+def flag_message(err: DeepGMMError, flags: Mapping[str, str]) -> str:
+    """The message of ``err`` with the parameters it names (``err.params``) written as the
+    command's flags; names without a flag stay as they are.
+
+    Example: ``The 'max_iter' parameter of fit_slices must be an int in the range [1, inf).
+    Got 0 instead.`` -> ``--max-iter must be an int in the range [1, inf). Got 0 instead.``
+    """
+    text = _SKLEARN_FORM.sub(lambda m: f"{flags.get(m[1], repr(m[1]))} must be", str(err))
+    for name in sorted(set(err.params), key=len, reverse=True):
+        if name in flags:
+            word = re.escape(name)
+            text = re.sub(rf"'{word}'|(?<![\w\-.']){word}(?![\w'])", flags[name], text)
+    return text
+
+
+def exit_code(err: DeepGMMError) -> int:
+    """3 for a :class:`~deepgmm.errors.FitError`, 2 for any other library error."""
+    from deepgmm.errors import FitError
+
+    return EXIT_FIT_FAILED if isinstance(err, FitError) else EXIT_BAD_INPUT
+
+
 def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
     """Register a function as a command of ``app`` that reports library errors cleanly.
 
     A :class:`deepgmm.errors.DeepGMMError` raised inside the command becomes one line
-    ``error: <message>`` on stderr and exit code 2, also under ``typer.testing.CliRunner``.
+    ``error: <message>`` on stderr (parameter names as the command's flags, see
+    :func:`flag_message`) and exit code 2, or 3 for a
+    :class:`~deepgmm.errors.FitError`, also under ``typer.testing.CliRunner``.
     """
 
     def decorate(func: F) -> F:
@@ -58,8 +120,9 @@ def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
                 try:
                     return func(*args, **kw)
                 except DeepGMMError as err:
-                    typer.echo(f"error: {err}", err=True)
-                    raise typer.Exit(2) from None
+                    message = flag_message(err, command_flags(func))
+                    typer.echo(f"error: {message}", err=True)
+                    raise typer.Exit(exit_code(err)) from None
 
         app.command(name, **kwargs)(wrapper)
         return func
@@ -84,14 +147,14 @@ _register_commands()
 
 
 def main() -> None:
-    """Console-script entry point: run the app, turning library errors into exit code 2."""
+    """Console-script entry point: run the app, turning library errors into exit codes 2/3."""
     from deepgmm.errors import DeepGMMError
 
     try:
         app()
     except DeepGMMError as err:
         typer.echo(f"error: {err}", err=True)
-        sys.exit(2)
+        sys.exit(exit_code(err))
 
 
 if __name__ == "__main__":

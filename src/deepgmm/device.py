@@ -24,7 +24,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise InputError("--device cuda was asked for, but no CUDA device is available; "
-                             "use --device cpu or auto")
+            raise InputError(f"device {device!r} was asked for, but no CUDA device is "
+                             "available; use device 'cpu' or 'auto'", params=("device",))
         return torch.device(name)
-    raise InputError(f"--device must be one of {', '.join(DEVICE_CHOICES)}, got {device!r}")
+    raise InputError(f"device must be one of {', '.join(DEVICE_CHOICES)} or cuda:<index>, "
+                     f"got {device!r}", params=("device",))

@@ -44,7 +44,8 @@ def check_known(constraints: Constraints, names: Any, *, caller: str) -> None:
         plural = "s" if len(unknown) > 1 else ""
         raise InputError(f"{caller}: unknown or inapplicable option{plural} "
                          f"{', '.join(map(repr, unknown))}; it takes "
-                         f"{', '.join(sorted(constraints))}")
+                         f"{', '.join(sorted(constraints))}",
+                         params=(*unknown, *sorted(constraints)))
 
 
 def _integer_only(constraints: list[Any]) -> bool:
@@ -62,14 +63,17 @@ def check_params(constraints: Constraints, params: Mapping[str, Any], *, caller:
 
     Raises:
         InputError: an unknown name, or a value that satisfies none of its constraints. The
-            message names the parameter, what was expected and what was given.
+            message names the parameter, what was expected and what was given; the error's
+            ``params`` holds the parameter's name.
     """
     check_known(constraints, params, caller=caller)
     for name, value in params.items():
         if isinstance(value, bool) and _integer_only(constraints[name]):
             raise InputError(f"The {name!r} parameter of {caller} must be an int, "
-                             f"got {value!r}")
-    try:
-        validate_parameter_constraints(dict(constraints), dict(params), caller_name=caller)
-    except InvalidParameterError as err:
-        raise InputError(str(err)) from err
+                             f"got {value!r}", params=(name,))
+    for name, value in params.items():  # one at a time, to know which one failed
+        try:
+            validate_parameter_constraints({name: constraints[name]}, {name: value},
+                                           caller_name=caller)
+        except InvalidParameterError as err:
+            raise InputError(str(err), params=(name,)) from err

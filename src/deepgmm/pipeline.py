@@ -5,7 +5,7 @@ and the Python API call it. Nothing here does maths of its own.
 
 Example:
     >>> from deepgmm import segment_dataset
-    >>> summary = segment_dataset("myops2020", "out", method="deepsvg",
+    >>> summary = segment_dataset("myops2020", "out", model="deepsvg",
     ...                           patients=["109", "114"], matching="hungarian")
 """
 
@@ -20,32 +20,40 @@ import numpy as np
 import torch
 
 from deepgmm.errors import InputError
+from deepgmm.options import (
+    NORMALISATIONS,
+    EMGMMOptions,
+    FitOptions,
+    MethodOptions,
+    method_options,
+)
+from deepgmm.params import StrOptions, check_params
 from deepgmm.types import CaseVolume, SegmentationResult, SliceBatch
 
-Method = Literal["em-gmm", "em-svgmm", "deepg", "deepsvg"]
-METHODS: tuple[str, ...] = ("em-gmm", "em-svgmm", "deepg", "deepsvg")
 Matching = Literal["hungarian", "greedy", "none"]
 MATCHINGS: tuple[str, ...] = ("hungarian", "greedy", "none")
+SELECTIONS: tuple[str, ...] = ("all-classes", "roi")
 
 PathLike = str | os.PathLike[str]
 
-
-def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
-    """Return ``value`` if it is one of ``choices``, else raise an InputError naming ``name``."""
-    if value not in choices:
-        raise InputError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-    return value
+RUN_CONSTRAINTS = {
+    "selection": [StrOptions(dict.fromkeys(SELECTIONS).keys())],
+    "normalisation": [StrOptions(dict.fromkeys(NORMALISATIONS).keys())],
+    "matching": [StrOptions(dict.fromkeys(MATCHINGS).keys())],
+}
+"""The pipeline's own options (which slices, how normalised, how clusters meet classes);
+the method's options are :mod:`deepgmm.options`'."""
 
 
 def prepare_slices(volumes: Sequence[CaseVolume], *, selection: str = "all-classes",
                    crop_size: int | tuple[int, int] = 160,
-                   normalise: str = "crop") -> SliceBatch:
+                   normalisation: str = "crop") -> SliceBatch:
     """Cut the selected slices of ``volumes`` into one :class:`SliceBatch` ``(B, M, H, W)``."""
     from deepgmm.data.slices import make_batch
 
     size = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
     return make_batch(list(volumes), selection=selection, crop_size=size,
-                      normalisation=normalise)
+                      normalisation=normalisation)
 
 
 def load_mu(mu_data: PathLike | np.ndarray | None, sequences: Sequence[str], *,
@@ -61,35 +69,50 @@ def load_mu(mu_data: PathLike | np.ndarray | None, sequences: Sequence[str], *,
     return load_mu_data(mu_data, sequences=tuple(sequences), batch=batch)
 
 
-def run_method(batch: SliceBatch, method: str, *, mu_data: np.ndarray | None = None,
-               options: Mapping[str, Any] | None = None,
+def _check_run(model: str, options: Mapping[str, Any] | MethodOptions | None,
+               mu_data: object, *, caller: str, **run: Any) -> MethodOptions:
+    """Validate the method's and the pipeline's options before any work is done."""
+    check_params(RUN_CONSTRAINTS, run, caller=caller)
+    opts = method_options(model, options, caller=caller)
+    if getattr(opts, "lam", 0.0) > 0 and mu_data is None:
+        raise InputError("lam > 0 needs mu_data (class means, e.g. from `deepgmm mu-data`)",
+                         params=("lam", "mu_data"))
+    return opts
+
+
+def run_method(batch: SliceBatch, model: str, *, mu_data: np.ndarray | None = None,
+               options: Mapping[str, Any] | MethodOptions | None = None,
                progress: bool = True) -> SegmentationResult:
     """Segment every slice of ``batch`` with one method.
 
     Args:
         batch: slices ``(B, M, H, W)`` with ROI ``(B, H, W)``.
-        method: ``"em-gmm"``, ``"em-svgmm"``, ``"deepg"`` or ``"deepsvg"``.
+        model: ``"em-gmm"``, ``"em-svgmm"``, ``"deepg"`` or ``"deepsvg"``.
         mu_data: ``(K, M)`` class means: EM initialisation (``init="mu_data"``) or the
             deepG/deepSVG penalty target (with ``lam > 0``).
-        options: keyword options of the method (see :func:`deepgmm.fit.single.fit_slices`
-            and :func:`deepgmm.mixture.em.em_segment`).
+        options: the model's options, as a mapping (names of
+            :class:`~deepgmm.options.EMGMMOptions`, :class:`~deepgmm.options.EMSVGMMOptions`
+            or :class:`~deepgmm.options.FitOptions`) or as one of those objects; an option
+            the model does not take is an :class:`InputError`.
         progress: show a progress bar where the method has one.
 
     Returns:
         :class:`SegmentationResult` with responsibilities ``(B, K, H, W)``.
     """
-    check_choice("method", method, METHODS)
     from deepgmm.device import resolve_device
 
-    opts = dict(options or {})
-    opts["device"] = resolve_device(opts.get("device", "auto"))
-    if method.startswith("em-"):
+    opts = method_options(model, options, caller="run_method")
+    device = resolve_device(opts.device)
+    if isinstance(opts, EMGMMOptions):
         from deepgmm.mixture.em import em_segment
 
-        return em_segment(batch, model=method, mu_data=mu_data, **opts)
+        params = {**opts.estimator_params(), "device": device}
+        return em_segment(batch, model=model, mu_data=mu_data, **params)
     from deepgmm.fit.single import fit_slices
 
-    return fit_slices(batch, model=method, mu_data=mu_data, progress=progress, **opts)
+    assert isinstance(opts, FitOptions)
+    params = {**opts.fit_params(), "device": device}
+    return fit_slices(batch, mu_data=mu_data, progress=progress, **params)
 
 
 def write_result(out: PathLike, volumes: Sequence[CaseVolume], batch: SliceBatch,
@@ -101,22 +124,22 @@ def write_result(out: PathLike, volumes: Sequence[CaseVolume], batch: SliceBatch
     :func:`deepgmm.report.outputs.write_segmentation`)."""
     from deepgmm.report.outputs import write_segmentation
 
-    check_choice("--matching", matching, MATCHINGS)
+    check_params(RUN_CONSTRAINTS, {"matching": matching}, caller="write_result")
     return write_segmentation(Path(out), list(volumes), batch, result, matching=matching,
                               figures=figures, progress=progress,
                               class_identity=class_identity)
 
 
-def fixes_class_order(method: str, mu_data: object, options: Mapping[str, Any]) -> bool:
+def fixes_class_order(model: str, mu_data: object, options: Mapping[str, Any]) -> bool:
     """Whether μ_data gives the components class identity: it sets the EM initial means,
     and it pulls the deep methods' means only with ``lam > 0``."""
-    return mu_data is not None and (method.startswith("em-")
+    return mu_data is not None and (model.startswith("em-")
                                     or float(options.get("lam", 0.0)) > 0)
 
 
-def segment_dataset(root: PathLike, out: PathLike, *, method: str = "deepsvg",
+def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
                     patients: Sequence[str] | None = None, selection: str = "all-classes",
-                    crop_size: int | tuple[int, int] = 160,
+                    crop_size: int | tuple[int, int] = 160, normalisation: str = "crop",
                     mu_data: PathLike | np.ndarray | None = None,
                     matching: str = "hungarian", figures: bool = True,
                     progress: bool = True, **options: Any) -> dict[str, Any]:
@@ -125,35 +148,42 @@ def segment_dataset(root: PathLike, out: PathLike, *, method: str = "deepsvg",
     Args:
         root: folder holding ``<prefix>_<n>_{C0,DE,T2}.nii.gz`` (+ ``_gd`` ground truth).
         out: output folder (created; replaced atomically once complete).
-        method: ``"em-gmm"``, ``"em-svgmm"``, ``"deepg"`` or ``"deepsvg"``.
+        model: ``"em-gmm"``, ``"em-svgmm"``, ``"deepg"`` or ``"deepsvg"``.
         patients: case ids to use (default: all).
         selection: ``"all-classes"`` (slices with all classes) or ``"roi"`` (non-empty ROI).
+        crop_size: square (int) or ``(H, W)`` crop around the ROI.
+        normalisation: z-score each slice over the ``"crop"`` or over the ``"roi"``.
         mu_data: JSON file or ``(K, M)`` array of class means.
         matching: cluster-to-class rule for evaluation and label maps.
-        **options: forwarded to the method (e.g. ``lam``, ``max_iter``, ``seed``).
+        **options: the model's options (:mod:`deepgmm.options`: e.g. ``lam``, ``max_iter``,
+            ``seed``); one the model does not take is refused.
 
     Returns:
         The summary written to ``out/summary.json``.
+
+    Raises:
+        InputError: a bad or inapplicable option (before any data is read), bad data.
     """
     from deepgmm.data.dataset import load_dataset
     from deepgmm.report.outputs import check_output_dir
 
-    check_choice("method", method, METHODS)
-    check_choice("--matching", matching, MATCHINGS)
+    opts = _check_run(model, options, mu_data, caller="segment_dataset", selection=selection,
+                      normalisation=normalisation, matching=matching)
     check_output_dir(Path(out), [root])
     volumes = load_dataset(root, patients=list(patients) if patients else None)
-    batch = prepare_slices(volumes, selection=selection, crop_size=crop_size)
+    batch = prepare_slices(volumes, selection=selection, crop_size=crop_size,
+                           normalisation=normalisation)
     mu = load_mu(mu_data, batch.sequences, batch=batch)
-    result = run_method(batch, method, mu_data=mu, options=options, progress=progress)
+    result = run_method(batch, model, mu_data=mu, options=opts, progress=progress)
     return write_result(out, volumes, batch, result, matching=matching, figures=figures,
                         progress=progress,
-                        class_identity=fixes_class_order(method, mu, options))
+                        class_identity=fixes_class_order(model, mu, opts.as_dict()))
 
 
 def segment_case(images: Mapping[str, PathLike], roi: PathLike, out: PathLike, *,
-                 labels: PathLike | None = None, method: str = "deepsvg",
+                 labels: PathLike | None = None, model: str = "deepsvg",
                  case_id: str = "case", selection: str = "roi",
-                 crop_size: int | tuple[int, int] = 160,
+                 crop_size: int | tuple[int, int] = 160, normalisation: str = "crop",
                  mu_data: PathLike | np.ndarray | None = None, matching: str | None = None,
                  figures: bool = True, progress: bool = True,
                  **options: Any) -> dict[str, Any]:
@@ -164,6 +194,8 @@ def segment_case(images: Mapping[str, PathLike], roi: PathLike, out: PathLike, *
         roi: NIfTI mask of the region to segment (non-zero = inside).
         labels: optional ground truth (MyoPS codes) for Dice.
         matching: defaults to ``"hungarian"`` with labels and ``"none"`` without.
+        model, case_id, selection, crop_size, normalisation, mu_data, figures, progress,
+        **options: as :func:`segment_dataset`.
 
     Returns:
         The summary written to ``out/summary.json``.
@@ -171,21 +203,22 @@ def segment_case(images: Mapping[str, PathLike], roi: PathLike, out: PathLike, *
     from deepgmm.data.dataset import load_explicit
     from deepgmm.report.outputs import check_output_dir
 
-    check_choice("method", method, METHODS)
     if matching is None:
         matching = "hungarian" if labels is not None else "none"
-    check_choice("--matching", matching, MATCHINGS)
+    opts = _check_run(model, options, mu_data, caller="segment_case", selection=selection,
+                      normalisation=normalisation, matching=matching)
     if matching != "none" and labels is None:
-        raise InputError(f"--matching {matching} needs ground truth: pass --gt, or use "
-                         "--matching none")
+        raise InputError(f"matching {matching!r} needs ground truth: give labels, or use "
+                         "matching 'none'", params=("matching", "labels"))
     inputs = [Path(p) for p in images.values()] + [Path(roi)]
     if labels is not None:
         inputs.append(Path(labels))
     check_output_dir(Path(out), inputs)
     volume = load_explicit(dict(images), roi, labels, case_id=case_id)
-    batch = prepare_slices([volume], selection=selection, crop_size=crop_size)
+    batch = prepare_slices([volume], selection=selection, crop_size=crop_size,
+                           normalisation=normalisation)
     mu = load_mu(mu_data, batch.sequences, batch=batch)
-    result = run_method(batch, method, mu_data=mu, options=options, progress=progress)
+    result = run_method(batch, model, mu_data=mu, options=opts, progress=progress)
     return write_result(out, [volume], batch, result, matching=matching, figures=figures,
                         progress=progress,
-                        class_identity=fixes_class_order(method, mu, options))
+                        class_identity=fixes_class_order(model, mu, opts.as_dict()))

@@ -96,7 +96,7 @@ def test_bad_inputs(tmp_path, written, synth):
 
 def test_cli_prints_table_and_writes_files(written):
     root, out, _, perm = written
-    result = CliRunner().invoke(app, ["evaluate", str(out), str(root)])
+    result = CliRunner().invoke(app, ["evaluate", str(root), "--out", str(out)])
     assert result.exit_code == 0, result.output
     expected = (perm == np.arange(4)).astype(float).mean(axis=0)
     lines = result.output.splitlines()
@@ -104,20 +104,21 @@ def test_cli_prints_table_and_writes_files(written):
         row = next(line for line in lines if line.startswith(name))
         assert row.split()[1] == f"{value:.3f}"
     assert (out / "evaluation.csv").is_file() and (out / "evaluation.json").is_file()
-    sub = CliRunner().invoke(app, ["evaluate", str(out), str(root), "--patients", "102"])
+    sub = CliRunner().invoke(app, ["evaluate", str(root), "--out", str(out),
+                                   "--patients", "102"])
     assert sub.exit_code == 0, sub.output
     assert json.loads((out / "evaluation.json").read_text())["cases"] == ["102"]
-    both = CliRunner().invoke(app, ["evaluate", str(out), str(root), "--patients", "102",
-                                    "101"])
+    both = CliRunner().invoke(app, ["evaluate", str(root), "--out", str(out),
+                                    "--patients", "102", "101"])
     assert both.exit_code == 0, both.output
     assert json.loads((out / "evaluation.json").read_text())["cases"] == ["102", "101"]
 
 
 @pytest.mark.parametrize("args, message", [
-    (["{tmp}/missing", "{root}"], "does not exist"),
-    (["{tmp}", "{root}"], "not a deepgmm output folder"),
-    (["{out}", "{tmp}/nowhere"], "does not exist"),
-    (["{out}", "{root}", "--patients", "555"], "not in"),
+    (["{root}", "--out", "{tmp}/missing"], "does not exist"),
+    (["{root}", "--out", "{tmp}"], "not a deepgmm output folder"),
+    (["{tmp}/nowhere", "--out", "{out}"], "does not exist"),
+    (["{root}", "--out", "{out}", "--patients", "555"], "not in"),
 ])
 def test_cli_bad_input_is_one_line(tmp_path, written, args, message):
     root, out, _, _ = written
@@ -147,7 +148,7 @@ def test_rematching_from_the_probability_maps(written):
     for name in CLASSES:
         assert same["dice"][name] == pytest.approx(summary["dice"][name], abs=1e-12)
     assert seg.read_bytes() == before
-    result = CliRunner().invoke(app, ["evaluate", str(out), str(root), "--matching",
+    result = CliRunner().invoke(app, ["evaluate", str(root), "--out", str(out), "--matching",
                                       "hungarian"])
     assert result.exit_code == 0, result.output
     assert json.loads((out / "evaluation.json").read_text())["matching"] == "hungarian"
@@ -155,7 +156,8 @@ def test_rematching_from_the_probability_maps(written):
 
 def test_rematching_needs_valid_rule_and_probability_maps(written):
     root, out, _, _ = written
-    bad = CliRunner().invoke(app, ["evaluate", str(out), str(root), "--matching", "best"])
+    bad = CliRunner().invoke(app, ["evaluate", str(root), "--out", str(out),
+                                   "--matching", "best"])
     assert bad.exit_code == 2 and "matching must be one of" in bad.output
     (out / "102_prob.nii.gz").unlink()
     with pytest.raises(InputError, match="needs the probability map"):

@@ -81,5 +81,6 @@ def test_bf16_batched_equals_alone() -> None:
 
 def test_fit_slices_refuses_an_unknown_precision() -> None:
     batch = regions.region_batch(1, n_regions=2, size=16, seed=5)
-    with pytest.raises(InputError, match="precision must be one of"):
+    with pytest.raises(InputError, match=r"'precision' parameter of fit_slices must be a str "
+                       r"among \{'fp32', 'bf16'\}. Got 'half'"):
         fit_slices(batch, precision="half", **QUICK)

@@ -127,7 +127,8 @@ def test_precision_defaults_to_the_trained_one(batch: SliceBatch, trained) -> No
     assert not torch.equal(half.responsibilities, full.responsibilities)
     assert half.responsibilities.dtype == torch.float32
     torch.testing.assert_close(half.responsibilities, full.responsibilities, atol=0.05, rtol=0)
-    with pytest.raises(InputError, match="precision must be one of"):
+    with pytest.raises(InputError, match=r"'precision' parameter of predict must be a str "
+                       r"among \{'fp32', 'bf16'\} or None. Got 'half'"):
         predict(run, batch, device="cpu", precision="half")
 
 

@@ -70,7 +70,7 @@ def test_batched_equals_alone() -> None:
     batch = regions.region_batch(4, n_regions=4, size=16, seed=4)
     opts = {**QUICK, "max_iter": 25, "tol": 1e-3, "min_iter": 3}
     together = fit_slices(batch, **opts)
-    refill = fit_slices(batch, batch_size=2, **opts)  # waiting slices take free places
+    refill = fit_slices(batch, concurrent=2, **opts)  # waiting slices take free places
     alone = fit_slices(regions.subset(batch, [2]), **opts)
     for res in (together, refill):
         assert res.n_iter[2] == alone.n_iter[0]
@@ -185,17 +185,20 @@ def test_small_roi_is_input_error_naming_the_slice() -> None:
 
 
 @pytest.mark.parametrize(("opts", "pattern"), [
-    ({"model": "gmm"}, "model must be one of deepg, deepsvg"),
+    ({"model": "gmm"}, r"'model' parameter of fit_slices must be a str among \{'deepg', "
+                       r"'deepsvg'\}. Got 'gmm'"),
     ({"lam": 1.0}, "lam > 0 needs mu_data"),
     ({"lam": 1.0, "mu_data": np.zeros((3, 3))},
      r"mu_data must have shape \(4, 3\) or \(2, 4, 3\) \(K classes"),
-    ({"lam": -1.0}, "lam must be >= 0"),
-    ({"tol": 0.0}, "tol must be > 0"),
+    ({"lam": -1.0}, r"'lam' parameter of fit_slices must be a float in the range \[0.0, inf\)"),
+    ({"tol": 0.0}, r"'tol' parameter of fit_slices must be a float in the range \(0.0, inf\)"),
     ({"min_iter": 5, "max_iter": 2}, "must not exceed max_iter"),
-    ({"lr": float("nan")}, "lr must be finite"),
-    ({"batch_size": 0}, "batch_size must be an integer >= 1"),
-    ({"device": "tpu"}, "--device must be one of"),
-    ({"mechanism": "processes"}, "mechanism must be one of"),
+    ({"lr": float("nan")}, r"'lr' parameter of fit_slices must be a float in the range "
+                           r"\(0.0, inf\). Got nan"),
+    ({"concurrent": 0}, r"'concurrent' parameter of fit_slices must be an int in the range "
+                        r"\[1, inf\) or None. Got 0"),
+    ({"device": "tpu"}, "'device' parameter of fit_slices must be 'auto', 'cpu', 'cuda'"),
+    ({"mechanism": "processes"}, "'mechanism' parameter of fit_slices must be a str among"),
     ({"net_config": {"depth": 5}}, r"2\*\*depth = 32"),
     ({"net_config": {"width": 5}}, "unknown key"),
     ({"net_config": {"in_channels": 2}}, "in_channels = 2 but the batch has 3"),
@@ -238,11 +241,11 @@ def test_out_of_memory_halves_the_batch_and_goes_on(monkeypatch: pytest.MonkeyPa
     # a CUDA out-of-memory error is simulated for more than 2 slices at once
     batch = regions.region_batch(5, n_regions=4, size=16, seed=12)
     opts = {**QUICK, "max_iter": 6}
-    # After the split the slices run two at a time, as with batch_size=2; comparing with
+    # After the split the slices run two at a time, as with concurrent=2; comparing with
     # that run isolates the splitting from float32 rounding differences between batch
     # compositions, which lr = 1e-2 can amplify to ~1e-2 within six Adam steps on some
     # slices (test_batched_equals_alone covers batch independence)
-    expected = fit_slices(batch, batch_size=2, **opts)
+    expected = fit_slices(batch, concurrent=2, **opts)
     sizes: list[int] = []
     original = stacked.forward_stacked
 
@@ -253,7 +256,7 @@ def test_out_of_memory_halves_the_batch_and_goes_on(monkeypatch: pytest.MonkeyPa
         return original(net, params, x, mechanism)
 
     monkeypatch.setattr(stacked, "forward_stacked", tight)
-    res = fit_slices(batch, batch_size=5, **opts)
+    res = fit_slices(batch, concurrent=5, **opts)
     assert sizes[:3] == [5, 2, 2] and max(sizes[1:]) <= 2
     assert res.n_iter.tolist() == expected.n_iter.tolist()
     torch.testing.assert_close(res.responsibilities, expected.responsibilities, atol=1e-6,

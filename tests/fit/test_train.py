@@ -134,7 +134,8 @@ def test_bad_settings_refused(batch: SliceBatch) -> None:
         train_network(batch, epochs=2, min_epochs=3, **SMALL)
     with pytest.raises(InputError, match="lr"):
         train_network(batch, lr=0.0, **SMALL)
-    with pytest.raises(InputError, match="penalty must be one of batch, slice"):
+    with pytest.raises(InputError, match=r"'penalty' parameter of train_network must be a str "
+                       r"among \{'batch', 'slice'\}. Got 'mean'"):
         train_network(batch, penalty="mean", **SMALL)
     with pytest.raises(InputError, match="clip_norm"):
         train_network(batch, clip_norm=0.0, **SMALL)
@@ -215,7 +216,8 @@ def test_bf16_training_reduces_nll_is_recorded_and_resumes_only_in_bf16(
     assert json.loads((tmp_path / "bf16" / "config.json").read_text())["precision"] == "bf16"
     with pytest.raises(CheckpointError, match="precision"):
         train_network(batch, run_dir=tmp_path / "bf16", resume=True, **kw)
-    with pytest.raises(InputError, match="precision must be one of"):
+    with pytest.raises(InputError, match=r"'precision' parameter of train_network must be a "
+                       r"str among \{'fp32', 'bf16'\}. Got 'fp16'"):
         train_network(batch, precision="fp16", **kw)
 
 

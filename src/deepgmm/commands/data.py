@@ -18,13 +18,15 @@ DEMO_CROP = 64
 
 @command("phantom")
 def phantom_command(
-    out: Annotated[Path, typer.Argument(help="Folder to write the phantom into (created; "
-                                        "phantom files already there are replaced).")],
-    cases: Annotated[int, typer.Option("--cases", help="Number of cases (ids 101, 102, ...).",
-                                       )] = 4,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the phantom "
+                                          "into (created; phantom files already there are "
+                                          "replaced).")],
+    n_cases: Annotated[int, typer.Option("--cases", help="Number of cases (ids 101, 102, "
+                                         "...).")] = 4,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the data depend only on "
                                       "it and the sizes.")] = 0,
-    slices: Annotated[int, typer.Option("--slices", help="Short-axis slices per case.")] = 3,
+    n_slices: Annotated[int, typer.Option("--slices", help="Short-axis slices per "
+                                          "case.")] = 3,
     size: Annotated[int, typer.Option("--size", help="In-plane size in voxels (1.5 mm).")
                     ] = 128,
 ) -> None:
@@ -34,9 +36,9 @@ def phantom_command(
     """
     from deepgmm.data.phantom import write_phantom
 
-    root = write_phantom(out, n_cases=cases, seed=seed, shape=(size, size),
-                         n_slices=slices)
-    typer.echo(f"wrote {cases} phantom case(s), {slices} slice(s) of {size} x {size} "
+    root = write_phantom(out_dir, n_cases=n_cases, seed=seed, shape=(size, size),
+                         n_slices=n_slices)
+    typer.echo(f"wrote {n_cases} phantom case(s), {n_slices} slice(s) of {size} x {size} "
                f"voxels each, to {root}")
 
 
@@ -118,7 +120,7 @@ def mu_data_command(
     ctx: typer.Context,
     root: Annotated[Path, typer.Argument(help="Data folder (MyoPS layout, with ground "
                                          "truth).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="JSON file to write.")],
+    path: Annotated[Path, typer.Option("--out", "-o", help="JSON file to write.")],
     patients: Annotated[list[str] | None, typer.Option(
         "--patients", help="Draw from these case ids only, e.g. --patients 101 102 "
         "(default: all).")] = None,
@@ -131,10 +133,12 @@ def mu_data_command(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the draw.")] = 42,
     selection: Annotated[str, typer.Option(
         "--selection", help="Slices to draw from: all-classes or roi.")] = "all-classes",
-    crop: Annotated[int, typer.Option("--crop", help="Square crop size (as used for "
-                                      "segmenting: normalisation depends on it).")] = 160,
-    normalise: Annotated[str, typer.Option("--normalise", help="Z-score per slice over the "
-                                           "crop or over the roi.")] = "crop",
+    crop_size: Annotated[int, typer.Option("--crop", help="Square crop size (as used for "
+                                           "segmenting: normalisation depends on it).")
+                         ] = 160,
+    normalisation: Annotated[str, typer.Option(
+        "--normalisation", help="Z-score per slice over the crop or over the roi (as used "
+        "for segmenting).")] = "crop",
 ) -> None:
     """Compute μ_data, the class means used by --mu-data, from labelled slices.
 
@@ -155,10 +159,10 @@ def mu_data_command(
         ctx.args.clear()
     ids = patient_list(ctx, patients)
     volumes = load_dataset(root, ids, exclude=split_ids(exclude))
-    batch = make_batch(volumes, selection=selection, crop_size=(crop, crop),
-                       normalisation=normalise, require_labels=True)
+    batch = make_batch(volumes, selection=selection, crop_size=(crop_size, crop_size),
+                       normalisation=normalisation, require_labels=True)
     mu = compute_mu_data(batch, n_slices=n_slices, seed=seed)
-    path = save_mu_data(mu, batch.sequences, out, crop_size=batch.crop_size,
+    path = save_mu_data(mu, batch.sequences, path, crop_size=batch.crop_size,
                         normalisation=batch.normalisation)
     typer.echo(f"μ_data from {min(n_slices, len(batch))} of {len(batch)} slices "
                f"({len(volumes)} patients), seed {seed}:")

@@ -1,4 +1,4 @@
-"""``deepgmm evaluate OUT ROOT``: recompute Dice/HD95 of saved label maps against the truth."""
+"""``deepgmm evaluate ROOT --out OUT``: recompute Dice/HD95 of saved label maps."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from deepgmm.commands._options import MULTI_VALUE_CONTEXT, patient_list
 @command("evaluate", context_settings=MULTI_VALUE_CONTEXT)
 def evaluate(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Argument(help="Output folder of a segmenting command.")],
     root: Annotated[Path, typer.Argument(help="MyoPS-style data folder with the _gd files.")],
+    out_dir: Annotated[Path, typer.Option(
+        "--out", "-o", help="Output folder of a segmenting command (read; evaluation.csv "
+        "and evaluation.json are written into it).")],
     patients: Annotated[list[str] | None, typer.Option(
         "--patients", help="Evaluate only these case ids (e.g. --patients 109 114).")] = None,
     matching: Annotated[str | None, typer.Option(
@@ -32,6 +34,6 @@ def evaluate(
     from deepgmm.evaluate.recompute import EVALUATION_CSV, EVALUATION_JSON, evaluate_outputs
     from deepgmm.report.tables import format_dice_table
 
-    summary = evaluate_outputs(out, root, patient_list(ctx, patients), matching=matching)
+    summary = evaluate_outputs(out_dir, root, patient_list(ctx, patients), matching=matching)
     typer.echo(format_dice_table(summary))
-    typer.echo(f"wrote {out / EVALUATION_CSV} and {out / EVALUATION_JSON}")
+    typer.echo(f"wrote {out_dir / EVALUATION_CSV} and {out_dir / EVALUATION_JSON}")

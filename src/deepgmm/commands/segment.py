@@ -22,17 +22,69 @@ MuDataOpt = Annotated[Path | None, typer.Option(
 MatchingOpt = Annotated[str, typer.Option(
     "--matching", help="Cluster-to-class rule: hungarian (max total Dice vs ground truth), "
     "greedy (published rule) or none (class order from μ_data).")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:<index>.")]
 SelectionOpt = Annotated[str, typer.Option(
     "--selection", help="all-classes (slices with every class, as in the paper) or roi "
     "(every slice with a non-empty ROI).")]
 CropOpt = Annotated[int, typer.Option("--crop", help="Square crop size around the ROI.")]
+NormalisationOpt = Annotated[str, typer.Option(
+    "--normalisation", help="Z-score each slice and sequence over the crop or over the roi.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (results are "
                                       "reproducible from it).")]
 FiguresOpt = Annotated[bool, typer.Option("--figures/--no-figures", help="Write one PNG "
                                           "per slice.")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress",
                                            help="Show progress bars.")]
+
+# EM options (GaussianMixtureEM / SpatiallyVariantEM).
+EMModelOpt = Annotated[str, typer.Option("--model", help="em-gmm or em-svgmm.")]
+CovarianceOpt = Annotated[str, typer.Option("--covariance", help="diag or full.")]
+InitOpt = Annotated[str | None, typer.Option(
+    "--init", help="random, kmeans, or mu_data (default: mu_data with --mu-data, else "
+    "kmeans).")]
+EMTolOpt = Annotated[float | None, typer.Option(
+    "--tol", help="Stopping tolerance (default: 2e-4 for em-gmm, 1e-3 for em-svgmm).")]
+EMMaxIterOpt = Annotated[int, typer.Option("--max-iter", help="Maximum EM iterations.")]
+VarFloorOpt = Annotated[float, typer.Option(
+    "--var-floor", help="Added to every variance (scikit-learn's reg_covar).")]
+KMeansInitOpt = Annotated[int, typer.Option(
+    "--n-kmeans-init", help="k-means restarts for --init kmeans.")]
+GmmTolOpt = Annotated[float | None, typer.Option(
+    "--gmm-tol", help="em-svgmm only: --tol of the initialising GMM fit (default: 2e-4).")]
+GmmMaxIterOpt = Annotated[int | None, typer.Option(
+    "--gmm-max-iter", help="em-svgmm only: --max-iter of the initialising GMM fit "
+    "(default: 100).")]
+SmoothingOpt = Annotated[float | None, typer.Option(
+    "--smooth", help="em-svgmm only: σ in pixels of a Gaussian smoothing of "
+    "the per-pixel weights after each E-step (a spatial prior; default 0, the published "
+    "algorithm).")]
+
+# deepG / deepSVG options (fit_slices).
+DeepModelOpt = Annotated[str, typer.Option("--model", help="deepg or deepsvg.")]
+LamOpt = Annotated[float, typer.Option("--lam", help="Weight of the μ_data penalty "
+                                       "(needs --mu-data; fixes the class order).")]
+TolOpt = Annotated[float, typer.Option("--tol", help="Stop a slice when |ΔNLL| < tol.")]
+MinIterOpt = Annotated[int, typer.Option("--min-iter", help="Minimum iterations per slice.")]
+MaxIterOpt = Annotated[int, typer.Option("--max-iter", help="Maximum iterations per slice.")]
+LrOpt = Annotated[float, typer.Option("--lr", help="AdamW learning rate.")]
+WeightDecayOpt = Annotated[float, typer.Option("--weight-decay", help="AdamW weight "
+                                               "decay.")]
+ClipNormOpt = Annotated[float, typer.Option(
+    "--clip-norm", help="Clip each slice's gradient norm to this (0: off).")]
+ConcurrentOpt = Annotated[int | None, typer.Option(
+    "--concurrent", help="Most slices fitted at once (default: 8 on CPU, 64 on CUDA).")]
+BaseFiltersOpt = Annotated[int, typer.Option(
+    "--base-filters", help="U-Net channels at full resolution (32 as published; 16 is about "
+    "3x faster on CPU).")]
+DepthOpt = Annotated[int, typer.Option("--depth", help="U-Net down-sampling steps; the crop "
+                                       "must be divisible by 2**depth.")]
+MechanismOpt = Annotated[str, typer.Option(
+    "--mechanism", help="How the slices' networks run together: auto, loop, vmap or "
+    "threads (CPU); the results agree to float rounding.")]
+PrecisionOpt = Annotated[str, typer.Option(
+    "--precision", help="deepG / deepSVG arithmetic: fp32, or bf16 (the networks' "
+    "convolutions in bfloat16: faster on CPUs with AVX-512 BF16 / AMX and on recent GPUs; "
+    "slightly different results).")]
 
 
 def print_summary(summary: dict[str, Any], out: Path) -> None:
@@ -43,80 +95,65 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
     typer.echo(f"outputs: {out}  (results.csv, summary.json, NIfTI maps, figures/)")
 
 
+def given(**options: Any) -> dict[str, Any]:
+    """The options given on the command line (those not left at ``None``)."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def clip_norm_option(clip_norm: float | None) -> float | None:
+    """``--clip-norm 0`` means off (``None``); other values pass unchanged."""
+    return None if clip_norm == 0 else clip_norm
+
+
+def em_init(init: str | None, mu_data: Path | None) -> str:
+    """``--init``, defaulting to ``mu_data`` when ``--mu-data`` is given, else ``kmeans``."""
+    if init is not None:
+        return init
+    return "mu_data" if mu_data is not None else "kmeans"
+
+
 @command("em", context_settings=MULTI_VALUE_CONTEXT)
 def em_command(
     ctx: typer.Context,
     root: RootArg,
     out: OutOpt,
-    model: Annotated[str, typer.Option("--model", help="gmm or svgmm.")] = "gmm",
-    covariance: Annotated[str, typer.Option("--covariance", help="diag or full.")] = "diag",
-    init: Annotated[str, typer.Option("--init", help="random, kmeans, or mu_data "
-                                      "(implied by --mu-data).")] = "kmeans",
+    model: EMModelOpt = "em-gmm",
+    covariance: CovarianceOpt = "diag",
+    init: InitOpt = None,
     mu_data: MuDataOpt = None,
     patients: PatientsOpt = None,
     matching: MatchingOpt = "hungarian",
-    tol: Annotated[float | None, typer.Option("--tol", help="Stopping tolerance (default: "
-                                              "2e-4 for gmm, 1e-3 for svgmm).")] = None,
-    max_iter: Annotated[int, typer.Option("--max-iter", help="Maximum EM iterations.")] = 100,
-    smooth: Annotated[float, typer.Option(
-        "--smooth", help="svgmm only: σ in pixels of a Gaussian smoothing of the per-pixel "
-        "weights after each E-step (a spatial prior); 0 is the published algorithm.")] = 0.0,
+    tol: EMTolOpt = None,
+    max_iter: EMMaxIterOpt = 100,
+    var_floor: VarFloorOpt = 1e-3,
+    n_kmeans_init: KMeansInitOpt = 4,
+    gmm_tol: GmmTolOpt = None,
+    gmm_max_iter: GmmMaxIterOpt = None,
+    smoothing: SmoothingOpt = None,
     selection: SelectionOpt = "all-classes",
-    crop: CropOpt = 160,
+    crop_size: CropOpt = 160,
+    normalisation: NormalisationOpt = "crop",
     device: DeviceOpt = "auto",
     seed: SeedOpt = 33,
     figures: FiguresOpt = True,
     progress: ProgressOpt = True,
 ) -> None:
-    """EM baselines: a Gaussian mixture (gmm) or spatially variant mixture (svgmm) per slice."""
-    from deepgmm.errors import InputError
-    from deepgmm.pipeline import check_choice, segment_dataset
+    """EM baselines: a Gaussian mixture (em-gmm) or spatially variant mixture (em-svgmm) per
+    slice."""
+    from deepgmm.options import EM_MODELS, options_class
+    from deepgmm.pipeline import segment_dataset
 
-    check_choice("--model", model, ("gmm", "svgmm"))
-    if mu_data is not None:
-        init = "mu_data"
-    options: dict[str, Any] = {"covariance": covariance, "init": init, "max_iter": max_iter,
-                               "seed": seed, "device": device}
-    if tol is not None:
-        options["tol"] = tol
-    if smooth:
-        if model != "svgmm":
-            raise InputError("--smooth applies to --model svgmm (per-pixel weights) only")
-        options["smoothing"] = smooth
-    summary = segment_dataset(root, out, method=f"em-{model}",
-                              patients=patient_list(ctx, patients), selection=selection,
-                              crop_size=crop, mu_data=mu_data, matching=matching,
-                              figures=figures, progress=progress, **options)
+    options_class(model, caller="em", models=EM_MODELS)
+    options = given(covariance=covariance, init=em_init(init, mu_data), tol=tol,
+                    max_iter=max_iter, var_floor=var_floor, n_kmeans_init=n_kmeans_init,
+                    gmm_tol=gmm_tol, gmm_max_iter=gmm_max_iter, smoothing=smoothing,
+                    seed=seed, device=device)
+    summary = segment_dataset(root, out, model=model, patients=patient_list(ctx, patients),
+                              selection=selection, crop_size=crop_size,
+                              normalisation=normalisation, mu_data=mu_data,
+                              matching=matching, figures=figures, progress=progress,
+                              **options)
     print_summary(summary, out)
-
-
-def _fit_options(*, lam: float, tol: float, min_iter: int, max_iter: int, lr: float,
-                 batch: int | None, device: str, seed: int, base_filters: int,
-                 depth: int, precision: str) -> dict[str, Any]:
-    return {"lam": lam, "tol": tol, "min_iter": min_iter, "max_iter": max_iter, "lr": lr,
-            "batch_size": batch, "device": device, "seed": seed,
-            "net_config": {"base_filters": base_filters, "depth": depth},
-            "precision": precision}
-
-
-LamOpt = Annotated[float, typer.Option("--lam", help="Weight of the μ_data penalty "
-                                       "(needs --mu-data; fixes the class order).")]
-TolOpt = Annotated[float, typer.Option("--tol", help="Stop a slice when |ΔNLL| < tol.")]
-MinIterOpt = Annotated[int, typer.Option("--min-iter", help="Minimum iterations per slice.")]
-MaxIterOpt = Annotated[int, typer.Option("--max-iter", help="Maximum iterations per slice.")]
-LrOpt = Annotated[float, typer.Option("--lr", help="AdamW learning rate.")]
-BatchOpt = Annotated[int | None, typer.Option("--batch", help="Slices fitted at once "
-                                              "(default: all).")]
-DeepModelOpt = Annotated[str, typer.Option("--model", help="deepg or deepsvg.")]
-BaseFiltersOpt = Annotated[int, typer.Option(
-    "--base-filters", help="U-Net channels at full resolution (32 as published; 16 is about "
-    "3x faster on CPU).")]
-DepthOpt = Annotated[int, typer.Option("--depth", help="U-Net down-sampling steps; the crop "
-                                       "must be divisible by 2**depth.")]
-PrecisionOpt = Annotated[str, typer.Option(
-    "--precision", help="deepG / deepSVG arithmetic: fp32, or bf16 (the networks' "
-    "convolutions in bfloat16: faster on CPUs with AVX-512 BF16 / AMX and on recent GPUs; "
-    "slightly different results).")]
 
 
 @command("fit", context_settings=MULTI_VALUE_CONTEXT)
@@ -131,84 +168,121 @@ def fit_command(
     min_iter: MinIterOpt = 10,
     max_iter: MaxIterOpt = 200,
     lr: LrOpt = 1e-4,
+    weight_decay: WeightDecayOpt = 1e-3,
+    clip_norm: ClipNormOpt = 12.0,
     patients: PatientsOpt = None,
-    batch: BatchOpt = None,
+    concurrent: ConcurrentOpt = None,
     base_filters: BaseFiltersOpt = 32,
     depth: DepthOpt = 4,
+    mechanism: MechanismOpt = "auto",
     precision: PrecisionOpt = "fp32",
     matching: MatchingOpt = "hungarian",
     selection: SelectionOpt = "all-classes",
-    crop: CropOpt = 160,
+    crop_size: CropOpt = 160,
+    normalisation: NormalisationOpt = "crop",
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     figures: FiguresOpt = True,
     progress: ProgressOpt = True,
 ) -> None:
     """deepG / deepSVG: a fresh U-Net per slice, many slices fitted at once."""
-    from deepgmm.errors import InputError
-    from deepgmm.fit.precision import PRECISIONS
-    from deepgmm.pipeline import check_choice, segment_dataset
+    from deepgmm.options import DEEP_MODELS, options_class
+    from deepgmm.pipeline import segment_dataset
 
-    check_choice("--model", model, ("deepg", "deepsvg"))
-    check_choice("--precision", precision, PRECISIONS)
-    if lam > 0 and mu_data is None:
-        raise InputError("--lam > 0 needs --mu-data (class means from `deepgmm mu-data`)")
+    options_class(model, caller="fit", models=DEEP_MODELS)
+    options = {"lam": lam, "tol": tol, "min_iter": min_iter, "max_iter": max_iter, "lr": lr,
+               "weight_decay": weight_decay, "clip_norm": clip_norm_option(clip_norm),
+               "concurrent": concurrent, "base_filters": base_filters, "depth": depth,
+               "mechanism": mechanism, "precision": precision, "seed": seed,
+               "device": device}
     summary = segment_dataset(
-        root, out, method=model, patients=patient_list(ctx, patients), selection=selection,
-        crop_size=crop, mu_data=mu_data, matching=matching, figures=figures,
-        progress=progress,
-        **_fit_options(lam=lam, tol=tol, min_iter=min_iter, max_iter=max_iter, lr=lr,
-                       batch=batch, device=device, seed=seed, base_filters=base_filters,
-                       depth=depth, precision=precision))
+        root, out, model=model, patients=patient_list(ctx, patients), selection=selection,
+        crop_size=crop_size, normalisation=normalisation, mu_data=mu_data,
+        matching=matching, figures=figures, progress=progress, **options)
     print_summary(summary, out)
+
+
+def _model_option(flag: str, kind: type, models: str, what: str) -> Any:
+    """A ``segment`` option of some models, ``None`` (the model's default) unless given."""
+    which = "" if models == "all models" else " only"
+    return Annotated[kind | None, typer.Option(  # type: ignore[valid-type]
+        flag, help=f"{models}{which}: {what} (default: the model's).")]
 
 
 @command("segment")
 def segment_command(
     out: OutOpt,
-    image: Annotated[list[str], typer.Option(
+    images: Annotated[list[str], typer.Option(
         "--image", help="NAME=FILE for each co-registered sequence, e.g. --image "
         "C0=c0.nii.gz --image DE=de.nii.gz (any names, any number).")],
     roi: Annotated[Path, typer.Option("--roi", help="NIfTI mask of the region to segment.")],
-    gt: Annotated[Path | None, typer.Option("--gt", help="Optional ground truth (MyoPS "
-                                            "codes) for Dice.")] = None,
+    labels: Annotated[Path | None, typer.Option("--gt", help="Optional ground truth (MyoPS "
+                                                "codes) for Dice.")] = None,
     model: Annotated[str, typer.Option("--model", help="deepsvg, deepg, em-gmm or "
-                                       "em-svgmm.")] = "deepsvg",
-    lam: LamOpt = 0.0,
+                                       "em-svgmm; each option below names the models that "
+                                       "take it.")] = "deepsvg",
+    case_id: Annotated[str, typer.Option("--case-id", help="Name of the case in the "
+                                         "outputs (<case-id>_seg.nii.gz).")] = "case",
     mu_data: MuDataOpt = None,
-    tol: TolOpt = 1e-3,
-    min_iter: MinIterOpt = 10,
-    max_iter: MaxIterOpt = 200,
-    lr: LrOpt = 1e-4,
-    base_filters: BaseFiltersOpt = 32,
-    depth: DepthOpt = 4,
-    precision: PrecisionOpt = "fp32",
+    lam: _model_option("--lam", float, "deepg/deepsvg",
+                       "weight of the μ_data penalty (needs --mu-data)") = None,
+    tol: _model_option("--tol", float, "all models", "stopping tolerance") = None,
+    min_iter: _model_option("--min-iter", int, "deepg/deepsvg",
+                            "minimum iterations per slice") = None,
+    max_iter: _model_option("--max-iter", int, "all models", "maximum iterations") = None,
+    lr: _model_option("--lr", float, "deepg/deepsvg", "AdamW learning rate") = None,
+    weight_decay: _model_option("--weight-decay", float, "deepg/deepsvg",
+                                "AdamW weight decay") = None,
+    clip_norm: _model_option("--clip-norm", float, "deepg/deepsvg",
+                             "gradient-norm clipping per slice, 0: off") = None,
+    concurrent: _model_option("--concurrent", int, "deepg/deepsvg",
+                              "most slices fitted at once") = None,
+    base_filters: _model_option("--base-filters", int, "deepg/deepsvg",
+                                "U-Net channels at full resolution") = None,
+    depth: _model_option("--depth", int, "deepg/deepsvg", "U-Net down-sampling steps") = None,
+    mechanism: _model_option("--mechanism", str, "deepg/deepsvg",
+                             "auto, loop, vmap or threads") = None,
+    precision: _model_option("--precision", str, "deepg/deepsvg", "fp32 or bf16") = None,
+    covariance: _model_option("--covariance", str, "em-gmm/em-svgmm", "diag or full") = None,
+    init: Annotated[str | None, typer.Option(
+        "--init", help="em-gmm/em-svgmm only: random, kmeans or mu_data (default: mu_data with "
+        "--mu-data, else kmeans).")] = None,
+    var_floor: _model_option("--var-floor", float, "em-gmm/em-svgmm",
+                             "added to every variance") = None,
+    n_kmeans_init: _model_option("--n-kmeans-init", int, "em-gmm/em-svgmm",
+                                 "k-means restarts for --init kmeans") = None,
+    gmm_tol: GmmTolOpt = None,
+    gmm_max_iter: GmmMaxIterOpt = None,
+    smoothing: SmoothingOpt = None,
     matching: Annotated[str | None, typer.Option(
         "--matching", help="hungarian, greedy or none (default: hungarian with --gt, "
         "else none).")] = None,
-    crop: CropOpt = 160,
+    selection: Annotated[str, typer.Option(
+        "--selection", help="roi (every slice with a non-empty ROI) or all-classes (slices "
+        "with every class; needs --gt).")] = "roi",
+    crop_size: CropOpt = 160,
+    normalisation: NormalisationOpt = "crop",
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     figures: FiguresOpt = True,
     progress: ProgressOpt = True,
 ) -> None:
     """Segment one case of any co-registered sequences inside an ROI mask."""
-    from deepgmm.errors import InputError
-    from deepgmm.fit.precision import PRECISIONS
-    from deepgmm.pipeline import METHODS, check_choice, segment_case
+    from deepgmm.pipeline import segment_case
 
-    check_choice("--model", model, METHODS)
-    check_choice("--precision", precision, PRECISIONS)
-    if lam > 0 and mu_data is None:
-        raise InputError("--lam > 0 needs --mu-data (class means from `deepgmm mu-data`)")
     if model.startswith("em-"):
-        options: dict[str, Any] = {"init": "mu_data" if mu_data else "kmeans",
-                                   "seed": seed, "device": device}
-    else:
-        options = _fit_options(lam=lam, tol=tol, min_iter=min_iter, max_iter=max_iter, lr=lr,
-                               batch=None, device=device, seed=seed,
-                               base_filters=base_filters, depth=depth, precision=precision)
-    summary = segment_case(parse_named_files(image, "--image"), roi, out, labels=gt,
-                           method=model, crop_size=crop, mu_data=mu_data, matching=matching,
-                           figures=figures, progress=progress, **options)
+        init = em_init(init, mu_data)
+    options = given(lam=lam, tol=tol, min_iter=min_iter, max_iter=max_iter, lr=lr,
+                    weight_decay=weight_decay, clip_norm=clip_norm, concurrent=concurrent,
+                    base_filters=base_filters, depth=depth, mechanism=mechanism,
+                    precision=precision, covariance=covariance, init=init,
+                    var_floor=var_floor, n_kmeans_init=n_kmeans_init, gmm_tol=gmm_tol,
+                    gmm_max_iter=gmm_max_iter, smoothing=smoothing, seed=seed, device=device)
+    if "clip_norm" in options:
+        options["clip_norm"] = clip_norm_option(options["clip_norm"])
+    summary = segment_case(parse_named_files(images, "--image"), roi, out, labels=labels,
+                           model=model, case_id=case_id, selection=selection,
+                           crop_size=crop_size, normalisation=normalisation,
+                           mu_data=mu_data, matching=matching, figures=figures,
+                           progress=progress, **options)
     print_summary(summary, out)

@@ -44,9 +44,9 @@ def _sequences(value: str) -> tuple[str, ...]:
 def train_command(
     ctx: typer.Context,
     root: RootArg,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: model.safetensors, "
-                                      "config.json, optimizer.safetensors, "
-                                      "training_curve.png.")],
+    run_dir: Annotated[Path, typer.Option("--out", "-o", help="Run folder: model.safetensors, "
+                                          "config.json, optimizer.safetensors, "
+                                          "training_curve.png.")],
     model: Annotated[str, typer.Option("--model", help="deepg or deepsvg.")] = "deepg",
     lam: Annotated[float, typer.Option("--lam", help="Weight of the μ_data penalty (fixes "
                                        "the class order).")] = 1.0,
@@ -59,7 +59,8 @@ def train_command(
     epochs: Annotated[int, typer.Option("--epochs", help="Maximum epochs.")] = 100,
     min_epochs: Annotated[int, typer.Option("--min-epochs", help="Epochs before the "
                                             "stopping rule applies.")] = 10,
-    batch: Annotated[int, typer.Option("--batch", help="Slices per optimiser step.")] = 4,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Slices per optimiser "
+                                            "step.")] = 4,
     lr: Annotated[float, typer.Option("--lr", help="Initial AdamW learning rate.")] = 1e-3,
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight "
                                                 "decay.")] = 1e-3,
@@ -92,8 +93,11 @@ def train_command(
     augment: Annotated[bool, typer.Option(
         "--augment/--no-augment", help="Elastic deformation, rotation, scaling, flips and "
         "noise, with the published probabilities.")] = True,
-    crop: Annotated[int, typer.Option("--crop", help="Square crop size around the "
-                                      "ROI.")] = 160,
+    crop_size: Annotated[int, typer.Option("--crop", help="Square crop size around the "
+                                           "ROI.")] = 160,
+    normalisation: Annotated[str, typer.Option(
+        "--normalisation", help="Z-score each slice and sequence over the crop or over the "
+        "roi (recorded; predict uses it).")] = "crop",
     base_filters: Annotated[int, typer.Option("--base-filters", help="U-Net channels of "
                                               "the first level.")] = 32,
     depth: Annotated[int, typer.Option("--depth", help="U-Net down-sampling steps.")] = 4,
@@ -115,58 +119,43 @@ def train_command(
     from deepgmm.data.slices import make_batch
     from deepgmm.errors import InputError
     from deepgmm.fit.checkpoint import has_checkpoint
-    from deepgmm.fit.precision import PRECISIONS
-    from deepgmm.fit.train import MODELS, PENALTIES, train_network
-    from deepgmm.mixture.prior import PRIORS
-    from deepgmm.pipeline import check_choice, load_mu
+    from deepgmm.fit.train import train_network
+    from deepgmm.options import TrainOptions
+    from deepgmm.pipeline import load_mu
 
-    check_choice("--model", model, MODELS)
-    check_choice("--penalty", penalty, PENALTIES)
-    check_choice("--precision", precision, PRECISIONS)
-    check_choice("--prior", prior, PRIORS)
-    for flag, value in (("--lam-var", lam_var), ("--lam-weights", lam_weights)):
-        if not 0 <= value < float("inf"):  # also refuses NaN
-            raise InputError(f"{flag} must be a finite number >= 0, got {value}")
-    if components_per_class < 1:
-        raise InputError(f"--components-per-class must be at least 1, got "
-                         f"{components_per_class}")
-    if not clip_norm >= 0:
-        raise InputError(f"--clip-norm must be >= 0 (0: off), got {clip_norm}")
-    if not 0 <= label_weight < float("inf"):  # also refuses NaN
-        raise InputError(f"--label-weight must be a finite number >= 0, got {label_weight}")
-    if labelled_slices < 1:
-        raise InputError(f"--labelled-slices must be at least 1, got {labelled_slices}")
-    if not resume and has_checkpoint(out):  # say so before loading any data
-        raise InputError(f"{str(out)!r} already holds a checkpoint; pass --resume to continue "
-                         "it, or choose another --out folder")
+    options = TrainOptions(
+        model=model, lam=lam, epochs=epochs, min_epochs=min_epochs, batch_size=batch_size,
+        lr=lr, weight_decay=weight_decay, tol=tol, seed=seed, device=device, augment=augment,
+        depth=depth, base_filters=base_filters, penalty=penalty,
+        clip_norm=None if clip_norm == 0 else clip_norm, label_weight=label_weight,
+        labelled_slices=labelled_slices, precision=precision, prior=prior, lam_var=lam_var,
+        lam_weights=lam_weights, components_per_class=components_per_class)
+    if not resume and has_checkpoint(run_dir):  # say so before loading any data
+        raise InputError(f"{str(run_dir)!r} already holds a checkpoint; pass resume to "
+                         "continue it, or choose another run_dir",
+                         params=("resume", "run_dir"))
     seqs = _sequences(sequences)
     ids = patient_list(ctx, train_patients, flag="--train-patients")
     if ids is None:
         ids = default_train_patients([c.case_id for c in discover_cases(root, seqs)])
     volumes = load_dataset(root, ids, sequences=seqs)
-    slices = make_batch(volumes, selection="all-classes", crop_size=(crop, crop))
+    slices = make_batch(volumes, selection="all-classes", crop_size=(crop_size, crop_size),
+                        normalisation=normalisation)
     mu = load_mu(mu_data, seqs, batch=slices)
-    result = train_network(slices, model=model, lam=lam, mu_data=mu, epochs=epochs,
-                           min_epochs=min_epochs, batch_size=batch, lr=lr,
-                           weight_decay=weight_decay, tol=tol, seed=seed, device=device,
-                           augment=augment, run_dir=out, resume=resume, progress=progress,
-                           depth=depth, base_filters=base_filters, penalty=penalty,
-                           clip_norm=clip_norm if clip_norm > 0 else None,
-                           label_weight=label_weight, labelled_slices=labelled_slices,
-                           precision=precision, prior=prior, lam_var=lam_var,
-                           lam_weights=lam_weights,
-                           components_per_class=components_per_class)
+    result = train_network(slices, mu_data=mu, run_dir=run_dir, resume=resume,
+                           progress=progress, **options.as_dict())
     state = "converged" if result.converged else "stopped at the epoch limit"
     typer.echo(f"trained {model} on {len(slices)} slices of {len(volumes)} case(s): "
                f"{result.n_epochs} epochs ({state}), final NLL "
                f"{result.nll_history[-1]:.4f}, {result.seconds:.1f} s")
-    typer.echo(f"run folder: {out}")
+    typer.echo(f"run folder: {run_dir}")
 
 
 @command("predict", context_settings=MULTI_VALUE_CONTEXT)
 def predict_command(
     ctx: typer.Context,
-    run: Annotated[Path, typer.Argument(help="Run folder written by `deepgmm train`.")],
+    run_dir: Annotated[Path, typer.Argument(help="Run folder written by `deepgmm train`.",
+                                            metavar="RUN")],
     root: RootArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (label and "
                                       "probability maps, results.csv, summary.json, "
@@ -176,12 +165,16 @@ def predict_command(
         "when every case was).")] = None,
     refine: Annotated[int, typer.Option("--refine", help="Per-slice fitting iterations "
                                         "started from the trained weights.")] = 0,
+    refine_lr: Annotated[float, typer.Option("--refine-lr", help="AdamW learning rate of "
+                                             "--refine.")] = 1e-4,
     refine_lam: Annotated[float | None, typer.Option(
         "--refine-lam", help="μ_data penalty weight during --refine (default: the training "
         "--lam; 0: NLL only).")] = None,
     tta: Annotated[bool, typer.Option(
         "--tta/--no-tta", help="Average the class probabilities over the crop's quarter "
         "turns and mirrors (8 forward passes per slice; not with --refine).")] = False,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", help="Slices per forward "
+                                            "pass.")] = 16,
     selection: Annotated[str, typer.Option(
         "--selection", help="all-classes (slices with every class, as in the paper; needs "
         "ground truth) or roi (every slice with a non-empty ROI).")] = "all-classes",
@@ -193,20 +186,23 @@ def predict_command(
                                           "per slice.")] = True,
     progress: ProgressOpt = True,
 ) -> None:
-    """Segment cases with a trained network; prints a Dice table when ground truth exists."""
+    """Segment cases with a trained network; prints a Dice table when ground truth exists.
+
+    The slices are cut and normalised as in training (crop size and normalisation from the
+    run's config.json)."""
     from deepgmm.data.dataset import load_dataset
     from deepgmm.data.myops import discover_cases
     from deepgmm.data.slices import make_batch
     from deepgmm.fit.checkpoint import read_config
-    from deepgmm.fit.precision import PRECISIONS
     from deepgmm.fit.predict import predict
-    from deepgmm.pipeline import check_choice
+    from deepgmm.options import PredictOptions
     from deepgmm.report.outputs import write_segmentation
     from deepgmm.report.tables import format_dice_table
 
-    if precision is not None:
-        check_choice("--precision", precision, PRECISIONS)
-    config = read_config(run)
+    options = PredictOptions(refine=refine, refine_lr=refine_lr, refine_lam=refine_lam,
+                             tta=tta, chunk_size=chunk_size, device=device,
+                             precision=precision)
+    config = read_config(run_dir)
     seqs = tuple(config["sequences"])
     ids = patient_list(ctx, patients)
     if ids is None:
@@ -217,8 +213,7 @@ def predict_command(
     slices = make_batch(volumes, selection=selection,
                         crop_size=tuple(config["crop_size"]),
                         normalisation=config["normalisation"])
-    result = predict(run, slices, refine=refine, refine_lam=refine_lam, tta=tta,
-                     device=device, progress=progress, precision=precision)
+    result = predict(run_dir, slices, progress=progress, **options.as_dict())
     summary = write_segmentation(out, volumes, slices, result, matching="none",
                                  figures=figures, progress=progress,
                                  class_identity=config["mu_data"] is not None

@@ -128,7 +128,8 @@ def select_cases(cases: Sequence[CaseFiles], patients: Sequence[str] | None = No
     keep -= set(map(str, exclude or []))
     chosen = [c for c in cases if c.case_id in keep]
     if not chosen:
-        raise InputError("no patients left after --patients/--exclude")
+        raise InputError("no patients left after patients / exclude",
+                         params=("patients", "exclude"))
     return chosen
 
 

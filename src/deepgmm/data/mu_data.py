@@ -105,7 +105,7 @@ def compute_mu_data(batch: SliceBatch, n_slices: int = 10, seed: int = 42) -> np
     if batch.labels is None:
         raise InputError("μ_data needs ground-truth labels, but the batch has none")
     if int(n_slices) < 1:
-        raise InputError(f"--n-slices must be at least 1, got {n_slices}")
+        raise InputError(f"n_slices must be at least 1, got {n_slices}", params=("n_slices",))
     n_total = len(batch)
     if n_slices > n_total:
         log.warning("μ_data: %d slices asked for, only %d available; using all of them",

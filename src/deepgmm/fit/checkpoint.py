@@ -319,7 +319,7 @@ def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     path = run / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{str(run)!r} holds no checkpoint ({CONFIG_FILE} is missing); "
-                              "pass the --out folder of a `deepgmm train` run")
+                              "pass the folder a `deepgmm train` run wrote")
     try:
         config = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:

@@ -22,7 +22,6 @@ size alone only warns: the network is fully convolutional.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from typing import Any
@@ -37,19 +36,13 @@ from deepgmm.fit.loss import nll_of_log_resp, pack_slices
 from deepgmm.fit.precision import network_autocast
 from deepgmm.mixture.subclasses import class_params, class_probabilities
 from deepgmm.nets.tta import PLAIN, averaged_log_softmax
+from deepgmm.options import PredictOptions
 from deepgmm.types import SegmentationResult, SliceBatch
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_REFINE_LR = 1e-4
 """Learning rate of the per-slice refinement (the published single-image setting)."""
-
-
-def _check_refine(refine: int) -> int:
-    if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
-        raise InputError(f"refine must be an integer >= 0 (iterations per slice), got "
-                         f"{refine!r}")
-    return refine
 
 
 def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int = 0,
@@ -90,12 +83,9 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
     """
     from deepgmm.device import resolve_device
 
-    refine = _check_refine(refine)
-    if tta and refine > 0:
-        raise InputError("tta averages the trained network's forward passes; it cannot be "
-                         "combined with refine > 0")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise InputError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+    PredictOptions.check({"refine": refine, "refine_lr": refine_lr, "refine_lam": refine_lam,
+                          "tta": tta, "chunk_size": chunk_size, "device": device,
+                          "precision": precision}, caller="predict")
     dev = resolve_device(device)
     if dev.type == "cpu":
         tune_cpu_allocator()
@@ -115,8 +105,6 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
         raise InputError(f"refine fits one Gaussian per class; this network has "
                          f"{per_class} components per class")
     if refine > 0:
-        if refine_lam is not None and (not math.isfinite(refine_lam) or refine_lam < 0):
-            raise InputError(f"refine_lam must be a finite number >= 0, got {refine_lam!r}")
         return _refine(ckpt.config, ckpt.model_state, batch, refine=refine, device=dev,
                        lr=refine_lr, lam=refine_lam, progress=progress, precision=precision,
                        source=source)

@@ -90,7 +90,8 @@ class SliceQueue:
         assert self.state is not None
         if len(self.active) == 1:
             raise FitError(f"{what} does not fit in the memory of {self.device}; use "
-                           "device='cpu' or a smaller net_config") from err
+                           "device='cpu' or a smaller net_config",
+                           params=("device", "net_config")) from err
         half = len(self.active) // 2
         keep = torch.arange(half, device=self.device)
         away = torch.arange(half, len(self.active), device=self.device)
@@ -165,7 +166,7 @@ class StoppingRule:
             i = int(ids[int((~torch.isfinite(nll)).nonzero()[0, 0])])
             raise FitError(f"{self.describe(i)}: the NLL became non-finite at iteration "
                            f"{int(self.n_iter[i]) + 1} (lr {self.lr}); try a lower lr or "
-                           "clip_norm")
+                           "clip_norm", params=("lr", "clip_norm"))
         self.n_iter[ids] += 1
         change = (nll - self.prev_nll[ids]).abs()
         self.prev_nll[ids] = nll

@@ -14,7 +14,7 @@ loss is :mod:`deepgmm.fit.loss`'s.
 Many slices run simultaneously (see :mod:`deepgmm.fit.stacked`): every slice has its own
 network, optimiser state, clipping and stopping rule. A slice that stops leaves the running
 batch at once and a waiting slice takes its place, so a whole data set is one call and at
-most ``batch_size`` networks are in memory. A slice's network is initialised from
+most ``concurrent`` networks are in memory. A slice's network is initialised from
 ``(seed, case id, slice index)``, so its result does not depend on which other slices
 shared its batch.
 
@@ -51,35 +51,17 @@ from deepgmm.fit.scheduler import (
 )
 from deepgmm.fit.stacked import StackedFit
 from deepgmm.fit.steppers import OptimiserSettings, make_stepper
+from deepgmm.options import FitOptions
 from deepgmm.types import SegmentationResult, SliceBatch
 
-__all__ = ["DEFAULT_BATCH_SIZE", "MODELS", "fit_slices"]
+__all__ = ["DEFAULT_CONCURRENT", "MODELS", "fit_slices"]
 
 log = logging.getLogger(__name__)
 
 Model = Literal["deepg", "deepsvg"]
 
-DEFAULT_BATCH_SIZE = {"cpu": 8, "cuda": 64}
-"""Most slices fitted at once when ``batch_size`` is None, per device type."""
-
-
-def _finite_number(value: Any, name: str, *, minimum: float | None = None,
-                   strict: bool = False) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number, got {value!r}") from None
-    if not np.isfinite(out):
-        raise InputError(f"{name} must be finite, got {value!r}")
-    if minimum is not None and (out < minimum or (strict and out == minimum)):
-        raise InputError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value!r}")
-    return out
-
-
-def _int_at_least(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+DEFAULT_CONCURRENT = {"cpu": 8, "cuda": 64}
+"""Most slices fitted at once when ``concurrent`` is None, per device type."""
 
 
 def _check_shapes(batch: SliceBatch) -> None:
@@ -146,7 +128,7 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
                mu_data: torch.Tensor | np.ndarray | None = None, tol: float = 1e-3,
                min_iter: int = 10, max_iter: int = 200, lr: float = 1e-4,
                weight_decay: float = 1e-3, clip_norm: float | None = 12.0, seed: int = 0,
-               device: str | torch.device = "auto", batch_size: int | None = None,
+               device: str | torch.device = "auto", concurrent: int | None = None,
                net_config: Mapping[str, Any] | None = None,
                init_state: Mapping[str, torch.Tensor] | None = None,
                progress: bool = True, mechanism: str = "auto",
@@ -167,8 +149,8 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
         clip_norm: the gradient norm of each slice's network is clipped to this (None: off).
         seed: with the case id and slice index, determines each slice's initialisation.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a ``torch.device``.
-        batch_size: most slices fitted at the same time (a slice that stops is replaced by
-            a waiting one); None: ``DEFAULT_BATCH_SIZE`` for the device type. On CUDA an
+        concurrent: most slices fitted at the same time (a slice that stops is replaced by
+            a waiting one); None: ``DEFAULT_CONCURRENT`` for the device type. On CUDA an
             out-of-memory batch is halved and the fit goes on.
         net_config: U-Net options (``n_classes``, ``depth``, ``base_filters``,
             ``negative_slope``); ``in_channels`` comes from the batch. K = ``n_classes``
@@ -196,21 +178,14 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
         FitError: a fit that diverged (non-finite NLL), or a single slice that does not fit
             in the device's memory.
     """
-    if model not in MODELS:
-        raise InputError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
-    lam = _finite_number(lam, "lam", minimum=0.0)
-    tol = _finite_number(tol, "tol", minimum=0.0, strict=True)
-    min_iter = _int_at_least(min_iter, "min_iter", 0)
-    max_iter = _int_at_least(max_iter, "max_iter", 1)
-    if min_iter > max_iter:
-        raise InputError(f"min_iter ({min_iter}) must not exceed max_iter ({max_iter})")
-    lr = _finite_number(lr, "lr", minimum=0.0, strict=True)
-    weight_decay = _finite_number(weight_decay, "weight_decay", minimum=0.0)
-    if clip_norm is not None:
-        clip_norm = _finite_number(clip_norm, "clip_norm", minimum=0.0, strict=True)
-    seed = _int_at_least(seed, "seed", 0)
-    if batch_size is not None:
-        batch_size = _int_at_least(batch_size, "batch_size", 1)
+    FitOptions.check({"model": model, "lam": lam, "tol": tol, "min_iter": min_iter,
+                      "max_iter": max_iter, "lr": lr, "weight_decay": weight_decay,
+                      "clip_norm": clip_norm, "seed": seed, "device": device,
+                      "concurrent": concurrent, "mechanism": mechanism,
+                      "precision": precision}, caller="fit_slices")
+    lam, tol, lr, weight_decay = float(lam), float(tol), float(lr), float(weight_decay)
+    clip_norm = None if clip_norm is None else float(clip_norm)
+    min_iter, max_iter, seed = int(min_iter), int(max_iter), int(seed)
 
     dev = resolve_device(device)
     if dev.type == "cpu":
@@ -228,7 +203,7 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
     if init_state is not None:
         stacked.check_state(init_state, config)
     mu_ref = None if lam == 0.0 else _mu_data(mu_data, b, k, m, dev)
-    limit = batch_size if batch_size is not None else DEFAULT_BATCH_SIZE.get(dev.type, 8)
+    limit = concurrent if concurrent is not None else DEFAULT_CONCURRENT.get(dev.type, 8)
 
     def describe(i: int) -> str:
         return f"case {batch.case_ids[i]} slice {batch.slice_indices[i]}"

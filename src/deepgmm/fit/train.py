@@ -58,8 +58,9 @@ from deepgmm.fit.checkpoint import (
 from deepgmm.fit.labelled import labelled_cross_entropy, labelled_targets
 from deepgmm.fit.loss import MODELS, PENALTIES, batch_loss, nll_of_log_resp, pack_slices
 from deepgmm.mixture.likelihood import check_inputs
-from deepgmm.mixture.prior import PRIORS, ParameterPrior
+from deepgmm.mixture.prior import ParameterPrior
 from deepgmm.mixture.subclasses import class_params
+from deepgmm.options import TrainOptions
 from deepgmm.types import CLASS_NAMES, SliceBatch
 
 __all__ = ["MODELS", "PENALTIES", "TrainResult", "train_network"]
@@ -151,25 +152,6 @@ def _plot_curve(path: Path, nll: list[float], loss: list[float], model: str) -> 
         plt.close(fig)
 
 
-def _check_settings(model: str, lam: float, epochs: int, min_epochs: int, batch_size: int,
-                    lr: float, weight_decay: float, tol: float) -> None:
-    if model not in MODELS:
-        raise InputError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"{name} must be an integer >= 1, got {value!r}")
-    if isinstance(min_epochs, bool) or not isinstance(min_epochs, int) or min_epochs < 1:
-        raise InputError(f"min_epochs must be an integer >= 1, got {min_epochs!r}")
-    if min_epochs > epochs:
-        raise InputError(f"min_epochs ({min_epochs}) must not exceed epochs ({epochs})")
-    for name, value, low in (("lam", lam, 0.0), ("weight_decay", weight_decay, 0.0),
-                             ("tol", tol, 0.0)):
-        if not math.isfinite(value) or value < low:
-            raise InputError(f"{name} must be a finite number >= {low}, got {value!r}")
-    if not math.isfinite(lr) or lr <= 0:
-        raise InputError(f"lr must be a finite number > 0, got {lr!r}")
-
-
 def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float = 1.0,
                   mu_data: Any = None, epochs: int = 100, min_epochs: int = 10,
                   batch_size: int = 4, lr: float = 1e-3, weight_decay: float = 1e-3,
@@ -254,22 +236,14 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
     from deepgmm.fit.precision import network_autocast
     from deepgmm.nets.unet import UNet
 
-    _check_settings(model, lam, epochs, min_epochs, batch_size, lr, weight_decay, tol)
-    if penalty not in PENALTIES:
-        raise InputError(f"penalty must be one of {', '.join(PENALTIES)}, got {penalty!r}")
-    if clip_norm is not None and not (math.isfinite(clip_norm) and clip_norm > 0):
-        raise InputError(f"clip_norm must be a finite number > 0 or None, got {clip_norm!r}")
-    if not (math.isfinite(label_weight) and label_weight >= 0):
-        raise InputError(f"label_weight must be a finite number >= 0, got {label_weight!r}")
-    if prior not in PRIORS:
-        raise InputError(f"prior must be one of {', '.join(PRIORS)}, got {prior!r}")
-    for name, value in (("lam_var", lam_var), ("lam_weights", lam_weights)):
-        if not (math.isfinite(value) and value >= 0):
-            raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
-    if isinstance(components_per_class, bool) or not isinstance(components_per_class, int) \
-            or components_per_class < 1:
-        raise InputError(f"components_per_class must be an integer >= 1, got "
-                         f"{components_per_class!r}")
+    options = TrainOptions.create(
+        "train_network", model=model, lam=lam, epochs=epochs, min_epochs=min_epochs,
+        batch_size=batch_size, lr=lr, weight_decay=weight_decay, tol=tol, seed=seed,
+        device=device, augment=augment, n_classes=n_classes, depth=depth,
+        base_filters=base_filters, penalty=penalty, clip_norm=clip_norm,
+        label_weight=label_weight, labelled_slices=labelled_slices, precision=precision,
+        prior=prior, lam_var=lam_var, lam_weights=lam_weights,
+        components_per_class=components_per_class)
     n_components = n_classes * components_per_class
     dev = resolve_device(device)
     autocast = network_autocast(precision, dev)
@@ -296,14 +270,10 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
                        base_filters=base_filters)
     network.check_input(batch.image[:1])
     config = RunConfig(
-        model=model, lam=float(lam), epochs=int(epochs), min_epochs=int(min_epochs),
-        batch_size=int(batch_size), lr=float(lr), weight_decay=float(weight_decay),
-        tol=float(tol), seed=int(seed), penalty=penalty,
-        clip_norm=None if clip_norm is None else float(clip_norm),
-        label_weight=float(label_weight), precision=precision,
+        **options.run_settings(),
         labelled_slices=[[batch.case_ids[i], int(batch.slice_indices[i])] for i in labelled],
         augment=None if aug_cfg is None else dataclasses.asdict(aug_cfg),
-        network=network.config, n_classes=int(n_classes), class_names=_class_names(n_classes),
+        network=network.config, class_names=_class_names(n_classes),
         sequences=list(batch.sequences), normalisation=batch.normalisation,
         crop_size=list(batch.crop_size), mu_data=None if mu is None else mu.cpu().tolist(),
         train_patients=_patients(batch.case_ids), n_slices=len(batch),
@@ -351,12 +321,12 @@ def _run_folder(run_dir: str | os.PathLike[str] | None, resume: bool) -> Path | 
     """The run folder, checked: resume needs one; a fresh run must not hold a checkpoint."""
     run = Path(run_dir) if run_dir is not None else None
     if resume and run is None:
-        raise InputError("resume needs a run folder (run_dir / --out)")
+        raise InputError("resume needs a run folder (run_dir)", params=("resume", "run_dir"))
     if run is not None and run.exists() and not run.is_dir():
         raise InputError(f"run folder {str(run)!r} exists and is not a folder")
     if run is not None and not resume and has_checkpoint(run):
-        raise InputError(f"{str(run)!r} already holds a checkpoint; pass --resume to continue "
-                         "it, or choose another --out folder")
+        raise InputError(f"{str(run)!r} already holds a checkpoint; pass resume to continue "
+                         "it, or choose another run_dir", params=("resume", "run_dir"))
     return run
 
 
@@ -380,8 +350,8 @@ def _class_means(mu_data: Any, ckpt: Checkpoint | None, batch: SliceBatch, lam: 
 
         mu_data = compute_mu_data(batch)
     if mu_data is None and lam > 0:
-        raise InputError("lam > 0 needs class means: give mu_data (--mu-data) or training "
-                         "data with ground truth")
+        raise InputError("lam > 0 needs class means: give mu_data or training data with "
+                         "ground truth", params=("lam", "mu_data"))
     if mu_data is None:
         return None
     return check_mu_data(mu_data, n_classes, len(batch.sequences), device=dev)
@@ -458,7 +428,7 @@ def _train_epochs(done: _Progress, epoch_step: Callable[[int, float], tuple[floa
             history["seconds"].append(time.perf_counter() - t0)
             if not math.isfinite(history["nll"][-1]):
                 raise FitError(f"training diverged at epoch {done.epoch} (NLL is not finite); "
-                               "lower lr or check the images")
+                               "lower lr or check the images", params=("lr",))
             if done.epoch >= config.min_epochs and len(history["nll"]) >= 2:
                 done.converged = abs(history["nll"][-1] - history["nll"][-2]) < config.tol
             done.finished = done.converged or done.epoch >= config.epochs
