@@ -115,11 +115,11 @@ def test_default_is_the_published_loss(batch: SliceBatch) -> None:
 
 
 def test_bad_prior_settings_refused(batch: SliceBatch) -> None:
-    with pytest.raises(InputError, match="prior must be one of means, all"):
+    with pytest.raises(InputError, match="'prior' parameter of train_network must be a str among"):
         train_network(batch, prior="everything", **SMALL)
-    with pytest.raises(InputError, match="lam_var"):
+    with pytest.raises(InputError, match="'lam_var' parameter of train_network"):
         train_network(batch, prior="all", lam_var=-1.0, **SMALL)
-    with pytest.raises(InputError, match="lam_weights"):
+    with pytest.raises(InputError, match="'lam_weights' parameter of train_network"):
         train_network(batch, prior="all", lam_weights=float("nan"), **SMALL)
     unlabelled = SliceBatch(**{**batch.__dict__, "labels": None})
     mu = compute_mu_data(batch)
