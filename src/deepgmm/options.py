@@ -390,7 +390,8 @@ class TrainOptions(MethodOptions):
 
     RUN_SETTINGS: ClassVar[tuple[str, ...]] = (
         "model", "lam", "epochs", "min_epochs", "batch_size", "lr", "weight_decay", "tol",
-        "seed", "penalty", "clip_norm", "label_weight", "precision", "n_classes")
+        "seed", "penalty", "clip_norm", "label_weight", "precision", "n_classes", "prior",
+        "lam_var", "lam_weights", "components_per_class")
     """The options a run configuration (:class:`deepgmm.fit.checkpoint.RunConfig`) records
     as they are; the others enter it transformed (``augment`` as its settings, ``depth``
     and ``base_filters`` as the network's configuration) or not at all (``device``: the
@@ -399,8 +400,10 @@ class TrainOptions(MethodOptions):
     def run_settings(self) -> dict[str, Any]:
         """:data:`RUN_SETTINGS` as JSON values (``float`` / ``int``), for the run
         configuration."""
-        as_float = {"lam", "lr", "weight_decay", "tol", "label_weight"}
-        as_int = {"epochs", "min_epochs", "batch_size", "seed", "n_classes"}
+        as_float = {"lam", "lr", "weight_decay", "tol", "label_weight", "lam_var",
+                    "lam_weights"}
+        as_int = {"epochs", "min_epochs", "batch_size", "seed", "n_classes",
+                  "components_per_class"}
         out: dict[str, Any] = {}
         for name in self.RUN_SETTINGS:
             value = getattr(self, name)

@@ -103,7 +103,8 @@ def test_prior_all_trains_records_and_resumes(batch: SliceBatch, tmp_path: Path)
 
 
 def test_default_is_the_published_loss(batch: SliceBatch) -> None:
-    """prior="means" ignores lam_var / lam_weights and records no class statistics."""
+    """prior="means" ignores lam_var / lam_weights (recorded as given) and records no class
+    statistics."""
     kw = {"model": "deepsvg", "lam": 1.0, "epochs": 1, "min_epochs": 1, "seed": 0, **SMALL}
     a = train_network(batch, **kw)
     b = train_network(batch, prior="means", lam_var=3.0, lam_weights=3.0, **kw)
@@ -111,7 +112,7 @@ def test_default_is_the_published_loss(batch: SliceBatch) -> None:
     for pa, pb in zip(a.network.parameters(), b.network.parameters(), strict=True):
         assert torch.equal(pa, pb)
     assert a.config["prior"] == "means" and a.config["class_prior"] is None
-    assert a.config["lam_var"] == 0.0 and a.config["lam_weights"] == 0.0
+    assert b.config["lam_var"] == 3.0 and b.config["class_prior"] is None
 
 
 def test_bad_prior_settings_refused(batch: SliceBatch) -> None:

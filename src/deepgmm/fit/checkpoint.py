@@ -82,8 +82,8 @@ class RunConfig:
         train_slices: ``[case id, slice index]`` of every training slice.
         package_version, torch_version, device: where the run was made.
         prior: ``"means"`` (published) or ``"all"`` (:mod:`deepgmm.mixture.prior`).
-        lam_var, lam_weights: weights of the log-variance and weight penalties (0 with
-            ``prior="means"``).
+        lam_var, lam_weights: weights of the log-variance and weight penalties (unused
+            with ``prior="means"``).
         class_prior: the class statistics of ``prior="all"``
             (:class:`~deepgmm.data.class_prior.ClassPrior` ``to_dict``), or None.
         components_per_class: Gaussian components per class; the network has
@@ -119,8 +119,8 @@ class RunConfig:
     torch_version: str = _setting()
     device: str = _setting()
     prior: str = _setting(resume=True, old="means")
-    lam_var: float = _setting(resume=True, old=0.0)
-    lam_weights: float = _setting(resume=True, old=0.0)
+    lam_var: float = _setting(resume=True, old=1.0)
+    lam_weights: float = _setting(resume=True, old=1.0)
     class_prior: dict[str, Any] | None = _setting(resume=True, old=None)
     components_per_class: int = _setting(resume=True, old=1)
 

@@ -280,10 +280,7 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         train_slices=[[c, int(z)] for c, z in zip(batch.case_ids, batch.slice_indices,
                                                    strict=True)],
         package_version=__version__, torch_version=torch.__version__, device=str(dev),
-        prior=prior, lam_var=float(lam_var) if class_stats is not None else 0.0,
-        lam_weights=float(lam_weights) if class_stats is not None else 0.0,
-        class_prior=None if class_stats is None else class_stats.to_dict(),
-        components_per_class=int(components_per_class))
+        class_prior=None if class_stats is None else class_stats.to_dict())
     optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=weight_decay)
     done = _Progress() if ckpt is None else _restore(ckpt, config, network, optimizer)
     network.to(dev)
