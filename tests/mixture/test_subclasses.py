@@ -3,11 +3,14 @@ mixture, which equals the M-step on the summed class responsibilities."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from deepgmm.mixture.likelihood import m_step
 from deepgmm.mixture.subclasses import (
+    class_log_probabilities,
     class_moments,
     class_params,
     class_probabilities,
@@ -53,3 +56,17 @@ def test_one_component_per_class_is_the_identity():
     assert class_params(params, 1) is params
     with pytest.raises(ValueError, match="cannot be split"):
         class_probabilities(torch.ones(1, 5, 2, 2), 2)
+
+
+def test_class_log_probabilities_are_the_logs_of_the_class_sums():
+    gen = torch.Generator().manual_seed(2)
+    log_resp = torch.log_softmax(torch.randn(2, 8, 5, 6, generator=gen, dtype=torch.float64), 1)
+    grouped = class_log_probabilities(log_resp, 2)
+    assert grouped.shape == (2, 4, 5, 6)
+    torch.testing.assert_close(grouped, class_probabilities(log_resp.exp(), 2).log())
+    # class 3 = components 6 and 7; a very negative component does not underflow the sum
+    torch.testing.assert_close(grouped[:, 3], torch.logaddexp(log_resp[:, 6], log_resp[:, 7]))
+    deep = torch.tensor([[[-2000.0], [-2001.0]]], dtype=torch.float64)  # (1, 2, 1)
+    assert float(class_log_probabilities(deep, 2)) == pytest.approx(-2000.0 + math.log1p(
+        math.exp(-1.0)))
+    assert class_log_probabilities(log_resp, 1) is log_resp
