@@ -412,6 +412,13 @@ REGISTRY: dict[str, Method] = {
                             "as deepsvg, 2 Gaussian components per class (8 network "
                             "outputs, class = sum), mu_data penalty on each class's "
                             "component-mixture mean"),
+    "deepsvg-ctx-prior": Method(partial(_deep_prior, model="deepsvg", normalise="crop",
+                                        context="distance+radius", lam_var=1.0,
+                                        lam_weights=1.0),
+                                "deepsvg-ctx-distrad and deepsvg-prior together"),
+    "deepsvg-ctx-2comp": Method(partial(_deep, model="deepsvg", normalise="crop",
+                                        context="distance+radius", components_per_class=2),
+                                "deepsvg-ctx-distrad and deepsvg-2comp together"),
 }
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from deepgmm.data.class_prior import compute_class_prior
 from deepgmm.data.mu_data import compute_mu_data, draw_slices
@@ -61,3 +62,44 @@ def test_class_prior_comes_from_the_training_fold_only(
     np.testing.assert_array_equal(
         draws[1].weights, compute_class_prior(train_only, n_slices=4, seed=44).weights)
     assert {"deepsvg-prior", "deepsvg-prior-roinorm"} <= set(cvq.REGISTRY)
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("config, normalise, options", [
+    ("deepsvg-prior", "crop", {"prior": "all", "lam_var": 1.0, "lam_weights": 1.0}),
+    ("deepsvg-prior-roinorm", "roi", {"prior": "all", "lam_var": 1.0, "lam_weights": 1.0}),
+    ("deepsvg-2comp", "crop", {"components_per_class": 2}),
+    ("deepsvg-ctx-prior", "crop", {"context": "distance+radius", "prior": "all",
+                                   "lam_var": 1.0, "lam_weights": 1.0}),
+    ("deepsvg-ctx-2comp", "crop", {"context": "distance+radius", "components_per_class": 2}),
+])
+def test_entries_pass_their_options_to_training(config: str, normalise: str, options: dict,
+                                                phantom_volumes, monkeypatch) -> None:  # noqa: ANN001
+    import deepgmm.fit.train as train_mod
+
+    seen: dict = {}
+
+    def capture(batch, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        seen.update(kwargs)
+        raise _Stop
+
+    monkeypatch.setattr(train_mod, "train_network", capture)
+    method = cvq.REGISTRY[config]
+    assert method.normalise == normalise
+    fold = _fold(phantom_volumes, 43)
+    with pytest.raises(_Stop):
+        method.run(fold)
+    assert {k: seen[k] for k in options} == options
+    assert seen["model"] == "deepsvg" and seen["lam"] == 1.0 and seen["penalty"] == "batch"
+    for lever in ("context", "prior", "components_per_class", "potts_weight"):
+        if lever not in options:
+            assert lever not in seen  # left at train_network's published default
+    if options.get("prior") == "all":
+        ref = cvq.fold_class_prior(fold)
+        np.testing.assert_array_equal(seen["class_prior"].log_variances, ref.log_variances)
+        np.testing.assert_array_equal(seen["class_prior"].weights, ref.weights)
+    else:
+        assert "class_prior" not in seen
