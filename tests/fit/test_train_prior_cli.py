@@ -57,3 +57,26 @@ def test_bad_prior_input_is_one_error_line(argv: list[str], message: str, run: P
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert not (tmp_path / "r").exists()
+
+
+def test_every_lever_at_once_is_recorded_and_predicts(phantom_root: Path,
+                                                      tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", str(phantom_root), "--out", str(out),
+                                      "--model", "deepsvg", "--context", "distance+radius",
+                                      "--potts-weight", "0.5", "--prior", "all",
+                                      "--lam-var", "0.5", "--components-per-class", "2",
+                                      *TINY])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert {k: config[k] for k in ("context", "potts_weight", "prior", "lam_var",
+                                   "lam_weights", "components_per_class")} == {
+        "context": "distance+radius", "potts_weight": 0.5, "prior": "all", "lam_var": 0.5,
+        "lam_weights": 1.0, "components_per_class": 2}
+    assert config["network"]["in_channels"] == 5 and config["network"]["n_classes"] == 8
+    result = CliRunner().invoke(app, ["predict", str(out), str(phantom_root), "--out",
+                                      str(tmp_path / "p"), "--patients", "103", "--device",
+                                      "cpu", "--no-progress", "--no-figures"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "p" / "summary.json").read_text())
+    assert summary["n_slices"] == 3
