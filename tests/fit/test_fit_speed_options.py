@@ -198,3 +198,18 @@ def test_warm_start_loads_a_run_and_refuses_one_that_does_not_fit(phantom_batch,
     cropped.roi = cropped.roi[:, :32, :32]
     with pytest.raises(CheckpointError, match="crop size"):
         load_warm_start(run, cropped, {})
+
+
+def test_fit_init_with_a_run_that_does_not_fit_is_one_error_line(phantom_root, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from deepgmm.cli import app
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["fit", str(phantom_root), "--out", str(out), "--init",
+                                      str(tmp_path / "no-run"), "--crop", "64",
+                                      "--no-progress", "--no-figures"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "no-run" in lines[0], lines
+    assert not out.exists()
