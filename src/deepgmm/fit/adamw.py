@@ -87,7 +87,11 @@ def fused_adamw_(params: list[torch.Tensor], grads: list[torch.Tensor],
                  steps: list[torch.Tensor], *, lr: float, weight_decay: float,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
     """AdamW step on matching lists of tensors, in place; ``steps`` are float32 0-d tensors
-    holding each tensor's step count (already incremented for this step)."""
+    holding each tensor's step count (already incremented for this step). The kernel walks
+    each parameter and its gradient in the same memory order, so gradients in another
+    layout (channels-last convolutions give channels-last weight gradients) are made
+    contiguous first, as the parameters are."""
+    grads = [g.contiguous() for g in grads]
     torch._fused_adamw_(params, grads, exp_avg, exp_avg_sq, [], steps, lr=lr, beta1=betas[0],
                         beta2=betas[1], weight_decay=weight_decay, eps=eps, amsgrad=False,
                         maximize=False)

@@ -118,13 +118,14 @@ class SliceQueue:
 class RunningSlices:
     """The running slices' images, packed ROI pixels and reference means, gathered once per
     set of running slices from ``image (B, M, H, W)``, ``roi (B, H, W)`` and ``mu_data
-    (B, K, M)`` (or None) on the fitting device; a channels-last ``image_all`` gives
-    channels-last images."""
+    (B, K, M)`` (or None) on the fitting device; ``channels_last``: the images in
+    channels-last memory order (else contiguous)."""
 
     image_all: torch.Tensor
     roi_all: torch.Tensor
     mu_all: torch.Tensor | None
     n_classes: int
+    channels_last: bool = False
     _for: list[int] | None = None
     _cached: tuple[torch.Tensor, PackedROI, torch.Tensor | None] | None = None
 
@@ -133,7 +134,7 @@ class RunningSlices:
         if self._for != active:
             index = torch.tensor(active, dtype=torch.int64, device=self.image_all.device)
             image = self.image_all.index_select(0, index)
-            if self.image_all.is_contiguous(memory_format=torch.channels_last):
+            if self.channels_last:
                 image = image.contiguous(memory_format=torch.channels_last)
             packed = pack_slices(image, self.roi_all.index_select(0, index), self.n_classes)
             mu = None if self.mu_all is None else self.mu_all.index_select(0, index)

@@ -234,10 +234,7 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
     rule = StoppingRule(b, tol, min_iter, max_iter, describe, lr, stop=stop,
                         label_tol=float(label_tol), label_window=int(label_window), roi=roi)
     outputs = SliceOutputs.empty(b, k, m, h, w)
-    image_dev = image.to(dev)
-    if channels_last:
-        image_dev = image_dev.contiguous(memory_format=torch.channels_last)
-    data = RunningSlices(image_dev, roi.to(dev), mu_ref, k)
+    data = RunningSlices(image.to(dev), roi.to(dev), mu_ref, k, channels_last=bool(channels_last))
     schedule = LRSchedule(lr, int(lr_warmup), float(lr_half_life))
     settings = OptimiserSettings(model, lam, lr, weight_decay, clip_norm, schedule)
     run_slices(queue, make_stepper(how, net, settings, autocast), data, rule, outputs,
