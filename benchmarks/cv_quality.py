@@ -192,6 +192,19 @@ def _deep(fold: FoldData, *, model: str, normalise: str, **options: Any) -> Meth
                               "precision": fold.precision})
 
 
+def _deep_labelled(fold: FoldData, *, model: str, normalise: str,
+                   **options: Any) -> MethodOutput:
+    """As :func:`_deep`, with the cross-entropy of μ_data's labelled slices in the loss.
+
+    ``train_network`` draws its labelled slices as μ_data's default draw does (10 slices,
+    seed 42), so the labels it uses are exactly μ_data's only when ``fold.mu_seed`` is 42;
+    other μ_data seeds are refused rather than silently using more labelled slices."""
+    if fold.mu_seed != 42 or len(fold.mu_slices) != 10:
+        raise ValueError("the labelled-slice entries need the μ_data draw of seed 42 "
+                         f"(10 slices), got mu seed {fold.mu_seed}")
+    return _deep(fold, model=model, normalise=normalise, labelled_slices=10, **options)
+
+
 def _em(fold: FoldData, *, model: str, **options: Any) -> MethodOutput:
     """EM per test slice started from μ_data (init="mu_data"), EM seed 33 + seed."""
     from deepgmm.mixture.em import em_segment
@@ -369,6 +382,13 @@ REGISTRY: dict[str, Method] = {
     "deepsvg-roinorm-potts1": Method(partial(_deep, model="deepsvg", normalise="roi",
                                              potts_weight=1.0),
                                      "deepsvg-roinorm with the potts1 term", normalise="roi"),
+    "deepsvg-ce1": Method(partial(_deep_labelled, model="deepsvg", normalise="crop",
+                                  label_weight=1.0),
+                          "as deepsvg, + 1 x the cross-entropy of the 10 labelled mu_data "
+                          "slices (the only labels mu_data uses)"),
+    "deepsvg-ctx-ce1": Method(partial(_deep_labelled, model="deepsvg", normalise="crop",
+                                      context="distance+radius", label_weight=1.0),
+                              "deepsvg-ctx-distrad and deepsvg-ce1 together"),
     "qda-ctx-distrad": Method(partial(_qda_context, context="distance+radius"),
                               "as qda, with ROI border distance and radius as two more "
                               "features per pixel"),
