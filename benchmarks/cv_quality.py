@@ -194,15 +194,13 @@ def _deep(fold: FoldData, *, model: str, normalise: str, **options: Any) -> Meth
 
 def _deep_labelled(fold: FoldData, *, model: str, normalise: str,
                    **options: Any) -> MethodOutput:
-    """As :func:`_deep`, with the cross-entropy of μ_data's labelled slices in the loss.
-
-    ``train_network`` draws its labelled slices as μ_data's default draw does (10 slices,
-    seed 42), so the labels it uses are exactly μ_data's only when ``fold.mu_seed`` is 42;
-    other μ_data seeds are refused rather than silently using more labelled slices."""
-    if fold.mu_seed != 42 or len(fold.mu_slices) != 10:
-        raise ValueError("the labelled-slice entries need the μ_data draw of seed 42 "
-                         f"(10 slices), got mu seed {fold.mu_seed}")
-    return _deep(fold, model=model, normalise=normalise, labelled_slices=10, **options)
+    """As :func:`_deep`, with the cross-entropy of μ_data's labelled slices in the loss:
+    ``train_network`` draws its labelled slices as μ_data's were (``N_MU_SLICES`` slices,
+    seed ``fold.mu_seed``), so no label beyond μ_data's enters training."""
+    out = _deep(fold, model=model, normalise=normalise, labelled_slices=N_MU_SLICES,
+                labelled_seed=fold.mu_seed, **options)
+    out.learned.update(labelled_slices=np.asarray(fold.mu_slices))
+    return out
 
 
 def fold_class_prior(fold: FoldData) -> Any:
@@ -404,6 +402,14 @@ REGISTRY: dict[str, Method] = {
                                   label_weight=1.0),
                           "as deepsvg, + 1 x the cross-entropy of the 10 labelled mu_data "
                           "slices (the only labels mu_data uses)"),
+    "deepsvg-cons1": Method(partial(_deep, model="deepsvg", normalise="crop",
+                                    consistency_weight=1.0),
+                            "as deepsvg, + 1 x the consistency of each slice's class "
+                            "probabilities with a flipped, jittered view's "
+                            "(deepgmm.fit.consistency)"),
+    "deepsvg-ce1-cons1": Method(partial(_deep_labelled, model="deepsvg", normalise="crop",
+                                        label_weight=1.0, consistency_weight=1.0),
+                                "semi-supervised: deepsvg-ce1 and deepsvg-cons1 together"),
     "deepsvg-ctx-ce1": Method(partial(_deep_labelled, model="deepsvg", normalise="crop",
                                       context="distance+radius", label_weight=1.0),
                               "deepsvg-ctx-distrad and deepsvg-ce1 together"),

@@ -65,7 +65,8 @@ class RunConfig:
         model: ``"deepg"`` or ``"deepsvg"``.
         lam: weight of the μ_data penalty.
         epochs, min_epochs, batch_size, lr, weight_decay, tol, seed, penalty, clip_norm,
-            label_weight, precision, context, potts_weight: the training settings
+            label_weight, precision, context, potts_weight, consistency_weight: the training
+            settings
             (:func:`deepgmm.fit.train.train_network`).
         labelled_slices: ``[case id, slice index]`` of the slices whose labels enter the
             loss (``label_weight > 0``).
@@ -104,6 +105,7 @@ class RunConfig:
     label_weight: float = _setting(resume=True, old=0.0)
     context: str = _setting(resume=True, old="none")
     potts_weight: float = _setting(resume=True, old=0.0)
+    consistency_weight: float = _setting(resume=True, old=0.0)
     precision: str = _setting(resume=True, old="fp32")
     labelled_slices: list[list[Any]] = _setting(resume=True, old=[])
     augment: dict[str, Any] | None = _setting(resume=True)
