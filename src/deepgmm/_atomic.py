@@ -34,11 +34,14 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_dir(target: str | os.PathLike[str], *,
+               keep: tuple[str, ...] = ()) -> Iterator[Path]:
     """Yield a temporary folder beside ``target``; it replaces ``target`` on success.
 
     Used for outputs made of many files: nothing half-written is ever visible under the
     final name. An existing ``target`` is replaced only once the new one is complete.
+    ``keep``: entries of the existing ``target`` (e.g. ``"cases"``) carried over into the
+    new one unchanged (moved, not copied; moved back if the swap fails).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -46,10 +49,21 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         if target.exists():
+            moved = [name for name in keep if (target / name).exists()
+                     and not (tmp / name).exists()]
+            for name in moved:
+                os.replace(target / name, tmp / name)
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
+            try:
+                os.replace(target, old)
+                os.replace(tmp, target)
+            except BaseException:
+                if not target.exists() and old.exists():
+                    os.replace(old, target)
+                for name in moved:
+                    os.replace(tmp / name, target / name)
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)

@@ -6,8 +6,9 @@ stderr, with the library's parameter names replaced by the command's flags (``ma
 ``--max-iter``; a command's function parameters carry the library's names, so the flag of a
 name is the option declared for it). Exit codes: 2 for bad input (``InputError``,
 ``CheckpointError``), 3 for a fit that could not be carried out on valid input
-(``FitError``: divergence, out of memory). Nothing else is caught, so a real bug still shows
-its traceback.
+(``FitError``: divergence, out of memory), 4 for a per-case run in which some cases
+failed (the others are written; ``summary.json`` lists ``failed_cases``). Nothing else is
+caught, so a real bug still shows its traceback.
 """
 
 from __future__ import annotations
