@@ -237,9 +237,13 @@ def segment_command(
     images: Annotated[list[str], typer.Option(
         "--image", help="NAME=FILE for each co-registered sequence, e.g. --image "
         "C0=c0.nii.gz --image DE=de.nii.gz (any names, any number).")],
-    roi: Annotated[Path, typer.Option("--roi", help="NIfTI mask of the region to segment.")],
+    roi: Annotated[str, typer.Option(
+        "--roi", help="The region to segment: a NIfTI mask file, gt (the left ventricle of "
+        "--gt) or auto (predicted from the images by --roi-run; the images must include the "
+        "run's sequences by name).")] = "gt",
     labels: Annotated[Path | None, typer.Option("--gt", help="Optional ground truth (MyoPS "
                                                 "codes) for Dice.")] = None,
+    roi_run: RoiRunOpt = None,
     model: Annotated[str, typer.Option("--model", help="deepsvg, deepg, em-gmm or "
                                        "em-svgmm; each option below names the models that "
                                        "take it.")] = "deepsvg",
@@ -290,7 +294,8 @@ def segment_command(
     progress: ProgressOpt = True,
     naming: NamingOpt = "deepgmm",
 ) -> None:
-    """Segment one case of any co-registered sequences inside an ROI mask."""
+    """Segment one case of any co-registered sequences inside an ROI (a mask, the ground
+    truth's left ventricle, or one an ROI run finds)."""
     from deepgmm.pipeline import segment_case
 
     if model.startswith("em-"):
@@ -304,7 +309,7 @@ def segment_command(
     if "clip_norm" in options:
         options["clip_norm"] = clip_norm_option(options["clip_norm"])
     summary = segment_case(parse_named_files(images, "--image"), roi, out, labels=labels,
-                           model=model, case_id=case_id, selection=selection,
+                           roi_run=roi_run, model=model, case_id=case_id, selection=selection,
                            crop_size=crop_size, normalisation=normalisation,
                            mu_data=mu_data, matching=matching, figures=figures,
                            progress=progress, naming=naming, **options)
