@@ -116,7 +116,16 @@ def recorder(monkeypatch: pytest.MonkeyPatch, phantom_root: Path) -> Recorder:
     rec.patch("deepgmm.roi.source", "parse_roi_option", call_real=True)
     rec.patch("deepgmm.roi.source", "load_with_roi", _cases_with_gt_roi)
     rec.patch("deepgmm.cohort.run", "run_cohort")
+    rec.patch("deepgmm.roi.source", "explicit_roi", _explicit_roi_from_gt)
     return rec
+
+
+def _explicit_roi_from_gt(roi: Any, roi_run: Any, images: Any, labels: Any, **_: Any) -> Any:
+    """Stands in for one case's ROI source: a mask file as given, else the ground truth's
+    left ventricle (no ROI network runs here)."""
+    kind = str(roi) if str(roi) in ("gt", "auto") else "file"
+    return RoiSource(kind=kind, path=str(roi_run or roi)), (
+        None if kind != "file" else Path(roi))
 
 
 def _cases_with_gt_roi(root: Path, source: Any, patients: Any = None, **_: Any) -> Any:
@@ -242,7 +251,9 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
               "mu_data": (["--mu-data", str(mu2)], [("em_segment.mu_data", NO)])}
     segment = [
         {**case, **mu2_deep, "model": (["--model", "deepg"], [("fit_slices.model", "deepg")])},
-        {**case, **mu2_em},
+        {**case, **mu2_em,
+         "roi": (["--roi", "auto"], [("explicit_roi.roi", "auto")]),
+         "roi_run": (["--roi-run", str(roi_run)], [("explicit_roi.roi_run", roi_run)])},
     ]
     train = {
         "root": ([str(root)], [("load_dataset.root", root)]),
@@ -370,6 +381,8 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
             "out_dir": (["--out", str(out)], [("evaluate_outputs.out_dir", out)]),
             "patients": (["--patients", "101"], [("evaluate_outputs.patients", ["101"])]),
             "matching": (["--matching", "greedy"], [("evaluate_outputs.matching", "greedy")]),
+            "roi": (["--roi", "auto"], [("evaluate_outputs.roi", "auto")]),
+            "roi_run": (["--roi-run", str(roi_run)], [("evaluate_outputs.roi_run", roi_run)]),
         }],
     }
 

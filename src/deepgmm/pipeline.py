@@ -209,8 +209,9 @@ def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
                         run_options=run_options)
 
 
-def segment_case(images: Mapping[str, PathLike], roi: PathLike, out: PathLike, *,
-                 labels: PathLike | None = None, model: str = "deepsvg",
+def segment_case(images: Mapping[str, PathLike], roi: str | PathLike, out: PathLike, *,
+                 labels: PathLike | None = None, roi_run: PathLike | None = None,
+                 model: str = "deepsvg",
                  case_id: str = "case", selection: str = "roi",
                  crop_size: int | tuple[int, int] = 160, normalisation: str = "crop",
                  mu_data: PathLike | np.ndarray | None = None, matching: str | None = None,
@@ -220,8 +221,12 @@ def segment_case(images: Mapping[str, PathLike], roi: PathLike, out: PathLike, *
 
     Args:
         images: sequence name -> NIfTI file (any names, any number M).
-        roi: NIfTI mask of the region to segment (non-zero = inside).
+        roi: the region to segment: a NIfTI mask file (non-zero = inside), ``"gt"`` (the
+            left ventricle of ``labels``) or ``"auto"`` (predicted from the images by the
+            ROI run ``roi_run``, which needs its sequences among the ``images`` names);
+            recorded in ``summary.json`` and ``results.csv``.
         labels: optional ground truth (MyoPS codes) for Dice.
+        roi_run: the ROI run folder (``deepgmm roi train``) for ``roi="auto"``.
         matching: defaults to ``"hungarian"`` with labels and ``"none"`` without.
         model, case_id, selection, crop_size, normalisation, mu_data, figures, progress,
         **options: as :func:`segment_dataset`.
@@ -235,29 +240,34 @@ def segment_case(images: Mapping[str, PathLike], roi: PathLike, out: PathLike, *
     if matching is None:
         matching = "hungarian" if labels is not None else "none"
     opts = _check_run(model, options, mu_data, caller="segment_case", selection=selection,
-                      normalisation=normalisation, matching=matching)
+                      normalisation=normalisation, matching=matching, roi=roi,
+                      roi_run=roi_run)
     if matching != "none" and labels is None:
         raise InputError(f"matching {matching!r} needs ground truth: give labels, or use "
                          "matching 'none'", params=("matching", "labels"))
-    inputs = [Path(p) for p in images.values()] + [Path(roi)]
-    if labels is not None:
-        inputs.append(Path(labels))
     from deepgmm.report.naming import map_names
+    from deepgmm.roi.source import explicit_roi
 
     map_names(naming)
+    inputs = [Path(p) for p in images.values()]
+    inputs += [Path(p) for p in (labels, roi_run) if p is not None]
+    if str(roi) not in ("gt", "auto"):
+        inputs.append(Path(roi))
     check_output_dir(Path(out), inputs)
-    volume = load_explicit(dict(images), roi, labels, case_id=case_id)
+    source, roi_mask = explicit_roi(roi, roi_run, images, labels, case_id=case_id)
+    volume = load_explicit(dict(images), roi_mask, labels, case_id=case_id)
     batch = prepare_slices([volume], selection=selection, crop_size=crop_size,
                            normalisation=normalisation)
     mu = load_mu(mu_data, batch.sequences, batch=batch)
     result = run_method(batch, model, mu_data=mu, options=opts, progress=progress)
-    run_options = {"model": model, "images": dict(images), "roi": roi, "labels": labels,
-                   "case_id": case_id, "selection": selection, "crop_size": crop_size,
+    run_options = {"model": model, "images": dict(images), "roi": roi, "roi_run": roi_run,
+                   "labels": labels, "case_id": case_id, "selection": selection,
+                   "crop_size": crop_size,
                    "normalisation": normalisation,
                    "mu_data": mu_data if not isinstance(mu_data, np.ndarray) else "array",
                    "matching": matching, "naming": naming, **opts.as_dict()}
     return write_result(out, [volume], batch, result, matching=matching, figures=figures,
                         progress=progress,
                         class_identity=fixes_class_order(model, mu, opts.as_dict()),
-                        roi_source={"roi": "file", "roi_path": str(roi), "roi_skipped": []},
+                        roi_source=source.as_dict(),
                         naming=naming, run_options=run_options)

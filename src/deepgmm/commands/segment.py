@@ -273,9 +273,13 @@ def segment_command(
     images: Annotated[list[str], typer.Option(
         "--image", help="NAME=FILE for each co-registered sequence, e.g. --image "
         "C0=c0.nii.gz --image DE=de.nii.gz (any names, any number).")],
-    roi: Annotated[Path, typer.Option("--roi", help="NIfTI mask of the region to segment.")],
+    roi: Annotated[str, typer.Option(
+        "--roi", help="The region to segment: a NIfTI mask file, gt (the left ventricle of "
+        "--gt) or auto (predicted from the images by --roi-run; the images must include the "
+        "run's sequences by name).")] = "gt",
     labels: Annotated[Path | None, typer.Option("--gt", help="Optional ground truth (MyoPS "
                                                 "codes) for Dice.")] = None,
+    roi_run: RoiRunOpt = None,
     model: Annotated[str, typer.Option("--model", help="deepsvg, deepg, em-gmm or "
                                        "em-svgmm; each option below names the models that "
                                        "take it.")] = "deepsvg",
@@ -331,7 +335,8 @@ def segment_command(
     threads: ThreadsOpt = 1,
     resume: ResumeOpt = False,
 ) -> None:
-    """Segment one case of any co-registered sequences inside an ROI mask."""
+    """Segment one case of any co-registered sequences inside an ROI (a mask, the ground
+    truth's left ventricle, or one an ROI run finds)."""
     from deepgmm.pipeline import segment_case
 
     if model.startswith("em-"):
@@ -350,9 +355,14 @@ def segment_command(
                matching=matching, figures=figures, progress=progress, naming=naming)
     named = parse_named_files(images, "--image")
     if cluster is None:
-        summary = segment_case(named, roi, out, **run, **options)
+        summary = segment_case(named, roi, out, roi_run=roi_run, **run, **options)
         print_summary(summary, out)
         return
+    if str(roi) in ("gt", "auto") or roi_run is not None:
+        from deepgmm.errors import InputError
+
+        raise InputError("segment as a per-case job (--workers, --scheduler, --resume) needs "
+                         f"--roi as a mask file, got --roi {roi}", params=("roi",))
     from deepgmm.cohort import segment_case_cohort
 
     cohort = segment_case_cohort(named, roi, out, cluster=cluster, **run, **options)

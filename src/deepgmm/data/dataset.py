@@ -105,13 +105,15 @@ def _labels_from_any(data: np.ndarray, source: str) -> np.ndarray:
                                           f"codes)")
 
 
-def load_explicit(images: Mapping[str, PathLike], roi: PathLike,
+def load_explicit(images: Mapping[str, PathLike], roi: PathLike | np.ndarray | None,
                   labels: PathLike | None = None, case_id: str = "case") -> CaseVolume:
     """Load any co-registered sequences with an ROI mask (and optional ground truth).
 
     Args:
         images: sequence name -> NIfTI file, in channel order; any names, any number M >= 1.
-        roi: NIfTI mask of the region of interest: every non-zero voxel is inside.
+        roi: NIfTI mask of the region of interest (every non-zero voxel is inside), an
+            ``(X, Y, Z)`` array on the images' grid (e.g. predicted by an ROI run), or
+            ``None``: the left ventricle of ``labels`` (classes 1..4).
         labels: optional ground truth, either class indices 0..4 (0 background, 1 blood,
             2 myocardium, 3 edema, 4 scar) or MyoPS codes (0, 200, 500, 600, 1220, 2221);
             a file whose values are all in 0..4 is read as class indices.
@@ -126,22 +128,36 @@ def load_explicit(images: Mapping[str, PathLike], roi: PathLike,
     """
     if not images:
         raise InputError("no image sequences given: expected at least one NAME=FILE")
+    if roi is None and labels is None:
+        raise InputError("the ROI from the ground truth needs labels", params=("labels",))
     vols = [load_nifti(p, what=f"{name} image") for name, p in images.items()]
-    mask = load_nifti(roi, what="ROI mask")
-    extra = [mask]
+    mask = None if roi is None or isinstance(roi, np.ndarray) else load_nifti(
+        roi, what="ROI mask")
+    extra = [] if mask is None else [mask]
     gd = None
     if labels is not None:
         gd = load_nifti(labels, what="ground-truth")
         extra.append(gd)
     check_same_space([*vols, *extra])
-    roi_arr = mask.data != 0
-    if not roi_arr.any():
-        raise InputError(f"ROI mask {str(mask.path)!r} is empty: expected non-zero voxels "
-                         f"marking the region to segment")
+    first = vols[0]
     label_arr = None
     if gd is not None:
         label_arr = _labels_from_any(gd.data, f"ground-truth file {str(gd.path)!r}")
-    first = vols[0]
+    if mask is not None:
+        roi_arr = mask.data != 0
+        what = f"ROI mask {str(mask.path)!r}"
+    elif isinstance(roi, np.ndarray):
+        if roi.shape != first.data.shape:
+            raise InputError(f"the ROI mask of case {case_id} has shape {roi.shape}, but the "
+                             f"image {str(first.path)!r} has shape {first.data.shape}")
+        roi_arr = np.asarray(roi) != 0
+        what = f"the ROI of case {case_id}"
+    else:
+        roi_arr = label_arr > 0  # type: ignore[operator]
+        what = f"the left ventricle of the ground truth {str(gd.path)!r}"  # type: ignore[union-attr]
+    if not roi_arr.any():
+        raise InputError(f"{what} is empty: expected non-zero voxels marking the region to "
+                         f"segment")
     return CaseVolume(case_id=str(case_id), sequences=tuple(str(k) for k in images),
                       image=_stack(vols), roi=roi_arr, labels=label_arr, affine=first.affine,
                       zooms=first.zooms, source=str(first.path))
