@@ -87,7 +87,8 @@ def load_case(case_files: CaseFiles, *, roi: np.ndarray | None = None) -> CaseVo
                              f"empty")
     return CaseVolume(case_id=case_files.case_id, sequences=tuple(case_files.images),
                       image=_stack(images), roi=roi_arr, labels=labels, affine=first.affine,
-                      zooms=first.zooms, source=str(first.path))
+                      zooms=first.zooms, source=str(first.path),
+                      files=tuple(str(v.path) for v in images))
 
 
 def _labels_from_any(data: np.ndarray, source: str) -> np.ndarray:
@@ -129,6 +130,11 @@ def load_explicit(images: Mapping[str, PathLike], roi: PathLike,
         extra.append(gd)
     check_same_space([*vols, *extra])
     roi_arr = mask.data != 0
+    values = np.unique(mask.data)
+    if not np.isin(values, (0, 1)).all():
+        shown = ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if values.size > 5 else "")
+        warnings.warn(f"ROI mask {str(mask.path)!r} is not binary (values {shown}); every "
+                      "non-zero voxel is taken as inside the region", stacklevel=2)
     if not roi_arr.any():
         raise InputError(f"ROI mask {str(mask.path)!r} is empty: expected non-zero voxels "
                          f"marking the region to segment")
@@ -138,7 +144,8 @@ def load_explicit(images: Mapping[str, PathLike], roi: PathLike,
     first = vols[0]
     return CaseVolume(case_id=str(case_id), sequences=tuple(str(k) for k in images),
                       image=_stack(vols), roi=roi_arr, labels=label_arr, affine=first.affine,
-                      zooms=first.zooms, source=str(first.path))
+                      zooms=first.zooms, source=str(first.path),
+                      files=tuple(str(v.path) for v in vols))
 
 
 def select_cases(cases: Sequence[CaseFiles], patients: Sequence[str] | None = None,
@@ -189,7 +196,8 @@ def load_dataset(root: PathLike, patients: Sequence[str] | None = None, *,
             (listing the ids available); cases without ground truth and without an ROI
             (naming them and how to give one).
     """
-    cases = select_cases(discover_cases(root, sequences), patients, exclude)
+    cases = select_cases(discover_cases(root, sequences, patients=patients), patients,
+                         exclude)
     rois = rois or {}
     unlabelled = [c.case_id for c in cases if c.labels is None]
     no_roi = [c for c in unlabelled if c not in rois]
