@@ -128,6 +128,9 @@ def check_output_folder(path: PathLike, inputs: Iterable[PathLike] = (), *,
                                  "folder")
             break
     if replace and target.is_dir() and any(target.iterdir()):
+        if manifest_kind(target) == "run":
+            raise InputError(f"{what} {str(path)!r} is a training run folder; it is never "
+                             "replaced: choose another output folder")
         foreign = foreign_files(target)
         if foreign:
             listed = ", ".join(foreign[:_SHOWN]) + (", ..." if len(foreign) > _SHOWN else "")
@@ -145,8 +148,7 @@ def _files_below(folder: Path) -> list[str]:
                   if p.is_file() or p.is_symlink())
 
 
-def read_manifest(folder: PathLike) -> set[str] | None:
-    """The files listed in ``folder``'s manifest, or None when it has none (or a bad one)."""
+def _read_manifest_doc(folder: PathLike) -> dict | None:
     path = Path(folder) / MANIFEST
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
@@ -155,7 +157,20 @@ def read_manifest(folder: PathLike) -> set[str] | None:
     if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT or not isinstance(
             doc.get("files"), list):
         return None
-    return {str(f) for f in doc["files"]}
+    return doc
+
+
+def read_manifest(folder: PathLike) -> set[str] | None:
+    """The files listed in ``folder``'s manifest, or None when it has none (or a bad one)."""
+    doc = _read_manifest_doc(folder)
+    return None if doc is None else {str(f) for f in doc["files"]}
+
+
+def manifest_kind(folder: PathLike) -> str | None:
+    """What wrote ``folder``: ``"output"`` (a segmenting command, ``roi predict``),
+    ``"run"`` (a training run), or None without a manifest."""
+    doc = _read_manifest_doc(folder)
+    return None if doc is None else str(doc.get("kind", "output"))
 
 
 def foreign_files(folder: PathLike) -> list[str]:
@@ -165,17 +180,21 @@ def foreign_files(folder: PathLike) -> list[str]:
     return [f for f in _files_below(folder) if f != MANIFEST and f not in listed]
 
 
-def write_manifest(folder: PathLike, files: Sequence[str] | None = None) -> Path:
-    """Write ``folder``'s manifest: ``files`` (default: every file below it now)."""
+def write_manifest(folder: PathLike, files: Sequence[str] | None = None, *,
+                   kind: str = "output") -> Path:
+    """Write ``folder``'s manifest: ``files`` (default: every file below it now) and
+    ``kind`` (``"output"``: replaceable by another output; ``"run"``: a training run,
+    never replaced)."""
     folder = Path(folder)
     names = sorted(set(_files_below(folder) if files is None else files) - {MANIFEST})
     path = folder / MANIFEST
-    path.write_text(json.dumps({"format": MANIFEST_FORMAT, "files": names}, indent=1) + "\n",
-                    encoding="utf-8")
+    doc = {"format": MANIFEST_FORMAT, "kind": kind, "files": names}
+    path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     return path
 
 
-def add_to_manifest(folder: PathLike, names: Iterable[str], *, create: bool = True) -> None:
+def add_to_manifest(folder: PathLike, names: Iterable[str], *, create: bool = True,
+                    kind: str = "output") -> None:
     """List ``names`` (paths relative to ``folder``) in ``folder``'s manifest.
 
     Args:
@@ -187,7 +206,8 @@ def add_to_manifest(folder: PathLike, names: Iterable[str], *, create: bool = Tr
     listed = read_manifest(folder)
     if listed is None and not create:
         return
-    write_manifest(folder, sorted((listed or set()) | {Path(n).as_posix() for n in names}))
+    write_manifest(folder, sorted((listed or set()) | {Path(n).as_posix() for n in names}),
+                   kind=manifest_kind(folder) or kind)
 
 
 def _reason(err: OSError) -> str:

@@ -402,6 +402,8 @@ ROWS = [
       "/ph/seg'", "lies inside the input folder"),
     R("em-out-contains-data", lambda e: ["em", e.copy_data(), "--out", W(e), *EM],
       "contains the input", "/data'"),
+    R("em-out-run-folder", lambda e: ["em", e.data, "--out", e.run, *EM],
+      "/run'", "is a training run folder", "never replaced"),
     R("em-out-file", lambda e: ["em", e.data, "--out", e.write("f", "x"), *EM],
       "/f'", "is a file, not a folder"),
     R("em-seed-huge", lambda e: ["em", e.data, "--out", W(e) / "o", *EM, "--seed", HUGE_SEED],

@@ -217,6 +217,7 @@ def predict_command(
     from deepgmm.fit.checkpoint import read_config
     from deepgmm.fit.ensemble import check_ensemble, predict_ensemble
     from deepgmm.options import PredictOptions
+    from deepgmm.output_paths import check_output_folder
     from deepgmm.report.naming import map_names
     from deepgmm.report.outputs import write_segmentation
     from deepgmm.report.tables import format_dice_table
@@ -227,6 +228,7 @@ def predict_command(
                              precision=precision)
     source = parse_roi_option(roi, roi_run)
     map_names(naming)
+    check_output_folder(out, [root, *runs, roi_run])
     configs = [read_config(r) for r in runs]
     check_ensemble(configs, runs)
     for run, cfg in zip(runs, configs, strict=True):

@@ -80,7 +80,8 @@ def record_run_files(run_dir: str | os.PathLike[str]) -> None:
     from deepgmm.output_paths import add_to_manifest
 
     run = Path(run_dir)
-    add_to_manifest(run, [name for name in RUN_FOLDER_FILES if (run / name).is_file()])
+    add_to_manifest(run, [name for name in RUN_FOLDER_FILES if (run / name).is_file()],
+                    kind="run")
 
 
 @dataclass
