@@ -228,8 +228,8 @@ def predict_command(
                              precision=precision)
     source = parse_roi_option(roi, roi_run)
     map_names(naming)
-    check_output_folder(out, [root, *runs, roi_run])
     configs = [read_config(r) for r in runs]
+    check_output_folder(out, [root, *runs, roi_run])
     check_ensemble(configs, runs)
     for run, cfg in zip(runs, configs, strict=True):
         if cfg.get("finished") is False:

@@ -333,7 +333,8 @@ def _check_config_values(config: Mapping[str, Any], path: Path) -> None:
     if not (isinstance(seqs, list) and seqs and all(isinstance(v, str) for v in seqs)):
         raise CheckpointError(f"checkpoint config {str(path)!r}: 'sequences' must be a list "
                               f"of sequence names, got {seqs!r}")
-    if "normalisation" in config and not isinstance(config["normalisation"], str):
+    if config.get("normalisation") is not None and not isinstance(config["normalisation"],
+                                                                   str):
         raise CheckpointError(f"checkpoint config {str(path)!r}: 'normalisation' must be a "
                               f"name, got {config['normalisation']!r}")
 
