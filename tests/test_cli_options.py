@@ -115,6 +115,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch, phantom_root: Path) -> Recorder:
     rec.patch("deepgmm.data.phantom", "write_phantom", lambda **_: phantom_root)
     rec.patch("deepgmm.roi.source", "parse_roi_option", call_real=True)
     rec.patch("deepgmm.roi.source", "load_with_roi", _cases_with_gt_roi)
+    rec.patch("deepgmm.cohort.run", "run_cohort")
     return rec
 
 
@@ -307,8 +308,27 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
         "progress": (["--no-progress"], [("predict.progress", False),
                                          ("write_segmentation.progress", False)]),
     }, {**predict_common, "tta": (["--tta"], [("predict.tta", True)])}]
+    from deepgmm.cohort import ClusterOptions
+
+    local = ClusterOptions(workers=3, resources={"GPU": 1.0}, threads=2, resume=True)
+    remote = ClusterOptions(scheduler="tcp://head:8786")
+
+    def cluster_routes(base: dict[str, list[str]]) -> list[dict]:
+        """The per-case run options of a command, given with the arguments ``base``."""
+        given = {name: (argv, []) for name, argv in base.items()}
+        return [{**given, **{name: (argv, [("run_cohort.cluster", local)]) for name, argv in (
+            ("workers", ["--workers", "3"]), ("resources", ["--resources", "GPU=1"]),
+            ("threads", ["--threads", "2"]), ("resume", ["--resume"]))}},
+            {**given, "scheduler": (["--scheduler", "tcp://head:8786"],
+                                    [("run_cohort.cluster", remote)])}]
+
+    data_base = {"root": [str(root)], "out": ["--out", str(out)]}
+    case_base = {"out": ["--out", str(out)], "images": case["images"][0],
+                 "roi": case["roi"][0]}
     return {
-        "em": [em], "fit": [fit], "segment": segment, "train": [train], "predict": predict,
+        "em": [em, *cluster_routes(data_base)], "fit": [fit, *cluster_routes(data_base)],
+        "segment": [*segment, *cluster_routes(case_base)], "train": [train],
+        "predict": [*predict, *cluster_routes({"runs": [str(run)], **data_base})],
         # a command group: the options of `roi train` / `roi predict` are tested in
         # tests/roi/test_cli_roi.py
         "roi": [],
@@ -319,6 +339,7 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
             "seed": (["--seed", "5"], [("write_phantom.seed", 5)]),
             "n_slices": (["--slices", "2"], [("write_phantom.n_slices", 2)]),
             "size": (["--size", "64"], [("write_phantom.shape", (64, 64))]),
+            "layout": (["--layout", "nnunet"], [("write_phantom.layout", "nnunet")]),
         }],
         "info": [{
             "root": ([str(root)], [("describe_data.root", root)]),

@@ -193,7 +193,8 @@ def test_the_run_configuration_records_the_training_options() -> None:
     settings = O.TrainOptions(lam=np.float32(0.5), seed=np.int64(3)).run_settings()
     assert set(settings) == set(O.TrainOptions.RUN_SETTINGS) <= config_fields
     assert type(settings["lam"]) is float and type(settings["seed"]) is int
-    transformed = {"augment": "augment", "depth": "network", "base_filters": "network"}
+    transformed = {"augment": "augment", "depth": "network", "base_filters": "network",
+                   "labelled_seed": "labelled_slices"}  # the drawn slices' ids
     not_recorded = {"device", "labelled_slices"}  # the resolved device; the slices' ids
     for name in O.TrainOptions.names():
         assert (name in settings or transformed.get(name) in config_fields

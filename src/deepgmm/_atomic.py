@@ -51,7 +51,8 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_dir(target: str | os.PathLike[str], *,
+               keep: tuple[str, ...] = ()) -> Iterator[Path]:
     """Yield a temporary folder beside ``target``; it replaces ``target`` on success.
 
     Used for outputs made of many files: nothing half-written is ever visible under the
@@ -59,6 +60,8 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
     (callers check first that it holds only deepgmm's files:
     :func:`deepgmm.output_paths.check_output_folder`). The new folder's manifest
     (:data:`deepgmm.output_paths.MANIFEST`) lists every file written into it.
+    ``keep``: entries of the existing ``target`` (e.g. ``"cases"``) carried over into the
+    new one unchanged (moved, not copied; moved back if the swap fails).
 
     Raises:
         OutputError: the folder could not be written (naming ``target`` and why).
@@ -72,15 +75,27 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
                                         dir=target.parent))
             os.chmod(tmp, 0o777 & ~user_umask())
             yield tmp
-            write_manifest(tmp)
             if target.exists():
+                moved = [name for name in keep if (target / name).exists()
+                         and not (tmp / name).exists()]
+                for name in moved:
+                    os.replace(target / name, tmp / name)
+                write_manifest(tmp)
                 old = target.with_name(f".{target.name}.old")
                 shutil.rmtree(old, ignore_errors=True)
-                os.replace(target, old)
-                os.replace(tmp, target)
+                try:
+                    os.replace(target, old)
+                    os.replace(tmp, target)
+                except BaseException:
+                    if not target.exists() and old.exists():
+                        os.replace(old, target)
+                    for name in moved:
+                        os.replace(tmp / name, target / name)
+                    raise
                 shutil.rmtree(old, ignore_errors=True)
                 warnings.warn(f"replaced the earlier output in {str(target)!r}", stacklevel=3)
             else:
+                write_manifest(tmp)
                 os.replace(tmp, target)
     except BaseException:
         if tmp is not None:

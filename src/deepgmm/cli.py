@@ -6,10 +6,11 @@ stderr, with the library's parameter names replaced by the command's flags (``ma
 ``--max-iter``; a command's function parameters carry the library's names, so the flag of a
 name is the option declared for it). Exit codes: 2 for bad input (``InputError``,
 ``CheckpointError``), 3 for a fit that could not be carried out on valid input
-(``FitError``: divergence, out of memory). An OS error that means a path could not be
-written (read-only folder, full disk, no permission) is bad input too: one line naming the
-path and the reason, exit code 2. Nothing else is caught, so a real bug still shows its
-traceback.
+(``FitError``: divergence, out of memory), 4 for a per-case run in which some cases
+failed (the others are written; ``summary.json`` lists ``failed_cases``). An OS error that
+means a path could not be written (read-only folder, full disk, no permission) is bad input
+too: one line naming the path and the reason, exit code 2. Nothing else is caught, so a
+real bug still shows its traceback.
 """
 
 from __future__ import annotations

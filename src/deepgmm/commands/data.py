@@ -29,10 +29,14 @@ def phantom_command(
                                           "case (at most 64).")] = 3,
     size: Annotated[int, typer.Option("--size", help="In-plane size in voxels (1.5 mm; 48 "
                                       "to 1024).")] = 128,
+    layout: Annotated[str, typer.Option(
+        "--layout", help="myops (OUT/train25/, OUT/train25_myops_gd/) or nnunet "
+        "(OUT/dataset.json, imagesTs/<case>_000<c>.nii.gz, labelsTs/, rois/).")] = "myops",
 ) -> None:
-    """Write a synthetic cardiac phantom (C0, DE, T2 + ground truth) in the MyoPS layout.
+    """Write a synthetic cardiac phantom (C0, DE, T2 + ground truth).
 
-    Files go to OUT/train25/ and OUT/train25_myops_gd/.
+    MyoPS layout: files go to OUT/train25/ and OUT/train25_myops_gd/; nnunet layout:
+    OUT/dataset.json, OUT/imagesTs/, OUT/labelsTs/ and OUT/rois/.
     """
     from deepgmm.data.phantom import MAX_SIZE, write_phantom
 
@@ -41,7 +45,7 @@ def phantom_command(
                          f"{size}")
 
     root = write_phantom(out_dir, n_cases=n_cases, seed=seed, shape=(size, size),
-                         n_slices=n_slices)
+                         n_slices=n_slices, layout=layout)
     typer.echo(f"wrote {n_cases} phantom case(s), {n_slices} slice(s) of {size} x {size} "
                f"voxels each, to {root}")
 

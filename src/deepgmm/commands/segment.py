@@ -9,7 +9,18 @@ from typing import Annotated, Any
 import typer
 
 from deepgmm.cli import command
-from deepgmm.commands._options import MULTI_VALUE_CONTEXT, parse_named_files, patient_list
+from deepgmm.commands._options import (
+    MULTI_VALUE_CONTEXT,
+    ResourcesOpt,
+    ResumeOpt,
+    SchedulerOpt,
+    ThreadsOpt,
+    WorkersOpt,
+    cluster_options,
+    parse_named_files,
+    patient_list,
+    report_cohort,
+)
 
 RootArg = Annotated[Path, typer.Argument(help="Folder with <prefix>_<n>_{C0,DE,T2}.nii.gz "
                                               "images and <prefix>_<n>_gd.nii.gz labels.")]
@@ -167,6 +178,11 @@ def em_command(
     figures: FiguresOpt = True,
     progress: ProgressOpt = True,
     naming: NamingOpt = "deepgmm",
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    resources: ResourcesOpt = None,
+    threads: ThreadsOpt = 1,
+    resume: ResumeOpt = False,
 ) -> None:
     """EM baselines: a Gaussian mixture (em-gmm) or spatially variant mixture (em-svgmm) per
     slice."""
@@ -178,12 +194,20 @@ def em_command(
                     max_iter=max_iter, var_floor=var_floor, n_kmeans_init=n_kmeans_init,
                     gmm_tol=gmm_tol, gmm_max_iter=gmm_max_iter, smoothing=smoothing,
                     seed=seed, device=device)
-    summary = segment_dataset(root, out, model=model, patients=patient_list(ctx, patients),
-                              selection=selection, crop_size=crop_size,
-                              normalisation=normalisation, mu_data=mu_data,
-                              matching=matching, roi=roi, roi_run=roi_run, figures=figures,
-                              progress=progress, naming=naming, **options)
-    print_summary(summary, out, figures)
+    cluster = cluster_options(workers, scheduler, resources, threads, resume)
+    run = dict(patients=patient_list(ctx, patients), selection=selection,
+               crop_size=crop_size, normalisation=normalisation, mu_data=mu_data,
+               matching=matching, roi=roi, roi_run=roi_run, figures=figures,
+               progress=progress, naming=naming)
+    if cluster is None:
+        summary = segment_dataset(root, out, model=model, **run, **options)
+        print_summary(summary, out, figures)
+        return
+    from deepgmm.cohort import segment_cohort
+
+    cohort = segment_cohort(root, out, model=model, cluster=cluster, **run, **options)
+    print_summary(cohort.summary, out, figures)
+    report_cohort(cohort)
 
 
 @command("fit", context_settings=MULTI_VALUE_CONTEXT)
@@ -217,6 +241,11 @@ def fit_command(
     figures: FiguresOpt = True,
     progress: ProgressOpt = True,
     naming: NamingOpt = "deepgmm",
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    resources: ResourcesOpt = None,
+    threads: ThreadsOpt = 1,
+    resume: ResumeOpt = False,
 ) -> None:
     """deepG / deepSVG: a fresh U-Net per slice, many slices fitted at once."""
     from deepgmm.options import DEEP_MODELS, options_class
@@ -229,13 +258,20 @@ def fit_command(
                "concurrent": concurrent, "base_filters": base_filters, "depth": depth,
                "mechanism": mechanism, "precision": precision, "seed": seed,
                "device": device}
-    summary = segment_dataset(
-        root, out, model=model, patients=patient_list(ctx, patients), selection=selection,
-        crop_size=crop_size, normalisation=normalisation, mu_data=mu_data,
-        matching=matching, roi=roi, roi_run=roi_run, figures=figures, progress=progress,
-        naming=naming,
-        **options)
-    print_summary(summary, out, figures)
+    cluster = cluster_options(workers, scheduler, resources, threads, resume)
+    run = dict(patients=patient_list(ctx, patients), selection=selection,
+               crop_size=crop_size, normalisation=normalisation, mu_data=mu_data,
+               matching=matching, roi=roi, roi_run=roi_run, figures=figures,
+               progress=progress, naming=naming)
+    if cluster is None:
+        summary = segment_dataset(root, out, model=model, **run, **options)
+        print_summary(summary, out, figures)
+        return
+    from deepgmm.cohort import segment_cohort
+
+    cohort = segment_cohort(root, out, model=model, cluster=cluster, **run, **options)
+    print_summary(cohort.summary, out, figures)
+    report_cohort(cohort)
 
 
 def _model_option(flag: str, kind: type, models: str, what: str) -> Any:
@@ -303,6 +339,11 @@ def segment_command(
     figures: FiguresOpt = True,
     progress: ProgressOpt = True,
     naming: NamingOpt = "deepgmm",
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    resources: ResourcesOpt = None,
+    threads: ThreadsOpt = 1,
+    resume: ResumeOpt = False,
 ) -> None:
     """Segment one case of any co-registered sequences inside an ROI mask."""
     from deepgmm.pipeline import segment_case
@@ -319,9 +360,17 @@ def segment_command(
                     gmm_max_iter=gmm_max_iter, smoothing=smoothing, seed=seed, device=device)
     if "clip_norm" in options:
         options["clip_norm"] = clip_norm_option(options["clip_norm"])
-    summary = segment_case(parse_named_files(images, "--image"), roi, out, labels=labels,
-                           model=model, case_id=case_id, selection=selection,
-                           crop_size=crop_size, normalisation=normalisation,
-                           mu_data=mu_data, matching=matching, figures=figures,
-                           progress=progress, naming=naming, **options)
-    print_summary(summary, out, figures)
+    cluster = cluster_options(workers, scheduler, resources, threads, resume)
+    run = dict(labels=labels, model=model, case_id=case_id, selection=selection,
+               crop_size=crop_size, normalisation=normalisation, mu_data=mu_data,
+               matching=matching, figures=figures, progress=progress, naming=naming)
+    named = parse_named_files(images, "--image")
+    if cluster is None:
+        summary = segment_case(named, roi, out, **run, **options)
+        print_summary(summary, out, figures)
+        return
+    from deepgmm.cohort import segment_case_cohort
+
+    cohort = segment_case_cohort(named, roi, out, cluster=cluster, **run, **options)
+    print_summary(cohort.summary, out, figures)
+    report_cohort(cohort)

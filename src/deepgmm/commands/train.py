@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from deepgmm.cli import command
-from deepgmm.commands._options import MULTI_VALUE_CONTEXT, patient_list
+from deepgmm.commands._options import (
+    MULTI_VALUE_CONTEXT,
+    ResourcesOpt,
+    ResumeOpt,
+    SchedulerOpt,
+    ThreadsOpt,
+    WorkersOpt,
+    cluster_options,
+    patient_list,
+    report_cohort,
+)
 
 RootArg = Annotated[Path, typer.Argument(help="Folder with <prefix>_<n>_{C0,DE,T2}.nii.gz "
                                               "images and <prefix>_<n>_gd.nii.gz labels.")]
@@ -229,6 +239,11 @@ def predict_command(
     naming: Annotated[str, typer.Option(
         "--naming", help="File names of the maps: deepgmm (<case>_seg.nii.gz, _prob) or "
         "bids (<case>_dseg.nii.gz, _probseg).")] = "deepgmm",
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    resources: ResourcesOpt = None,
+    threads: ThreadsOpt = 1,
+    resume: ResumeOpt = False,
 ) -> None:
     """Segment cases with a trained network; prints a Dice table when ground truth exists.
 
@@ -242,7 +257,6 @@ def predict_command(
     from deepgmm.output_paths import check_output_folder
     from deepgmm.report.naming import map_names
     from deepgmm.report.outputs import write_segmentation
-    from deepgmm.report.tables import format_dice_table
     from deepgmm.roi.source import load_with_roi, parse_roi_option
 
     options = PredictOptions(refine=refine, refine_lr=refine_lr, refine_lam=refine_lam,
@@ -262,10 +276,20 @@ def predict_command(
     config = configs[0]
     seqs = tuple(config["sequences"])
     ids = patient_list(ctx, patients)
+    cluster = cluster_options(workers, scheduler, resources, threads, resume)
     if ids is None:
         available = [c.case_id for c in discover_cases(root, seqs)]
         trained = set().union(*(c["train_patients"] for c in configs))
         ids = [c for c in available if c not in trained] or available
+    if cluster is not None:
+        from deepgmm.cohort import predict_cohort
+
+        cohort = predict_cohort(runs, root, out, patients=ids, selection=selection, roi=roi,
+                                roi_run=roi_run, figures=figures, progress=progress,
+                                naming=naming, options=options.as_dict(), cluster=cluster)
+        _print_predicted(cohort.summary, out, figures)
+        report_cohort(cohort)
+        return
     volumes = load_with_roi(root, source, ids, sequences=seqs, progress=progress)
     slices = make_batch(volumes, selection=selection,
                         crop_size=tuple(config["crop_size"]),
@@ -283,12 +307,18 @@ def predict_command(
                                      "training_seed": config.get("seed"),
                                      "training": {k: config.get(k) for k in (
                                          "model", "lam", "mu_data", "train_patients")}})
-    from deepgmm.report.clinical import format_measures
+    _print_predicted(summary, out, figures)
 
-    if slices.labels is not None:
+
+def _print_predicted(summary: dict[str, Any], out: Path, figures: bool) -> None:
+    """The Dice table (with ground truth), the clinical measures and where outputs are."""
+    from deepgmm.report.clinical import format_measures
+    from deepgmm.report.tables import format_dice_table
+
+    if summary.get("dice") and any(v is not None for v in summary["dice"].values()):
         typer.echo(format_dice_table(summary))
     else:
-        typer.echo(f"{len(slices)} slices segmented (no ground truth: no Dice)")
+        typer.echo(f"{summary['n_slices']} slices segmented (no ground truth: no Dice)")
     typer.echo(format_measures(summary["clinical"]))
     typer.echo(f"outputs: {out}  (results.csv, summary.json, NIfTI maps"
                f"{', figures/' if figures else ''})")

@@ -60,6 +60,11 @@ def load_case(case_files: CaseFiles, *, roi: np.ndarray | None = None) -> CaseVo
             codes, no ground truth and no ``roi`` (then no ROI is known), an ``roi`` of
             another shape, or an empty ROI.
     """
+    if roi is None and case_files.roi is not None:
+        mask = load_nifti(case_files.roi, what="ROI mask")
+        check_same_space([load_nifti(next(iter(case_files.images.values())), what="image"),
+                          mask])
+        roi = mask.data != 0
     if case_files.labels is None and roi is None:
         raise InputError(f"case {case_files.case_id} has no ground-truth (_gd) file, so its "
                          f"region of interest is unknown; give an roi explicitly (predicted "
@@ -69,7 +74,8 @@ def load_case(case_files: CaseFiles, *, roi: np.ndarray | None = None) -> CaseVo
     if case_files.labels is not None:
         gd = load_nifti(case_files.labels, what="ground-truth")
         check_same_space([images[0], gd])
-        labels = labels_to_classes(gd.data, source=f"ground-truth file {str(gd.path)!r}")
+        labels = labels_to_classes(gd.data, source=f"ground-truth file {str(gd.path)!r}",
+                                   table=case_files.codes)
     first = images[0]
     if roi is None:
         roi_arr = labels > 0
@@ -200,7 +206,8 @@ def load_dataset(root: PathLike, patients: Sequence[str] | None = None, *,
                          exclude)
     rois = rois or {}
     unlabelled = [c.case_id for c in cases if c.labels is None]
-    no_roi = [c for c in unlabelled if c not in rois]
+    with_mask = {c.case_id for c in cases if c.roi is not None}
+    no_roi = [c for c in unlabelled if c not in rois and c not in with_mask]
     if no_roi:
         raise InputError(f"{len(no_roi)} case(s) below {str(root)!r} have no ground truth "
                          f"(_gd file): {', '.join(no_roi)}; their region of interest must be "

@@ -194,11 +194,16 @@ def _refuse_foreign_data(out: Path) -> None:
 
 def write_phantom(out_dir: PathLike, n_cases: int = 4, seed: int = 0,
                   shape: Sequence[int] = (128, 128), n_slices: int = 3,
-                  spacing: Sequence[float] = (1.5, 1.5, 10.0)) -> Path:
-    """Write a phantom data set in the MyoPS layout.
+                  spacing: Sequence[float] = (1.5, 1.5, 10.0),
+                  layout: str = "myops") -> Path:
+    """Write a phantom data set in the MyoPS layout (or the nnU-Net-style one).
 
-    Layout: ``out_dir/train25/phantom_training_<id>_{C0,DE,T2}.nii.gz`` and
+    Layout ``"myops"``: ``out_dir/train25/phantom_training_<id>_{C0,DE,T2}.nii.gz`` and
     ``out_dir/train25_myops_gd/phantom_training_<id>_gd.nii.gz``, case ids 101, 102, ...
+    Layout ``"nnunet"`` (:mod:`deepgmm.data.nnunet`): ``dataset.json`` (channels C0, DE,
+    T2; labels background 0, blood 1, myocardium 2, edema 3, scar 4, right ventricle 5),
+    ``imagesTs/phantom_<id>_000{0,1,2}.nii.gz``, ``labelsTs/phantom_<id>.nii.gz`` and
+    ``rois/phantom_<id>.nii.gz`` (the left ventricle), the same images and truth.
     Each file is written atomically; existing phantom files of the same names are replaced.
 
     Args:
@@ -208,6 +213,7 @@ def write_phantom(out_dir: PathLike, n_cases: int = 4, seed: int = 0,
         shape: ``(X, Y)`` in-plane size in voxels (at least 48 each).
         n_slices: slices per case (Z), base to apex.
         spacing: voxel size in mm ``(dx, dy, dz)``.
+        layout: ``"myops"`` or ``"nnunet"``.
 
     Returns:
         ``out_dir`` as a :class:`Path`, ready for :func:`deepgmm.data.load_dataset`.
@@ -232,9 +238,14 @@ def write_phantom(out_dir: PathLike, n_cases: int = 4, seed: int = 0,
     if fov < 90.0:
         raise InputError(f"phantom field of view {fov:.0f} mm is too small for a heart: "
                          f"make shape x spacing at least 90 mm")
+    if layout not in LAYOUTS:
+        raise InputError(f"phantom layout must be one of {', '.join(LAYOUTS)}, got "
+                         f"{layout!r}", params=("layout",))
     out = Path(out_dir)
     check_output_folder(out, replace=False, what="phantom output")
     _refuse_foreign_data(out)
+    if layout == "nnunet":
+        return _write_nnunet(out, int(n_cases), int(seed), shape_t, int(n_slices), spacing_t)
     for i in range(int(n_cases)):
         rng = np.random.default_rng([int(seed), i])
         images, codes = simulate_case(rng, shape_t, int(n_slices), spacing_t)  # type: ignore[arg-type]
@@ -243,4 +254,32 @@ def write_phantom(out_dir: PathLike, n_cases: int = 4, seed: int = 0,
         for name, image in zip(SEQUENCES, images, strict=True):
             save_nifti(image, affine, out / "train25" / f"{case}_{name}.nii.gz")
         save_nifti(codes, affine, out / "train25_myops_gd" / f"{case}_gd.nii.gz")
+    return out
+
+
+LAYOUTS: tuple[str, ...] = ("myops", "nnunet")
+NNUNET_LABELS: dict[str, int] = {"background": 0, "blood": 1, "myocardium": 2, "edema": 3,
+                                 "scar": 4, "right ventricle": 5}
+"""The phantom's label codes in the nnU-Net layout (consecutive, as nnU-Net wants)."""
+
+
+def _write_nnunet(out: Path, n_cases: int, seed: int, shape: tuple[int, int], n_slices: int,
+                  spacing: tuple[float, float, float]) -> Path:
+    """The phantom in the nnU-Net-style layout (same images and truth as ``"myops"``)."""
+    from deepgmm.data.nnunet import IMAGES_DIR, LABELS_DIR, ROIS_DIR, write_dataset_json
+
+    myops_to_nnunet = np.zeros(2222, dtype=np.int16)
+    myops_to_nnunet[[500, 200, 1220, 2221, 600]] = [1, 2, 3, 4, 5]
+    for i in range(n_cases):
+        rng = np.random.default_rng([seed, i])
+        images, codes = simulate_case(rng, shape, n_slices, spacing)
+        affine = _affine(rng, codes.shape, spacing)
+        case = f"phantom_{FIRST_CASE_ID + i}"
+        for channel, image in enumerate(images):
+            save_nifti(image, affine, out / IMAGES_DIR / f"{case}_{channel:04d}.nii.gz")
+        labels = myops_to_nnunet[np.asarray(codes, dtype=np.int64)]
+        save_nifti(labels, affine, out / LABELS_DIR / f"{case}.nii.gz")
+        lv = ((labels >= 1) & (labels <= 4)).astype(np.uint8)
+        save_nifti(lv, affine, out / ROIS_DIR / f"{case}.nii.gz")
+    write_dataset_json(out, SEQUENCES, NNUNET_LABELS, n_cases=n_cases)
     return out
