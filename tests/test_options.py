@@ -100,6 +100,7 @@ CLI_OWN_DEFAULTS = {
     ("em", "init"): None,  # mu_data with --mu-data, else kmeans
     ("em", "model"): "em-gmm",
     ("fit", "model"): "deepsvg",
+    ("fit", "min_iter"): None,  # 10, or --max-iter when that is smaller
 }
 
 

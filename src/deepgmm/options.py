@@ -44,11 +44,12 @@ import torch
 
 from deepgmm.data.augment import AugmentConfig
 from deepgmm.errors import InputError
-from deepgmm.mixture.em import EM_MODELS, SEED_MAX, GaussianMixtureEM, SpatiallyVariantEM
+from deepgmm.mixture.em import EM_MODELS, GaussianMixtureEM, SpatiallyVariantEM
 from deepgmm.mixture.likelihood import DEFAULT_VAR_FLOOR
 from deepgmm.mixture.prior import PRIORS
 from deepgmm.nets.context import CONTEXTS
 from deepgmm.params import (
+    SEED,
     Constraints,
     Integral,
     Interval,
@@ -105,8 +106,6 @@ def _positive() -> Interval:
     return Interval(Real, 0, None, closed="neither")
 
 
-SEED = Interval(Integral, 0, SEED_MAX, closed="left")
-"""A seed: a non-negative integer below 2**63."""
 DEVICE = DeviceName()
 
 
@@ -156,8 +155,8 @@ class MethodOptions:
 
 def _not_above(params: Mapping[str, Any], low: str, high: str) -> None:
     if low in params and high in params and params[low] > params[high]:
-        raise InputError(f"{low} ({params[low]}) must not exceed {high} ({params[high]})",
-                         params=(low, high))
+        raise InputError(f"{low} ({params[low]}) must not exceed {high} ({params[high]}): "
+                         f"lower {low} or raise {high}", params=(low, high))
 
 
 # ----------------------------------------------------------------------------------- EM

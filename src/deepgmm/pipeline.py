@@ -54,8 +54,31 @@ def prepare_slices(volumes: Sequence[CaseVolume], *, selection: str = "all-class
     from deepgmm.data.slices import make_batch
 
     size = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
-    return make_batch(list(volumes), selection=selection, crop_size=size,
-                      normalisation=normalisation)
+    batch = make_batch(list(volumes), selection=selection, crop_size=size,
+                       normalisation=normalisation)
+    _refuse_constant_in_roi(batch, volumes)
+    return batch
+
+
+def _refuse_constant_in_roi(batch: SliceBatch, volumes: Sequence[CaseVolume]) -> None:
+    """Refuse a slice whose sequence is constant inside the ROI (nothing to separate),
+    naming the case, the slice, the sequence and its file."""
+    roi = batch.roi[:, None]                                              # (B, 1, H, W)
+    inf = torch.tensor(float("inf"), dtype=batch.image.dtype)
+    hi = torch.where(roi, batch.image, -inf).amax(dim=(2, 3))             # (B, M)
+    lo = torch.where(roi, batch.image, inf).amin(dim=(2, 3))
+    constant = (hi <= lo) & roi.any(dim=(2, 3))
+    if not bool(constant.any()):
+        return
+    b, m = (int(i) for i in torch.nonzero(constant)[0])
+    case = batch.case_ids[b]
+    vol = next((v for v in volumes if v.case_id == case), None)
+    file = (vol.files[m] if vol is not None and len(vol.files) == len(batch.sequences)
+            else vol.source if vol is not None else "")
+    raise InputError(f"case {case}, slice {batch.slice_indices[b]}, sequence "
+                     f"{batch.sequences[m]}{f' ({file})' if file else ''}: the image is "
+                     "constant inside the ROI, nothing to separate (check the file and its "
+                     "scaling)")
 
 
 def load_mu(mu_data: PathLike | np.ndarray | None, sequences: Sequence[str], *,
@@ -136,6 +159,11 @@ def write_result(out: PathLike, volumes: Sequence[CaseVolume], batch: SliceBatch
                               naming=naming, run_options=run_options)
 
 
+def _input_paths(*values: object) -> list[Path]:
+    """The values that name files (not arrays, not ``None``), as paths."""
+    return [Path(v) for v in values if isinstance(v, str | os.PathLike)]
+
+
 def fixes_class_order(model: str, mu_data: object, options: Mapping[str, Any]) -> bool:
     """Whether μ_data gives the components class identity: it sets the EM initial means,
     and it pulls the deep methods' means only with ``lam > 0``."""
@@ -189,7 +217,8 @@ def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
                       roi_run=roi_run)
     map_names(naming)
     source = parse_roi_option(roi, roi_run)
-    check_output_dir(Path(out), [root, *([source.path] if source.path else [])])
+    check_output_dir(Path(out), [root, *([source.path] if source.path else []),
+                                 *_input_paths(mu_data, roi_run)])
     volumes = load_with_roi(root, source, list(patients) if patients else None,
                             progress=progress)
     batch = prepare_slices(volumes, selection=selection, crop_size=crop_size,
@@ -253,7 +282,7 @@ def segment_case(images: Mapping[str, PathLike], roi: str | PathLike, out: PathL
     inputs += [Path(p) for p in (labels, roi_run) if p is not None]
     if str(roi) not in ("gt", "auto"):
         inputs.append(Path(roi))
-    check_output_dir(Path(out), inputs)
+    check_output_dir(Path(out), [*inputs, *_input_paths(mu_data)])
     source, roi_mask = explicit_roi(roi, roi_run, images, labels, case_id=case_id)
     volume = load_explicit(dict(images), roi_mask, labels, case_id=case_id)
     batch = prepare_slices([volume], selection=selection, crop_size=crop_size,

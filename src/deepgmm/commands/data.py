@@ -22,13 +22,13 @@ def phantom_command(
                                           "into (created; phantom files already there are "
                                           "replaced).")],
     n_cases: Annotated[int, typer.Option("--cases", help="Number of cases (ids 101, 102, "
-                                         "...).")] = 4,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed; the data depend only on "
-                                      "it and the sizes.")] = 0,
+                                         "...; at most 1000).")] = 4,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (0 to 2**63 - 1); the data "
+                                      "depend only on it and the sizes.")] = 0,
     n_slices: Annotated[int, typer.Option("--slices", help="Short-axis slices per "
-                                          "case.")] = 3,
-    size: Annotated[int, typer.Option("--size", help="In-plane size in voxels (1.5 mm).")
-                    ] = 128,
+                                          "case (at most 64).")] = 3,
+    size: Annotated[int, typer.Option("--size", help="In-plane size in voxels (1.5 mm; 48 "
+                                      "to 1024).")] = 128,
     layout: Annotated[str, typer.Option(
         "--layout", help="myops (OUT/train25/, OUT/train25_myops_gd/) or nnunet "
         "(OUT/dataset.json, imagesTs/<case>_000<c>.nii.gz, labelsTs/, rois/).")] = "myops",
@@ -38,7 +38,11 @@ def phantom_command(
     MyoPS layout: files go to OUT/train25/ and OUT/train25_myops_gd/; nnunet layout:
     OUT/dataset.json, OUT/imagesTs/, OUT/labelsTs/ and OUT/rois/.
     """
-    from deepgmm.data.phantom import write_phantom
+    from deepgmm.data.phantom import MAX_SIZE, write_phantom
+
+    if not 48 <= size <= MAX_SIZE:
+        raise InputError(f"--size must be at least 48 and at most {MAX_SIZE} voxels, got "
+                         f"{size}")
 
     root = write_phantom(out_dir, n_cases=n_cases, seed=seed, shape=(size, size),
                          n_slices=n_slices, layout=layout)
@@ -50,38 +54,56 @@ def _fmt_triple(values: tuple[float, ...] | tuple[int, ...], fmt: str) -> str:
     return " x ".join(format(v, fmt) for v in values)
 
 
-def describe_data(root: Path, patients: list[str] | None = None) -> list[dict[str, Any]]:
+def describe_data(root: Path, patients: list[str] | None = None,
+                  problems: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """One dict per case below ``root``: id, sequences, shape, spacing, slice counts, classes.
 
     Cases with ground truth are fully loaded (same-space and label checks included); cases
-    without it (MyoPS test data) have their images loaded and checked.
+    without it (MyoPS test data) have their images loaded and checked. With ``problems``,
+    a case that is incomplete or does not load is recorded there (case id -> message) and
+    the others go on; without, its error is raised.
     """
+    from deepgmm.data.dataset import select_cases
+    from deepgmm.data.myops import discover_cases
+
+    rows: list[dict[str, Any]] = []
+    report = None if problems is None else problems.__setitem__
+    found = discover_cases(root, patients=patients, on_problem=report)
+    wanted = None if patients is None else [p for p in patients if p not in (problems or {})]
+    for case in select_cases(found, wanted) if wanted != [] else []:
+        try:
+            rows.append(_describe_case(case))
+        except InputError as err:
+            if problems is None:
+                raise
+            problems[case.case_id] = str(err)
+    return rows
+
+
+def _describe_case(case: Any) -> dict[str, Any]:
+    """The :func:`describe_data` row of one case (``CaseFiles``)."""
     import numpy as np
 
-    from deepgmm.data.dataset import case_label_summary, load_case, select_cases
-    from deepgmm.data.myops import discover_cases
+    from deepgmm.data.dataset import case_label_summary, load_case
     from deepgmm.data.nifti import check_same_space, load_nifti
     from deepgmm.types import CLASS_NAMES
 
-    rows: list[dict[str, Any]] = []
-    for case in select_cases(discover_cases(root), patients):
-        row: dict[str, Any] = {"case": case.case_id, "sequences": list(case.images)}
-        if case.labels is not None:
-            vol = load_case(case)
-            info = case_label_summary(vol)
-            names = ("background", *CLASS_NAMES)
-            row.update(shape=vol.shape, spacing=vol.zooms, n_slices=info["n_slices"],
-                       roi_slices=info["roi_slices"],
-                       all_class_slices=info["all_class_slices"],
-                       classes=[names[c] for c in info["classes"]])  # type: ignore[attr-defined]
-        else:
-            vols = [load_nifti(p, what=f"{s} image") for s, p in case.images.items()]
-            check_same_space(vols)
-            row.update(shape=vols[0].shape, spacing=vols[0].zooms, n_slices=vols[0].shape[2],
-                       roi_slices=None, all_class_slices=None, classes=None)
-        row["spacing"] = tuple(float(np.round(s, 4)) for s in row["spacing"])
-        rows.append(row)
-    return rows
+    row: dict[str, Any] = {"case": case.case_id, "sequences": list(case.images)}
+    if case.labels is not None:
+        vol = load_case(case)
+        info = case_label_summary(vol)
+        names = ("background", *CLASS_NAMES)
+        row.update(shape=vol.shape, spacing=vol.zooms, n_slices=info["n_slices"],
+                   roi_slices=info["roi_slices"],
+                   all_class_slices=info["all_class_slices"],
+                   classes=[names[c] for c in info["classes"]])  # type: ignore[attr-defined]
+    else:
+        vols = [load_nifti(p, what=f"{s} image") for s, p in case.images.items()]
+        check_same_space(vols)
+        row.update(shape=vols[0].shape, spacing=vols[0].zooms, n_slices=vols[0].shape[2],
+                   roi_slices=None, all_class_slices=None, classes=None)
+    row["spacing"] = tuple(float(np.round(s, 4)) for s in row["spacing"])
+    return row
 
 
 @command("info", context_settings=MULTI_VALUE_CONTEXT)
@@ -97,7 +119,8 @@ def info_command(
 
     The totals include the number of slices where all four classes occur.
     """
-    rows = describe_data(root, patient_list(ctx, patients))
+    problems: dict[str, str] = {}
+    rows = describe_data(root, patient_list(ctx, patients), problems)
     header = (f"{'case':>6}  {'sequences':<12} {'shape':<15} {'spacing (mm)':<22} "
               f"{'slices':>6} {'ROI':>4} {'all-class':>9}  classes")
     typer.echo(header)
@@ -117,6 +140,11 @@ def info_command(
                  f"{sum(r['roi_slices'] for r in labelled)} slices with ROI, "
                  f"{sum(r['all_class_slices'] for r in labelled)} all-class slices")
     typer.echo(line)
+    for message in problems.values():
+        typer.echo(f"not described: {message}")
+    if problems:
+        raise InputError(f"{len(problems)} case(s) below {str(root)!r} could not be read "
+                         f"(the others are listed above): {'; '.join(problems.values())}")
 
 
 @command("mu-data", context_settings=MULTI_VALUE_CONTEXT)
@@ -152,8 +180,10 @@ def mu_data_command(
     from deepgmm.data.dataset import load_dataset
     from deepgmm.data.mu_data import compute_mu_data, save_mu_data
     from deepgmm.data.slices import make_batch
+    from deepgmm.output_paths import check_output_file
     from deepgmm.types import CLASS_NAMES
 
+    check_output_file(path, [root], what="μ_data file")
     if exclude and ctx.args:
         if patients:
             raise InputError("with both --patients and --exclude, give each one's ids as a "
@@ -194,28 +224,50 @@ def run_demo(out: Path, *, n_cases: int = 4, seed: int = 0, crop: int = DEMO_CRO
         ``sequences``, ``class_fractions`` (share of each class in the ROI) and ``summaries``
         (method -> the summary written to ``out/<method>/summary.json``).
     """
+    import shutil
+
     import numpy as np
 
     from deepgmm.data.dataset import load_dataset
     from deepgmm.data.phantom import write_phantom
     from deepgmm.data.slices import make_batch
+    from deepgmm.options import FitOptions, method_options
+    from deepgmm.output_paths import check_output_folder
+    from deepgmm.params import check_seed
     from deepgmm.pipeline import run_method, write_result
     from deepgmm.types import CLASS_NAMES
 
-    root = write_phantom(Path(out) / "phantom", n_cases=n_cases, seed=seed)
-    volumes = load_dataset(root)
-    batch = make_batch(volumes, crop_size=(crop, crop), require_labels=True)
-    assert batch.labels is not None  # require_labels
-    labels = batch.labels[batch.roi].numpy()
-    counts = np.bincount(labels, minlength=len(CLASS_NAMES) + 1)[1:]
-    summaries = {}
+    # everything is checked before anything is written
+    check_seed(seed, caller="run_demo")
+    options = {method: method_options(method, {"seed": seed, "init": "kmeans"}
+                                      if method.startswith("em-") else
+                                      {"seed": seed, "max_iter": max_iter,
+                                       "min_iter": min(FitOptions.min_iter, max_iter)},
+                                      caller="run_demo")
+               for method in methods}
+    out = Path(out)
+    check_output_folder(out, replace=False, what="demo output")
+    check_output_folder(out / "phantom", replace=False, what="demo output")
     for method in methods:
-        options: dict[str, Any] = ({"seed": seed, "init": "kmeans"}
-                                   if method.startswith("em-")
-                                   else {"seed": seed, "max_iter": max_iter})
-        result = run_method(batch, method, options=options, progress=progress)
-        summaries[method] = write_result(Path(out) / method, volumes, batch, result,
-                                         matching="hungarian", progress=progress)
+        check_output_folder(out / method)
+    created = [p for p in (out, out / "phantom", *(out / m for m in methods))
+               if not p.exists()]
+    try:
+        root = write_phantom(out / "phantom", n_cases=n_cases, seed=seed)
+        volumes = load_dataset(root)
+        batch = make_batch(volumes, crop_size=(crop, crop), require_labels=True)
+        assert batch.labels is not None  # require_labels
+        labels = batch.labels[batch.roi].numpy()
+        counts = np.bincount(labels, minlength=len(CLASS_NAMES) + 1)[1:]
+        summaries = {}
+        for method in methods:
+            result = run_method(batch, method, options=options[method], progress=progress)
+            summaries[method] = write_result(out / method, volumes, batch, result,
+                                             matching="hungarian", progress=progress)
+    except BaseException:  # nothing partial: remove what this demo created
+        for path in reversed(created):
+            shutil.rmtree(path, ignore_errors=True)
+        raise
     return {
         "phantom": str(root),
         "cases": [v.case_id for v in volumes],

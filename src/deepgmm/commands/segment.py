@@ -85,7 +85,9 @@ DeepModelOpt = Annotated[str, typer.Option("--model", help="deepg or deepsvg.")]
 LamOpt = Annotated[float, typer.Option("--lam", help="Weight of the μ_data penalty "
                                        "(needs --mu-data; fixes the class order).")]
 TolOpt = Annotated[float, typer.Option("--tol", help="Stop a slice when |ΔNLL| < tol.")]
-MinIterOpt = Annotated[int, typer.Option("--min-iter", help="Minimum iterations per slice.")]
+MinIterOpt = Annotated[int | None, typer.Option(
+    "--min-iter", help="Minimum iterations per slice (default: 10, or --max-iter when "
+    "smaller).")]
 MaxIterOpt = Annotated[int, typer.Option("--max-iter", help="Maximum iterations per slice.")]
 LrOpt = Annotated[float, typer.Option("--lr", help="AdamW learning rate.")]
 WeightDecayOpt = Annotated[float, typer.Option("--weight-decay", help="AdamW weight "
@@ -108,8 +110,9 @@ PrecisionOpt = Annotated[str, typer.Option(
     "slightly different results).")]
 
 
-def print_summary(summary: dict[str, Any], out: Path) -> None:
-    """Print the Dice table of a summary and where the outputs are."""
+def print_summary(summary: dict[str, Any], out: Path, figures: bool = True) -> None:
+    """Print the Dice table of a summary and where the outputs are (``figures/`` only
+    when figures were written)."""
     from deepgmm.report.clinical import format_measures
     from deepgmm.report.tables import format_summary
 
@@ -117,7 +120,7 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
     if summary.get("clinical"):
         typer.echo(format_measures(summary["clinical"]))
     typer.echo(f"outputs: {out}  (results.csv, cases.csv, summary.json, NIfTI maps with "
-               "label tables, figures/)")
+               f"label tables{', figures/' if figures else ''})")
 
 
 def given(**options: Any) -> dict[str, Any]:
@@ -128,6 +131,16 @@ def given(**options: Any) -> dict[str, Any]:
 def clip_norm_option(clip_norm: float | None) -> float | None:
     """``--clip-norm 0`` means off (``None``); other values pass unchanged."""
     return None if clip_norm == 0 else clip_norm
+
+
+def default_min_iter(min_iter: int | None, max_iter: int) -> int:
+    """``--min-iter``, defaulting to the published 10, or to ``--max-iter`` when that is
+    smaller (``--max-iter 5`` alone is a valid request)."""
+    from deepgmm.options import FitOptions
+
+    if min_iter is not None:
+        return min_iter
+    return min(FitOptions.min_iter, max_iter) if max_iter >= 0 else FitOptions.min_iter
 
 
 def em_init(init: str | None, mu_data: Path | None) -> str:
@@ -188,12 +201,12 @@ def em_command(
                progress=progress, naming=naming)
     if cluster is None:
         summary = segment_dataset(root, out, model=model, **run, **options)
-        print_summary(summary, out)
+        print_summary(summary, out, figures)
         return
     from deepgmm.cohort import segment_cohort
 
     cohort = segment_cohort(root, out, model=model, cluster=cluster, **run, **options)
-    print_summary(cohort.summary, out)
+    print_summary(cohort.summary, out, figures)
     report_cohort(cohort)
 
 
@@ -206,7 +219,7 @@ def fit_command(
     lam: LamOpt = 0.0,
     mu_data: MuDataOpt = None,
     tol: TolOpt = 1e-3,
-    min_iter: MinIterOpt = 10,
+    min_iter: MinIterOpt = None,
     max_iter: MaxIterOpt = 200,
     lr: LrOpt = 1e-4,
     weight_decay: WeightDecayOpt = 1e-3,
@@ -239,7 +252,8 @@ def fit_command(
     from deepgmm.pipeline import segment_dataset
 
     options_class(model, caller="fit", models=DEEP_MODELS)
-    options = {"lam": lam, "tol": tol, "min_iter": min_iter, "max_iter": max_iter, "lr": lr,
+    options = {"lam": lam, "tol": tol, "min_iter": default_min_iter(min_iter, max_iter),
+               "max_iter": max_iter, "lr": lr,
                "weight_decay": weight_decay, "clip_norm": clip_norm_option(clip_norm),
                "concurrent": concurrent, "base_filters": base_filters, "depth": depth,
                "mechanism": mechanism, "precision": precision, "seed": seed,
@@ -251,12 +265,12 @@ def fit_command(
                progress=progress, naming=naming)
     if cluster is None:
         summary = segment_dataset(root, out, model=model, **run, **options)
-        print_summary(summary, out)
+        print_summary(summary, out, figures)
         return
     from deepgmm.cohort import segment_cohort
 
     cohort = segment_cohort(root, out, model=model, cluster=cluster, **run, **options)
-    print_summary(cohort.summary, out)
+    print_summary(cohort.summary, out, figures)
     report_cohort(cohort)
 
 
@@ -290,7 +304,7 @@ def segment_command(
                        "weight of the μ_data penalty (needs --mu-data)") = None,
     tol: _model_option("--tol", float, "all models", "stopping tolerance") = None,
     min_iter: _model_option("--min-iter", int, "deepg/deepsvg",
-                            "minimum iterations per slice") = None,
+                            "minimum iterations per slice; at most --max-iter") = None,
     max_iter: _model_option("--max-iter", int, "all models", "maximum iterations") = None,
     lr: _model_option("--lr", float, "deepg/deepsvg", "AdamW learning rate") = None,
     weight_decay: _model_option("--weight-decay", float, "deepg/deepsvg",
@@ -341,6 +355,8 @@ def segment_command(
 
     if model.startswith("em-"):
         init = em_init(init, mu_data)
+    elif max_iter is not None:
+        min_iter = default_min_iter(min_iter, max_iter)
     options = given(lam=lam, tol=tol, min_iter=min_iter, max_iter=max_iter, lr=lr,
                     weight_decay=weight_decay, clip_norm=clip_norm, concurrent=concurrent,
                     base_filters=base_filters, depth=depth, mechanism=mechanism,
@@ -356,7 +372,7 @@ def segment_command(
     named = parse_named_files(images, "--image")
     if cluster is None:
         summary = segment_case(named, roi, out, roi_run=roi_run, **run, **options)
-        print_summary(summary, out)
+        print_summary(summary, out, figures)
         return
     if str(roi) in ("gt", "auto") or roi_run is not None:
         from deepgmm.errors import InputError
@@ -366,5 +382,5 @@ def segment_command(
     from deepgmm.cohort import segment_case_cohort
 
     cohort = segment_case_cohort(named, roi, out, cluster=cluster, **run, **options)
-    print_summary(cohort.summary, out)
+    print_summary(cohort.summary, out, figures)
     report_cohort(cohort)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -145,6 +146,7 @@ def train_command(
     from deepgmm.fit.checkpoint import has_checkpoint
     from deepgmm.fit.train import train_network
     from deepgmm.options import TrainOptions
+    from deepgmm.output_paths import check_output_folder
     from deepgmm.pipeline import load_mu
 
     options = TrainOptions(
@@ -156,10 +158,14 @@ def train_command(
         potts_weight=potts_weight, consistency_weight=consistency_weight,
         labelled_seed=labelled_seed, prior=prior, lam_var=lam_var, lam_weights=lam_weights,
         components_per_class=components_per_class)
+    check_output_folder(run_dir, [root, mu_data], replace=False, what="run folder")
     if not resume and has_checkpoint(run_dir):  # say so before loading any data
         raise InputError(f"{str(run_dir)!r} already holds a checkpoint; pass resume to "
                          "continue it, or choose another run_dir",
                          params=("resume", "run_dir"))
+    if resume and not has_checkpoint(run_dir):
+        warnings.warn(f"{str(run_dir)!r} holds no checkpoint to resume; training starts "
+                      "afresh", stacklevel=2)
     seqs = _sequences(sequences)
     ids = patient_list(ctx, train_patients, flag="--train-patients")
     if ids is None:
@@ -171,6 +177,7 @@ def train_command(
     result = train_network(slices, mu_data=mu, run_dir=run_dir, resume=resume,
                            progress=progress, **options.as_dict())
     from deepgmm._atomic import atomic_path
+    from deepgmm.fit.train import record_run_files
     from deepgmm.report.html import REPORT_HTML, render_report
     from deepgmm.report.provenance import write_run_folder_record
 
@@ -179,6 +186,7 @@ def train_command(
                             precision=options.precision)
     with atomic_path(Path(run_dir) / REPORT_HTML) as tmp:
         render_report(run_dir, tmp)
+    record_run_files(run_dir)
     state = "converged" if result.converged else "stopped at the epoch limit"
     typer.echo(f"trained {model} on {len(slices)} slices of {len(volumes)} case(s): "
                f"{result.n_epochs} epochs ({state}), final NLL "
@@ -246,6 +254,7 @@ def predict_command(
     from deepgmm.fit.checkpoint import read_config
     from deepgmm.fit.ensemble import check_ensemble, predict_ensemble
     from deepgmm.options import PredictOptions
+    from deepgmm.output_paths import check_output_folder
     from deepgmm.report.naming import map_names
     from deepgmm.report.outputs import write_segmentation
     from deepgmm.roi.source import load_with_roi, parse_roi_option
@@ -256,7 +265,14 @@ def predict_command(
     source = parse_roi_option(roi, roi_run)
     map_names(naming)
     configs = [read_config(r) for r in runs]
+    check_output_folder(out, [root, *runs, roi_run])
     check_ensemble(configs, runs)
+    for run, cfg in zip(runs, configs, strict=True):
+        if cfg.get("finished") is False:
+            warnings.warn(f"run {str(run)!r} is unfinished (saved at epoch {cfg.get('epoch')} "
+                          f"of at most {cfg.get('epochs')}; `deepgmm train ... --resume` "
+                          "continues it): predicting with its last saved weights",
+                          stacklevel=2)
     config = configs[0]
     seqs = tuple(config["sequences"])
     ids = patient_list(ctx, patients)

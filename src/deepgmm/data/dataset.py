@@ -93,7 +93,8 @@ def load_case(case_files: CaseFiles, *, roi: np.ndarray | None = None) -> CaseVo
                              f"empty")
     return CaseVolume(case_id=case_files.case_id, sequences=tuple(case_files.images),
                       image=_stack(images), roi=roi_arr, labels=labels, affine=first.affine,
-                      zooms=first.zooms, source=str(first.path))
+                      zooms=first.zooms, source=str(first.path),
+                      files=tuple(str(v.path) for v in images))
 
 
 def _labels_from_any(data: np.ndarray, source: str) -> np.ndarray:
@@ -146,6 +147,12 @@ def load_explicit(images: Mapping[str, PathLike], roi: PathLike | np.ndarray | N
     if mask is not None:
         roi_arr = mask.data != 0
         what = f"ROI mask {str(mask.path)!r}"
+        values = np.unique(mask.data)
+        if not np.isin(values, (0, 1)).all():
+            shown = ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if values.size > 5
+                                                               else "")
+            warnings.warn(f"ROI mask {str(mask.path)!r} is not binary (values {shown}); "
+                          "every non-zero voxel is taken as inside the region", stacklevel=2)
     elif isinstance(roi, np.ndarray):
         if roi.shape != first.data.shape:
             raise InputError(f"the ROI mask of case {case_id} has shape {roi.shape}, but the "
@@ -160,7 +167,8 @@ def load_explicit(images: Mapping[str, PathLike], roi: PathLike | np.ndarray | N
                          f"segment")
     return CaseVolume(case_id=str(case_id), sequences=tuple(str(k) for k in images),
                       image=_stack(vols), roi=roi_arr, labels=label_arr, affine=first.affine,
-                      zooms=first.zooms, source=str(first.path))
+                      zooms=first.zooms, source=str(first.path),
+                      files=tuple(str(v.path) for v in vols))
 
 
 def select_cases(cases: Sequence[CaseFiles], patients: Sequence[str] | None = None,
@@ -211,7 +219,8 @@ def load_dataset(root: PathLike, patients: Sequence[str] | None = None, *,
             (listing the ids available); cases without ground truth and without an ROI
             (naming them and how to give one).
     """
-    cases = select_cases(discover_cases(root, sequences), patients, exclude)
+    cases = select_cases(discover_cases(root, sequences, patients=patients), patients,
+                         exclude)
     rois = rois or {}
     unlabelled = [c.case_id for c in cases if c.labels is None]
     with_mask = {c.case_id for c in cases if c.roi is not None}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,15 +60,23 @@ def _case_sort_key(case_id: str) -> tuple[int, str]:
     return (int(case_id), case_id) if case_id.isdigit() else (1 << 62, case_id)
 
 
-def discover_cases(root: PathLike,
-                   sequences: Sequence[str] = MYOPS_SEQUENCES) -> list[CaseFiles]:
+def discover_cases(root: PathLike, sequences: Sequence[str] = MYOPS_SEQUENCES, *,
+                   patients: Sequence[str] | None = None,
+                   on_problem: Callable[[str, str], None] | None = None) -> list[CaseFiles]:
     """Find every MyoPS-style case below ``root``, or the cases of an nnU-Net-style
     folder (one with ``dataset.json``, :mod:`deepgmm.data.nnunet`; the MyoPS default
     ``sequences`` then mean the channels ``dataset.json`` names).
 
+    Only the cases that will be used need to be complete: with ``patients``, a case not
+    among them that lacks a sequence (or its ground truth) is left out silently; with
+    ``on_problem``, an incomplete case is reported as ``on_problem(case_id, message)`` and
+    left out instead of raising.
+
     Args:
         root: a folder searched recursively (hidden files are ignored).
         sequences: the sequence names every case must have, in channel order.
+        patients: the case ids that will be used (default: all).
+        on_problem: receives the incomplete cases instead of an error.
 
     Returns:
         The cases sorted by case id (numerically).
@@ -115,17 +123,24 @@ def discover_cases(root: PathLike,
             continue  # a ground-truth file without images: not a case
         prefix = prefixes[case]
         folder = files[present[0]].parent
-        for seq in sequences:
-            if seq not in files:
-                raise InputError(f"case {case}: missing sequence {seq}: expected the file "
-                                 f"{str(folder / f'{prefix}_{case}_{seq}.nii.gz')!r}")
+        missing = [seq for seq in sequences if seq not in files]
+        if missing:
+            seq = missing[0]
+            message = (f"case {case}: missing sequence {seq}: expected the file "
+                       f"{str(folder / f'{prefix}_{case}_{seq}.nii.gz')!r}")
+            if patients is not None and case not in patients:
+                continue
+            if on_problem is not None:
+                on_problem(case, message)
+                continue
+            raise InputError(message)
         cases.append(CaseFiles(case_id=case, prefix=prefix,
                                images={s: files[s] for s in sequences},
                                labels=files.get(LABEL_TOKEN)))
     if not cases:
         raise InputError(f"no MyoPS-style images below {str(root)!r}: expected files named "
                          f"<prefix>_<number>_{{{','.join(sequences)}}}.nii.gz")
-    _check_labels_complete(cases)
+    _check_labels_complete([c for c in cases if patients is None or c.case_id in patients])
     return cases
 
 

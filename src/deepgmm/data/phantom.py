@@ -31,11 +31,19 @@ from scipy import ndimage
 from deepgmm.data.myops import FILE_PATTERN
 from deepgmm.data.nifti import save_nifti
 from deepgmm.errors import InputError
+from deepgmm.output_paths import check_output_folder
+from deepgmm.params import check_seed
 
 PathLike = str | os.PathLike[str]
 
 PHANTOM_PREFIX = "phantom_training"
 FIRST_CASE_ID = 101
+MAX_SIZE = 1024
+"""Largest in-plane size in voxels (a 1024 x 1024 case of 3 slices takes ~200 MB to build)."""
+MAX_SLICES = 64
+"""Most slices per case."""
+MAX_CASES = 1000
+"""Most cases (ids 101 .. 1100)."""
 
 # Tissue indices of the simulation (rows of TISSUE_INTENSITY).
 AIR, BODY, RV_BLOOD, LV_BLOOD, MYO, EDEMA, SCAR = range(7)
@@ -214,13 +222,16 @@ def write_phantom(out_dir: PathLike, n_cases: int = 4, seed: int = 0,
         InputError: for a non-positive count, a too small image or field of view, or a
             non-positive spacing.
     """
-    if int(n_cases) < 1 or int(n_slices) < 1:
-        raise InputError(f"phantom needs at least one case and one slice, got n_cases="
-                         f"{n_cases}, n_slices={n_slices}")
+    check_seed(seed, caller="write_phantom")
+    if not (1 <= int(n_cases) <= MAX_CASES and 1 <= int(n_slices) <= MAX_SLICES):
+        raise InputError(f"phantom needs at least one case and one slice, and at most "
+                         f"{MAX_CASES} cases and {MAX_SLICES} slices, got n_cases={n_cases}, "
+                         f"n_slices={n_slices}", params=("n_cases", "n_slices"))
     shape_t = tuple(int(s) for s in shape)
     spacing_t = tuple(float(s) for s in spacing)
-    if len(shape_t) != 2 or min(shape_t) < 48:
-        raise InputError(f"phantom shape must be two sizes of at least 48 voxels, got {shape}")
+    if len(shape_t) != 2 or not 48 <= min(shape_t) <= max(shape_t) <= MAX_SIZE:
+        raise InputError(f"phantom shape must be two sizes of at least 48 and at most "
+                         f"{MAX_SIZE} voxels, got {tuple(shape)}", params=("shape",))
     if len(spacing_t) != 3 or min(spacing_t) <= 0:
         raise InputError(f"phantom spacing must be three positive sizes in mm, got {spacing}")
     fov = min(shape_t[0] * spacing_t[0], shape_t[1] * spacing_t[1])
@@ -231,8 +242,7 @@ def write_phantom(out_dir: PathLike, n_cases: int = 4, seed: int = 0,
         raise InputError(f"phantom layout must be one of {', '.join(LAYOUTS)}, got "
                          f"{layout!r}", params=("layout",))
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"phantom output {str(out)!r} exists and is not a folder")
+    check_output_folder(out, replace=False, what="phantom output")
     _refuse_foreign_data(out)
     if layout == "nnunet":
         return _write_nnunet(out, int(n_cases), int(seed), shape_t, int(n_slices), spacing_t)

@@ -34,6 +34,7 @@ import numpy as np
 from deepgmm.data.nifti import AFFINE_ATOL_MM  # also the largest label-map/truth gap
 from deepgmm.errors import InputError
 from deepgmm.evaluate.metrics import dice_per_class, hd95_per_class
+from deepgmm.output_paths import add_to_manifest
 from deepgmm.report.naming import NAMINGS, MapNames, map_names
 from deepgmm.report.outputs import RESULTS_CSV, SUMMARY_JSON
 from deepgmm.report.tables import (
@@ -300,5 +301,6 @@ def evaluate_outputs(out_dir: str | os.PathLike[str], root: str | os.PathLike[st
         rows = slice_rows(case_col, slice_col, dice=dice_all, hd95=hd_all)
         write_csv(out / EVALUATION_CSV, rows, EVALUATION_COLUMNS)
         write_json(out / EVALUATION_JSON, summary)
+        add_to_manifest(out, [EVALUATION_CSV, EVALUATION_JSON], create=False)
     return summary
 

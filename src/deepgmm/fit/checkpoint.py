@@ -331,7 +331,26 @@ def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {str(path)!r} has format version "
                               f"{config['format_version']}, this package reads "
                               f"{FORMAT_VERSION}")
+    _check_config_values(config, path)
     return config
+
+
+def _check_config_values(config: Mapping[str, Any], path: Path) -> None:
+    """Refuse settings a prediction uses as they are (crop size, sequences, normalisation)
+    unless they have the right form; the message names the file and the key."""
+    crop = config.get("crop_size")
+    if not (isinstance(crop, list) and len(crop) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in crop)):
+        raise CheckpointError(f"checkpoint config {str(path)!r}: 'crop_size' must be [H, W] "
+                              f"with two positive integers, got {crop!r}")
+    seqs = config.get("sequences")
+    if not (isinstance(seqs, list) and seqs and all(isinstance(v, str) for v in seqs)):
+        raise CheckpointError(f"checkpoint config {str(path)!r}: 'sequences' must be a list "
+                              f"of sequence names, got {seqs!r}")
+    if config.get("normalisation") is not None and not isinstance(config["normalisation"],
+                                                                   str):
+        raise CheckpointError(f"checkpoint config {str(path)!r}: 'normalisation' must be a "
+                              f"name, got {config['normalisation']!r}")
 
 
 def _load_tensors(path: Path, digest: str | None,

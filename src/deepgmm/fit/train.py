@@ -72,6 +72,19 @@ logger = logging.getLogger(__name__)
 
 ModelName = Literal["deepg", "deepsvg"]
 CURVE_FILE = "training_curve.png"
+RUN_FOLDER_FILES = ("model.safetensors", "optimizer.safetensors", "config.json",
+                    CURVE_FILE, "run.json", "report.html")
+"""The files a training run writes into its folder (listed in the folder's manifest)."""
+
+
+def record_run_files(run_dir: str | os.PathLike[str]) -> None:
+    """List the run files present in ``run_dir`` in its manifest
+    (:data:`deepgmm.output_paths.MANIFEST`), so the folder counts as deepgmm's own."""
+    from deepgmm.output_paths import add_to_manifest
+
+    run = Path(run_dir)
+    add_to_manifest(run, [name for name in RUN_FOLDER_FILES if (run / name).is_file()],
+                    kind="run")
 
 
 @dataclass

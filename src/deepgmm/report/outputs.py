@@ -59,6 +59,7 @@ from deepgmm._atomic import atomic_dir
 from deepgmm.errors import InputError
 from deepgmm.evaluate.matching import check_rule
 from deepgmm.evaluate.scoring import hard_labels, score_batch
+from deepgmm.output_paths import check_output_folder
 from deepgmm.report.clinical import CASE_COLUMNS, CASES_CSV, case_measures, csv_rows, json_measures
 from deepgmm.report.figures import entropy_map, slice_figure
 from deepgmm.report.html import REPORT_HTML, render_report
@@ -145,38 +146,19 @@ def label_tables(class_identity: bool, matching: str,
     return maps
 
 
-def _is_within(path: Path, folder: Path) -> bool:
-    try:
-        path.relative_to(folder)
-        return True
-    except ValueError:
-        return False
-
-
 def check_output_dir(out_dir: Path, inputs: Sequence[str | os.PathLike[str]]) -> Path:
     """Refuse output folders that would replace inputs or foreign data.
 
-    The folder is replaced as a whole, so it must not be (or contain) an input file, and an
-    existing non-empty folder must be an earlier output (it has ``summary.json``).
+    The folder is replaced as a whole, so it must not be, contain or lie inside an input,
+    and an existing non-empty folder must hold only files deepgmm wrote there (its
+    manifest lists them; :func:`deepgmm.output_paths.check_output_folder`).
 
     Raises:
         InputError: naming the folder and the reason.
     """
-    out = Path(out_dir).expanduser().resolve()
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output {str(out_dir)!r} exists and is not a folder")
-    for src in inputs:
-        if not str(src):
-            continue
-        src_path = Path(src).expanduser().resolve()
-        if src_path == out or _is_within(src_path, out):
-            raise InputError(f"output folder {str(out_dir)!r} contains the input "
-                             f"{str(src)!r}; choose another output folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / SUMMARY_JSON).is_file() \
-            and not _is_cohort_in_progress(out):
-        raise InputError(f"output folder {str(out_dir)!r} exists and is not an earlier "
-                         f"deepgmm output (no {SUMMARY_JSON}); choose a new or empty folder")
-    return out
+    if Path(out_dir).is_dir() and _is_cohort_in_progress(Path(out_dir).expanduser().resolve()):
+        return check_output_folder(out_dir, inputs, replace=False)  # its cases are kept
+    return check_output_folder(out_dir, inputs)
 
 
 def _is_cohort_in_progress(out: Path) -> bool:

@@ -147,14 +147,15 @@ def load_with_roi(root: PathLike, source: RoiSource, patients: Sequence[str] | N
             check_sequences(model.config, sequences, run=model.name(),
                             data="the data as asked for")
         wanted = model.sequences
-        ids = [c.case_id for c in select_cases(discover_cases(root, wanted), patients,
-                                               exclude)]
+        found = discover_cases(root, wanted, patients=patients)
+        ids = [c.case_id for c in select_cases(found, patients, exclude)]
         masks: dict[str, np.ndarray | None] = {
             case: mask for case, (mask, _) in predict_cases(model, root, ids,
                                                             progress=progress).items()}
     else:
         wanted = tuple(sequences or MYOPS_SEQUENCES)
-        cases = select_cases(discover_cases(root, wanted), patients, exclude)
+        cases = select_cases(discover_cases(root, wanted, patients=patients), patients,
+                             exclude)
         masks = _folder_masks(Path(source.path), cases)  # type: ignore[arg-type]
     source.skipped = [c for c, m in masks.items() if m is None or not m.any()]
     for case in source.skipped:
