@@ -128,8 +128,8 @@ def _bias_field(rng: np.random.Generator, shape: tuple[int, int, int],
 
 
 def simulate_case(rng: np.random.Generator, shape: tuple[int, int] = (128, 128),
-                  n_slices: int = 3, spacing: tuple[float, float, float] = (1.5, 1.5, 10.0)
-                  ) -> tuple[np.ndarray, np.ndarray]:
+                  n_slices: int = 3, spacing: tuple[float, float, float] = (1.5, 1.5, 10.0),
+                  noise: float = NOISE_FRACTION) -> tuple[np.ndarray, np.ndarray]:
     """Simulate one case.
 
     Args:
@@ -137,6 +137,7 @@ def simulate_case(rng: np.random.Generator, shape: tuple[int, int] = (128, 128),
         shape: ``(X, Y)`` in-plane size in voxels.
         n_slices: Z, number of short-axis slices (base to apex).
         spacing: voxel size in mm ``(dx, dy, dz)``.
+        noise: Rician noise sd as a fraction of each sequence's LV blood intensity.
 
     Returns:
         ``images`` ``(M, X, Y, Z)`` int16 (C0, DE, T2) and ``codes`` ``(X, Y, Z)`` int16
@@ -153,7 +154,7 @@ def simulate_case(rng: np.random.Generator, shape: tuple[int, int] = (128, 128),
     clean = clean * np.where(tissue == BODY, 1.0 + texture, 1.0)[None]
     blurred = ndimage.gaussian_filter(clean, sigma=(0, 0.7, 0.7, 0))  # partial volume
     biased = blurred * _bias_field(rng, tissue.shape, n_seq)
-    sd = (NOISE_FRACTION * levels[:, LV_BLOOD])[:, None, None, None]
+    sd = (noise * levels[:, LV_BLOOD])[:, None, None, None]
     noise = rng.standard_normal((2, *biased.shape)) * sd
     rician = np.hypot(biased + noise[0], noise[1])
     images = np.clip(np.rint(rician), 0, np.iinfo(np.int16).max).astype(np.int16)
@@ -186,7 +187,8 @@ def _refuse_foreign_data(out: Path) -> None:
 
 def write_phantom(out_dir: PathLike, n_cases: int = 4, seed: int = 0,
                   shape: Sequence[int] = (128, 128), n_slices: int = 3,
-                  spacing: Sequence[float] = (1.5, 1.5, 10.0)) -> Path:
+                  spacing: Sequence[float] = (1.5, 1.5, 10.0),
+                  noise: float = NOISE_FRACTION) -> Path:
     """Write a phantom data set in the MyoPS layout.
 
     Layout: ``out_dir/train25/phantom_training_<id>_{C0,DE,T2}.nii.gz`` and
@@ -200,13 +202,15 @@ def write_phantom(out_dir: PathLike, n_cases: int = 4, seed: int = 0,
         shape: ``(X, Y)`` in-plane size in voxels (at least 48 each).
         n_slices: slices per case (Z), base to apex.
         spacing: voxel size in mm ``(dx, dy, dz)``.
+        noise: Rician noise sd as a fraction of each sequence's LV blood intensity
+            (default :data:`NOISE_FRACTION`).
 
     Returns:
         ``out_dir`` as a :class:`Path`, ready for :func:`deepgmm.data.load_dataset`.
 
     Raises:
         InputError: for a non-positive count, a too small image or field of view, or a
-            non-positive spacing.
+            non-positive spacing, or a negative or non-finite noise level.
     """
     if int(n_cases) < 1 or int(n_slices) < 1:
         raise InputError(f"phantom needs at least one case and one slice, got n_cases="
@@ -217,6 +221,9 @@ def write_phantom(out_dir: PathLike, n_cases: int = 4, seed: int = 0,
         raise InputError(f"phantom shape must be two sizes of at least 48 voxels, got {shape}")
     if len(spacing_t) != 3 or min(spacing_t) <= 0:
         raise InputError(f"phantom spacing must be three positive sizes in mm, got {spacing}")
+    if not np.isfinite(noise) or not 0.0 <= float(noise) <= 1.0:
+        raise InputError(f"phantom noise must be a fraction of the blood intensity in [0, 1], "
+                         f"got {noise}")
     fov = min(shape_t[0] * spacing_t[0], shape_t[1] * spacing_t[1])
     if fov < 90.0:
         raise InputError(f"phantom field of view {fov:.0f} mm is too small for a heart: "
@@ -227,7 +234,8 @@ def write_phantom(out_dir: PathLike, n_cases: int = 4, seed: int = 0,
     _refuse_foreign_data(out)
     for i in range(int(n_cases)):
         rng = np.random.default_rng([int(seed), i])
-        images, codes = simulate_case(rng, shape_t, int(n_slices), spacing_t)  # type: ignore[arg-type]
+        images, codes = simulate_case(rng, shape_t, int(n_slices),  # type: ignore[arg-type]
+                                      spacing_t, float(noise))  # type: ignore[arg-type]
         affine = _affine(rng, codes.shape, spacing_t)  # type: ignore[arg-type]
         case = f"{PHANTOM_PREFIX}_{FIRST_CASE_ID + i}"
         for name, image in zip(SEQUENCES, images, strict=True):
