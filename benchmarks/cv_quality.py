@@ -192,6 +192,35 @@ def _deep(fold: FoldData, *, model: str, normalise: str, **options: Any) -> Meth
                               "precision": fold.precision})
 
 
+def _deep_labelled(fold: FoldData, *, model: str, normalise: str,
+                   **options: Any) -> MethodOutput:
+    """As :func:`_deep`, with the cross-entropy of μ_data's labelled slices in the loss:
+    ``train_network`` draws its labelled slices as μ_data's were (``N_MU_SLICES`` slices,
+    seed ``fold.mu_seed``), so no label beyond μ_data's enters training."""
+    out = _deep(fold, model=model, normalise=normalise, labelled_slices=N_MU_SLICES,
+                labelled_seed=fold.mu_seed, **options)
+    out.learned.update(labelled_slices=np.asarray(fold.mu_slices))
+    return out
+
+
+def fold_class_prior(fold: FoldData) -> Any:
+    """Class statistics of the fold's μ_data slices (:mod:`deepgmm.data.class_prior`): the
+    same ``N_MU_SLICES`` training slices, drawn with ``fold.mu_seed``."""
+    from deepgmm.data.class_prior import compute_class_prior
+
+    return compute_class_prior(fold.train, n_slices=N_MU_SLICES, seed=fold.mu_seed)
+
+
+def _deep_prior(fold: FoldData, *, model: str, normalise: str, **options: Any,
+                ) -> MethodOutput:
+    """:func:`_deep` with ``prior="all"``: the class prior from the fold's μ_data slices."""
+    stats = fold_class_prior(fold)
+    out = _deep(fold, model=model, normalise=normalise, prior="all", class_prior=stats,
+                **options)
+    out.learned.update(prior_log_variances=stats.log_variances, prior_weights=stats.weights)
+    return out
+
+
 def _em(fold: FoldData, *, model: str, **options: Any) -> MethodOutput:
     """EM per test slice started from μ_data (init="mu_data"), EM seed 33 + seed."""
     from deepgmm.mixture.em import em_segment
@@ -369,6 +398,21 @@ REGISTRY: dict[str, Method] = {
     "deepsvg-roinorm-potts1": Method(partial(_deep, model="deepsvg", normalise="roi",
                                              potts_weight=1.0),
                                      "deepsvg-roinorm with the potts1 term", normalise="roi"),
+    "deepsvg-ce1": Method(partial(_deep_labelled, model="deepsvg", normalise="crop",
+                                  label_weight=1.0),
+                          "as deepsvg, + 1 x the cross-entropy of the 10 labelled mu_data "
+                          "slices (the only labels mu_data uses)"),
+    "deepsvg-cons1": Method(partial(_deep, model="deepsvg", normalise="crop",
+                                    consistency_weight=1.0),
+                            "as deepsvg, + 1 x the consistency of each slice's class "
+                            "probabilities with a flipped, jittered view's "
+                            "(deepgmm.fit.consistency)"),
+    "deepsvg-ce1-cons1": Method(partial(_deep_labelled, model="deepsvg", normalise="crop",
+                                        label_weight=1.0, consistency_weight=1.0),
+                                "semi-supervised: deepsvg-ce1 and deepsvg-cons1 together"),
+    "deepsvg-ctx-ce1": Method(partial(_deep_labelled, model="deepsvg", normalise="crop",
+                                      context="distance+radius", label_weight=1.0),
+                              "deepsvg-ctx-distrad and deepsvg-ce1 together"),
     "qda-ctx-distrad": Method(partial(_qda_context, context="distance+radius"),
                               "as qda, with ROI border distance and radius as two more "
                               "features per pixel"),
@@ -381,6 +425,26 @@ REGISTRY: dict[str, Method] = {
                          "U-Net, cross-entropy on the 10 mu_data slices, 100 epochs"),
     "unet-ce-all": Method(partial(_unet_ce, labelled="all", epochs=40),
                           "U-Net, cross-entropy on every training slice, 40 epochs"),
+    "deepsvg-prior": Method(partial(_deep_prior, model="deepsvg", normalise="crop",
+                                    lam_var=1.0, lam_weights=1.0),
+                            "as deepsvg, + priors on the batch-mean log variances (lam_var 1) "
+                            "and weights (KL, lam_weights 1) from the mu_data slices"),
+    "deepsvg-prior-roinorm": Method(partial(_deep_prior, model="deepsvg", normalise="roi",
+                                            lam_var=1.0, lam_weights=1.0),
+                                    "deepsvg-prior with every slice z-scored over the ROI",
+                                    normalise="roi"),
+    "deepsvg-2comp": Method(partial(_deep, model="deepsvg", normalise="crop",
+                                    components_per_class=2),
+                            "as deepsvg, 2 Gaussian components per class (8 network "
+                            "outputs, class = sum), mu_data penalty on each class's "
+                            "component-mixture mean"),
+    "deepsvg-ctx-prior": Method(partial(_deep_prior, model="deepsvg", normalise="crop",
+                                        context="distance+radius", lam_var=1.0,
+                                        lam_weights=1.0),
+                                "deepsvg-ctx-distrad and deepsvg-prior together"),
+    "deepsvg-ctx-2comp": Method(partial(_deep, model="deepsvg", normalise="crop",
+                                        context="distance+radius", components_per_class=2),
+                                "deepsvg-ctx-distrad and deepsvg-2comp together"),
 }
 
 

@@ -46,7 +46,7 @@ def test_train_options_are_train_network_keywords_with_its_defaults() -> None:
     from deepgmm.fit.train import train_network
 
     assert O.TrainOptions().as_dict() == _defaults(
-        train_network, skip={"mu_data", "run_dir", "resume", "progress"})
+        train_network, skip={"mu_data", "class_prior", "run_dir", "resume", "progress"})
 
 
 def test_predict_options_are_predict_keywords_with_its_defaults() -> None:

@@ -84,6 +84,26 @@ def train_command(
     potts_weight: Annotated[float, typer.Option(
         "--potts-weight", help="Weight of a Potts term (neighbouring pixels' class "
         "disagreement inside the ROI) in the loss (0: none, the published loss).")] = 0.0,
+    consistency_weight: Annotated[float, typer.Option(
+        "--consistency-weight", help="Weight of a consistency term: the class probabilities "
+        "of each slice and of a flipped, intensity-jittered copy should agree (0: none, the "
+        "published loss; needs no labels).")] = 0.0,
+    labelled_seed: Annotated[int, typer.Option(
+        "--labelled-seed", help="Seed of the draw of the labelled slices for --label-weight "
+        "and --prior all (the seed μ_data was drawn with; mu-data's default is 42).")] = 42,
+    prior: Annotated[str, typer.Option(
+        "--prior", help="means: penalise only the class means (published); all: also the "
+        "mini-batch's mean log variances and weights, towards the statistics of the 10 "
+        "training slices whose ground truth gives μ_data (seed 42; needs ground "
+        "truth).")] = "means",
+    lam_var: Annotated[float, typer.Option(
+        "--lam-var", help="Weight of the log-variance penalty with --prior all.")] = 1.0,
+    lam_weights: Annotated[float, typer.Option(
+        "--lam-weights", help="Weight of the weight penalty (KL divergence) with --prior "
+        "all.")] = 1.0,
+    components_per_class: Annotated[int, typer.Option(
+        "--components-per-class", help="Gaussian components per class (1: published); "
+        "a class's probability is the sum of its components'.")] = 1,
     augment: Annotated[bool, typer.Option(
         "--augment/--no-augment", help="Elastic deformation, rotation, scaling, flips and "
         "noise, with the published probabilities.")] = True,
@@ -123,7 +143,9 @@ def train_command(
         depth=depth, base_filters=base_filters, penalty=penalty,
         clip_norm=None if clip_norm == 0 else clip_norm, label_weight=label_weight,
         labelled_slices=labelled_slices, precision=precision, context=context,
-        potts_weight=potts_weight)
+        potts_weight=potts_weight, consistency_weight=consistency_weight,
+        labelled_seed=labelled_seed, prior=prior, lam_var=lam_var, lam_weights=lam_weights,
+        components_per_class=components_per_class)
     if not resume and has_checkpoint(run_dir):  # say so before loading any data
         raise InputError(f"{str(run_dir)!r} already holds a checkpoint; pass resume to "
                          "continue it, or choose another run_dir",

@@ -65,7 +65,8 @@ class RunConfig:
         model: ``"deepg"`` or ``"deepsvg"``.
         lam: weight of the μ_data penalty.
         epochs, min_epochs, batch_size, lr, weight_decay, tol, seed, penalty, clip_norm,
-            label_weight, precision, context, potts_weight: the training settings
+            label_weight, precision, context, potts_weight, consistency_weight: the training
+            settings
             (:func:`deepgmm.fit.train.train_network`).
         labelled_slices: ``[case id, slice index]`` of the slices whose labels enter the
             loss (``label_weight > 0``).
@@ -81,6 +82,13 @@ class RunConfig:
         n_slices: number of training slices.
         train_slices: ``[case id, slice index]`` of every training slice.
         package_version, torch_version, device: where the run was made.
+        prior: ``"means"`` (published) or ``"all"`` (:mod:`deepgmm.mixture.prior`).
+        lam_var, lam_weights: weights of the log-variance and weight penalties (unused
+            with ``prior="means"``).
+        class_prior: the class statistics of ``prior="all"``
+            (:class:`~deepgmm.data.class_prior.ClassPrior` ``to_dict``), or None.
+        components_per_class: Gaussian components per class; the network has
+            ``n_classes * components_per_class`` outputs.
     """
 
     model: str = _setting(required=True, resume=True)
@@ -97,6 +105,7 @@ class RunConfig:
     label_weight: float = _setting(resume=True, old=0.0)
     context: str = _setting(resume=True, old="none")
     potts_weight: float = _setting(resume=True, old=0.0)
+    consistency_weight: float = _setting(resume=True, old=0.0)
     precision: str = _setting(resume=True, old="fp32")
     labelled_slices: list[list[Any]] = _setting(resume=True, old=[])
     augment: dict[str, Any] | None = _setting(resume=True)
@@ -113,6 +122,11 @@ class RunConfig:
     package_version: str = _setting()
     torch_version: str = _setting()
     device: str = _setting()
+    prior: str = _setting(resume=True, old="means")
+    lam_var: float = _setting(resume=True, old=1.0)
+    lam_weights: float = _setting(resume=True, old=1.0)
+    class_prior: dict[str, Any] | None = _setting(resume=True, old=None)
+    components_per_class: int = _setting(resume=True, old=1)
 
     def to_json(self) -> dict[str, Any]:
         """The settings as a JSON-ready dict (field order)."""
@@ -384,7 +398,9 @@ def load_checkpoint(run_dir: str | os.PathLike[str], *, sequences: Sequence[str]
     source = f"checkpoint {str(run)!r}"
     check_compatible(config, sequences=sequences, n_classes=n_classes, source=source)
     k = int(config["n_classes"])
-    if len(config["class_names"]) != k or int(config["network"].get("n_classes", k)) != k:
+    channels = k * int(config.get("components_per_class", 1))  # network outputs
+    if len(config["class_names"]) != k or int(config["network"].get("n_classes", channels)) \
+            != channels:
         raise CheckpointError(f"{source} is inconsistent: K = {k} but class_names / network "
                               "disagree")
     mu = config["mu_data"]

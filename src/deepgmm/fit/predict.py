@@ -36,6 +36,7 @@ from deepgmm.errors import InputError
 from deepgmm.fit.checkpoint import build_network, load_checkpoint
 from deepgmm.fit.loss import nll_of_log_resp, pack_slices
 from deepgmm.fit.precision import network_autocast
+from deepgmm.mixture.subclasses import class_params, class_probabilities
 from deepgmm.nets.context import network_input
 from deepgmm.nets.tta import PLAIN, averaged_log_softmax
 from deepgmm.options import PredictOptions
@@ -109,6 +110,11 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
         raise InputError(f"refine fits per-slice networks on the image alone; the network of "
                          f"{str(run_dir)!r} was trained with context {context!r} channels",
                          params=("refine",))
+    per_class = int(config.get("components_per_class", 1))
+    if refine > 0 and per_class > 1:
+        raise InputError(f"refine fits one Gaussian per class; the network of "
+                         f"{str(run_dir)!r} has {per_class} components per class",
+                         params=("refine",))
     if refine > 0:
         return _refine(ckpt.config, ckpt.model_state, batch, refine=refine, device=dev,
                        lr=refine_lr, lam=refine_lam, progress=progress, precision=precision,
@@ -134,9 +140,10 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
                                             None if tta else PLAIN)
             packed = pack_slices(img, roi, int(log_resp.shape[1]))
             nll, mixture = nll_of_log_resp(log_resp, packed, model)
-            resp_parts.append(log_resp.exp().cpu())
+            # a class's probability: the sum of its components' (deepgmm.mixture.subclasses)
+            resp_parts.append(class_probabilities(log_resp.exp(), per_class).cpu())
             nll_parts.append(nll.cpu())
-            mean_parts.append(mixture.means.cpu())
+            mean_parts.append(class_params(mixture, per_class).means.cpu())
     seconds = time.perf_counter() - t0
     n = len(batch)
     return SegmentationResult(

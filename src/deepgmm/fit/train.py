@@ -55,10 +55,13 @@ from deepgmm.fit.checkpoint import (
     recover_checkpoint,
     save_checkpoint,
 )
+from deepgmm.fit.consistency import consistency_loss, second_view
 from deepgmm.fit.labelled import labelled_cross_entropy, labelled_targets
 from deepgmm.fit.loss import MODELS, PENALTIES, batch_loss, nll_of_log_resp, pack_slices
 from deepgmm.fit.potts import potts_energy
 from deepgmm.mixture.likelihood import check_inputs
+from deepgmm.mixture.prior import ParameterPrior
+from deepgmm.mixture.subclasses import class_log_probabilities, class_params
 from deepgmm.nets.context import n_context_channels, network_input
 from deepgmm.options import TrainOptions
 from deepgmm.types import CLASS_NAMES, SliceBatch
@@ -163,7 +166,11 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
                   penalty: Literal["batch", "slice"] = "batch",
                   clip_norm: float | None = 12.0, label_weight: float = 0.0,
                   labelled_slices: int = 10, precision: str = "fp32",
-                  context: str = "none", potts_weight: float = 0.0) -> TrainResult:
+                  context: str = "none", potts_weight: float = 0.0,
+                  consistency_weight: float = 0.0, labelled_seed: int = 42,
+                  prior: Literal["means", "all"] = "means", lam_var: float = 1.0,
+                  lam_weights: float = 1.0, class_prior: Any = None,
+                  components_per_class: int = 1) -> TrainResult:
     """Train one U-Net on all slices of ``batch`` by minimising the deepG / deepSVG loss.
 
     Args:
@@ -197,7 +204,11 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         label_weight: weight of the cross-entropy on the labelled slices (0: none, the
             published loss).
         labelled_slices: how many slices carry their labels when ``label_weight > 0``, drawn
-            as μ_data's slices are (seed 42), so with the defaults they are the same slices.
+            as μ_data's slices are (with ``labelled_seed``), so with the defaults they are
+            the same slices.
+        labelled_seed: seed of the draw of the labelled slices (the cross-entropy's and,
+            for ``prior="all"`` from ground truth, the class prior's); μ_data's default
+            draw uses 42.
         precision: ``"fp32"`` or ``"bf16"`` (the network's convolutions in bfloat16 under
             ``torch.autocast``; weights, optimiser and loss in float32; see
             :mod:`deepgmm.fit.precision`). Recorded in the checkpoint; prediction uses it
@@ -209,6 +220,27 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         potts_weight: weight of the soft Potts energy of the responsibilities
             (:func:`deepgmm.fit.potts.potts_energy`, mean over the mini-batch) added to the
             loss (0: none, the published loss).
+        consistency_weight: weight of the Π-model consistency term
+            (:mod:`deepgmm.fit.consistency`: the squared difference of the class
+            probabilities of each slice and of a flipped, intensity-jittered view of it,
+            mean over the mini-batch) added to the loss (0: none, the published loss);
+            each step then runs the network on both views.
+        prior: ``"means"`` (published): only the μ_data penalty; ``"all"``: also
+            ``lam_var`` times the distance of the mini-batch's mean log variances and
+            ``lam_weights`` times the KL divergence of its mean weights from the labelled
+            slices' (:mod:`deepgmm.mixture.prior`), on the mini-batch as ``penalty`` says.
+        lam_var: weight of the log-variance penalty (``prior="all"``).
+        lam_weights: weight of the weight penalty (``prior="all"``).
+        class_prior: a :class:`~deepgmm.data.class_prior.ClassPrior` (or its ``to_dict``
+            form) for ``prior="all"``; when ``None`` it is computed from the training
+            slices' ground truth with μ_data's draw (10 slices, ``labelled_seed``). Stored in the
+            run's ``config.json``.
+        components_per_class: J Gaussian components per class (1: published): the network
+            outputs ``n_classes * J`` channels, the mixture is fitted over all of them, the
+            penalties act on each class's component mixture
+            (:mod:`deepgmm.mixture.subclasses`), the labelled cross-entropy and the Potts
+            energy on the class probabilities (sums of a class's components'), as
+            prediction does.
 
     The batch's crop size and normalisation (:class:`~deepgmm.types.SliceBatch`) are
     recorded in the checkpoint for prediction.
@@ -233,7 +265,10 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         device=device, augment=augment, n_classes=n_classes, depth=depth,
         base_filters=base_filters, penalty=penalty, clip_norm=clip_norm,
         label_weight=label_weight, labelled_slices=labelled_slices, precision=precision,
-        context=context, potts_weight=potts_weight)
+        context=context, potts_weight=potts_weight, consistency_weight=consistency_weight,
+        labelled_seed=labelled_seed, prior=prior, lam_var=lam_var,
+        lam_weights=lam_weights, components_per_class=components_per_class)
+    n_components = n_classes * components_per_class
     dev = resolve_device(device)
     autocast = network_autocast(precision, dev)
     if dev.type == "cpu":
@@ -244,13 +279,19 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
     aug_cfg = (AugmentConfig() if augment is True else augment) if augment else None
     ckpt = _stored_run(run, batch, n_classes) if resume else None
     mu = _class_means(mu_data, ckpt, batch, lam, n_classes, dev)
+    class_stats = _class_prior(prior, class_prior, ckpt, batch, n_classes, labelled_seed)
+    param_prior = None if class_stats is None else ParameterPrior(
+        log_variances=torch.as_tensor(class_stats.log_variances, dtype=torch.float32,
+                                      device=dev),
+        weights=torch.as_tensor(class_stats.weights, dtype=torch.float32, device=dev),
+        lam_var=float(lam_var), lam_weights=float(lam_weights))
     target, labelled = None, np.zeros(0, dtype=np.int64)
     if label_weight > 0:
-        target, labelled = labelled_targets(batch, labelled_slices)
+        target, labelled = labelled_targets(batch, labelled_slices, seed=labelled_seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         network = UNet(len(batch.sequences) + n_context_channels(context),
-                       n_classes=n_classes, depth=depth, base_filters=base_filters)
+                       n_classes=n_components, depth=depth, base_filters=base_filters)
     network.check_input(network_input(batch.image[:1], batch.roi[:1], context))
     config = RunConfig(
         **options.run_settings(),
@@ -262,14 +303,15 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         train_patients=_patients(batch.case_ids), n_slices=len(batch),
         train_slices=[[c, int(z)] for c, z in zip(batch.case_ids, batch.slice_indices,
                                                    strict=True)],
-        package_version=__version__, torch_version=torch.__version__, device=str(dev))
+        package_version=__version__, torch_version=torch.__version__, device=str(dev),
+        class_prior=None if class_stats is None else class_stats.to_dict())
     optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=weight_decay)
     done = _Progress() if ckpt is None else _restore(ckpt, config, network, optimizer)
     network.to(dev)
     _optimizer_to(optimizer, dev)
     image = batch.image.to(dev, dtype=torch.float32)
     roi = batch.roi.to(dev, dtype=torch.bool)
-    check_inputs(image, roi, n_components=n_classes)
+    check_inputs(image, roi, n_components=n_components)
     target_dev = None if target is None else target.to(dev)
 
     def epoch_step(epoch: int, lr_e: float) -> tuple[float, float]:
@@ -280,7 +322,9 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
                           generator_seed=_epoch_seed(seed, epoch), aug_cfg=aug_cfg, dev=dev,
                           target=target_dev,
                           label_weight=label_weight, autocast=autocast,
-                          context=context, potts_weight=potts_weight)
+                          context=context, potts_weight=potts_weight,
+                          consistency_weight=consistency_weight,
+                          param_prior=param_prior, per_class=components_per_class)
 
     def save() -> None:
         if run is not None:
@@ -334,6 +378,29 @@ def _class_means(mu_data: Any, ckpt: Checkpoint | None, batch: SliceBatch, lam: 
     if mu_data is None:
         return None
     return check_mu_data(mu_data, n_classes, len(batch.sequences), device=dev)
+
+
+def _class_prior(prior: str, given: Any, ckpt: Checkpoint | None, batch: SliceBatch,
+                 n_classes: int, seed: int = 42) -> Any:
+    """The :class:`~deepgmm.data.class_prior.ClassPrior` of ``prior="all"`` (``None`` for
+    ``"means"``): as given, else the checkpoint's, else from the batch's ground truth."""
+    from deepgmm.data.class_prior import ClassPrior, compute_class_prior
+
+    if prior == "means":
+        return None
+    if isinstance(given, ClassPrior):
+        given = given.to_dict()
+    if given is None and ckpt is not None:
+        given = ckpt.config.get("class_prior")
+    if given is not None:
+        return ClassPrior.from_dict(given, n_classes, len(batch.sequences))
+    if batch.labels is None:
+        raise InputError("prior 'all' needs class statistics: give class_prior or training "
+                         "data with ground truth")
+    if n_classes != len(CLASS_NAMES):
+        raise InputError(f"prior 'all' from ground truth needs {len(CLASS_NAMES)} classes, "
+                         f"got n_classes = {n_classes}")
+    return compute_class_prior(batch, seed=seed)
 
 
 def _class_names(n_classes: int) -> list[str]:
@@ -403,6 +470,8 @@ def _run_epoch(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
                target: torch.Tensor | None = None, label_weight: float = 0.0,
                autocast: Callable[[], AbstractContextManager] = nullcontext,
                context: str = "none", potts_weight: float = 0.0,
+               consistency_weight: float = 0.0,
+               param_prior: ParameterPrior | None = None, per_class: int = 1,
                ) -> tuple[float, float]:
     """One pass over all slices in a seeded random order; returns summed (NLL, loss).
 
@@ -411,7 +480,13 @@ def _run_epoch(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
     network runs inside ``autocast()`` (:func:`deepgmm.fit.precision.network_autocast`) on
     the image and the ``context`` channels of the augmented ROI; its logits are cast to
     float32 before the loss, which adds ``potts_weight`` times the slices' mean Potts
-    energy."""
+    energy. ``param_prior`` adds the variance and weight penalties of ``prior="all"``. With
+    ``per_class`` components per class the mixture is fitted over all components, and the
+    penalties, the labelled cross-entropy and the Potts energy act on the classes (their
+    component mixtures, and the sums of their components' probabilities).
+    ``consistency_weight`` adds the Π-model term of a second, flipped and jittered view
+    (:mod:`deepgmm.fit.consistency`), drawn from the same generator after the
+    augmentation."""
     network.train()
     gen = torch.Generator(device=dev)
     gen.manual_seed(generator_seed)
@@ -430,14 +505,28 @@ def _run_epoch(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
         log_resp = torch.log_softmax(logits.float(), dim=1)
         nll, mix = nll_of_log_resp(log_resp, pack_slices(img, msk, validate=False), model,
                                    validate=False)
+        mix = class_params(mix, per_class)
+        class_log_resp = class_log_probabilities(log_resp, per_class)
         extra = None
         if lab is not None and label_weight > 0:
-            extra = label_weight * labelled_cross_entropy(log_resp, lab, msk).mean()
+            extra = label_weight * labelled_cross_entropy(class_log_resp, lab, msk).mean()
         if potts_weight > 0:
-            smooth = potts_weight * potts_energy(log_resp.exp(), msk).mean()
+            smooth = potts_weight * potts_energy(class_log_resp.exp(), msk).mean()
             extra = smooth if extra is None else extra + smooth
+        if consistency_weight > 0:
+            view, view_roi, dims = second_view(img, msk, gen)
+            with autocast():
+                view_logits = network(network_input(view, view_roi, context))
+            view_log_resp = class_log_probabilities(
+                torch.log_softmax(torch.flip(view_logits.float(), dims), dim=1), per_class)
+            agree = consistency_weight * consistency_loss(class_log_resp, view_log_resp,
+                                                          msk).mean()
+            extra = agree if extra is None else extra + agree
         loss = batch_loss(nll, mix.means, lam=lam, mu_data=mu, penalty=penalty,
                           extra=extra)
+        if param_prior is not None:
+            loss = loss + param_prior.penalty(mix.weights, mix.covariances,
+                                              per_slice=penalty == "slice")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip_norm is not None:
