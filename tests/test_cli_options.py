@@ -351,6 +351,7 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
             "n_slices": (["--slices", "2"], [("write_phantom.n_slices", 2)]),
             "size": (["--size", "64"], [("write_phantom.shape", (64, 64))]),
             "layout": (["--layout", "nnunet"], [("write_phantom.layout", "nnunet")]),
+            "noise": (["--noise", "0.1"], [("write_phantom.noise", 0.1)]),
         }],
         "info": [{
             "root": ([str(root)], [("describe_data.root", root)]),
@@ -372,9 +373,9 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
         "demo": [{
             "out": (["--out", str(out)], [("write_phantom.out_dir", out / "phantom")]),
             "seed": (["--seed", "5"], [("write_phantom.seed", 5), (f"em_segment.{EM_SEED}", 5),
-                                       ("fit_slices.seed", 5)]),
-            "max_iter": (["--max-iter", "12"], [("fit_slices.max_iter", 12)]),
-            "progress": (["--no-progress"], [("fit_slices.progress", False)]),
+                                       ("train_network.seed", 5)]),
+            "epochs": (["--epochs", "12"], [("train_network.epochs", 12)]),
+            "progress": (["--no-progress"], [("train_network.progress", False)]),
         }],
         "evaluate": [{
             "root": ([str(root)], [("evaluate_outputs.root", root)]),
@@ -432,7 +433,7 @@ def test_every_option_reaches_its_function(command: str, index: int, recorder: R
                                            phantom_root: Path, tmp_path: Path,
                                            files: dict[str, Path]) -> None:
     invocation = _routes(phantom_root, tmp_path, files)[command][index]
-    if command == "demo":  # it writes two methods' outputs and prints their Dice
+    if command == "demo":  # it writes EM-SVGMM's outputs before it trains deepSVG
         recorder.patch("deepgmm.report.outputs", "write_segmentation", lambda **_: {
             "dice": dict.fromkeys(CLASS_NAMES, 0.0), "seconds_per_slice": 0.0})
     result = runner.invoke(app, _argv(command, invocation))

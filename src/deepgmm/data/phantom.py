@@ -136,8 +136,8 @@ def _bias_field(rng: np.random.Generator, shape: tuple[int, int, int],
 
 
 def simulate_case(rng: np.random.Generator, shape: tuple[int, int] = (128, 128),
-                  n_slices: int = 3, spacing: tuple[float, float, float] = (1.5, 1.5, 10.0)
-                  ) -> tuple[np.ndarray, np.ndarray]:
+                  n_slices: int = 3, spacing: tuple[float, float, float] = (1.5, 1.5, 10.0),
+                  noise: float = NOISE_FRACTION) -> tuple[np.ndarray, np.ndarray]:
     """Simulate one case.
 
     Args:
@@ -145,6 +145,7 @@ def simulate_case(rng: np.random.Generator, shape: tuple[int, int] = (128, 128),
         shape: ``(X, Y)`` in-plane size in voxels.
         n_slices: Z, number of short-axis slices (base to apex).
         spacing: voxel size in mm ``(dx, dy, dz)``.
+        noise: Rician noise sd as a fraction of each sequence's LV blood intensity.
 
     Returns:
         ``images`` ``(M, X, Y, Z)`` int16 (C0, DE, T2) and ``codes`` ``(X, Y, Z)`` int16
@@ -161,7 +162,7 @@ def simulate_case(rng: np.random.Generator, shape: tuple[int, int] = (128, 128),
     clean = clean * np.where(tissue == BODY, 1.0 + texture, 1.0)[None]
     blurred = ndimage.gaussian_filter(clean, sigma=(0, 0.7, 0.7, 0))  # partial volume
     biased = blurred * _bias_field(rng, tissue.shape, n_seq)
-    sd = (NOISE_FRACTION * levels[:, LV_BLOOD])[:, None, None, None]
+    sd = (noise * levels[:, LV_BLOOD])[:, None, None, None]
     noise = rng.standard_normal((2, *biased.shape)) * sd
     rician = np.hypot(biased + noise[0], noise[1])
     images = np.clip(np.rint(rician), 0, np.iinfo(np.int16).max).astype(np.int16)
@@ -195,7 +196,7 @@ def _refuse_foreign_data(out: Path) -> None:
 def write_phantom(out_dir: PathLike, n_cases: int = 4, seed: int = 0,
                   shape: Sequence[int] = (128, 128), n_slices: int = 3,
                   spacing: Sequence[float] = (1.5, 1.5, 10.0),
-                  layout: str = "myops") -> Path:
+                  noise: float = NOISE_FRACTION, layout: str = "myops") -> Path:
     """Write a phantom data set in the MyoPS layout (or the nnU-Net-style one).
 
     Layout ``"myops"``: ``out_dir/train25/phantom_training_<id>_{C0,DE,T2}.nii.gz`` and
@@ -213,6 +214,8 @@ def write_phantom(out_dir: PathLike, n_cases: int = 4, seed: int = 0,
         shape: ``(X, Y)`` in-plane size in voxels (at least 48 each).
         n_slices: slices per case (Z), base to apex.
         spacing: voxel size in mm ``(dx, dy, dz)``.
+        noise: Rician noise sd as a fraction of each sequence's LV blood intensity
+            (default :data:`NOISE_FRACTION`).
         layout: ``"myops"`` or ``"nnunet"``.
 
     Returns:
@@ -220,7 +223,7 @@ def write_phantom(out_dir: PathLike, n_cases: int = 4, seed: int = 0,
 
     Raises:
         InputError: for a non-positive count, a too small image or field of view, or a
-            non-positive spacing.
+            non-positive spacing, or a negative or non-finite noise level.
     """
     check_seed(seed, caller="write_phantom")
     if not (1 <= int(n_cases) <= MAX_CASES and 1 <= int(n_slices) <= MAX_SLICES):
@@ -234,6 +237,9 @@ def write_phantom(out_dir: PathLike, n_cases: int = 4, seed: int = 0,
                          f"{MAX_SIZE} voxels, got {tuple(shape)}", params=("shape",))
     if len(spacing_t) != 3 or min(spacing_t) <= 0:
         raise InputError(f"phantom spacing must be three positive sizes in mm, got {spacing}")
+    if not np.isfinite(noise) or not 0.0 <= float(noise) <= 1.0:
+        raise InputError(f"phantom noise must be a fraction of the blood intensity in [0, 1], "
+                         f"got {noise}")
     fov = min(shape_t[0] * spacing_t[0], shape_t[1] * spacing_t[1])
     if fov < 90.0:
         raise InputError(f"phantom field of view {fov:.0f} mm is too small for a heart: "
@@ -245,10 +251,12 @@ def write_phantom(out_dir: PathLike, n_cases: int = 4, seed: int = 0,
     check_output_folder(out, replace=False, what="phantom output")
     _refuse_foreign_data(out)
     if layout == "nnunet":
-        return _write_nnunet(out, int(n_cases), int(seed), shape_t, int(n_slices), spacing_t)
+        return _write_nnunet(out, int(n_cases), int(seed), shape_t, int(n_slices), spacing_t,
+                             float(noise))
     for i in range(int(n_cases)):
         rng = np.random.default_rng([int(seed), i])
-        images, codes = simulate_case(rng, shape_t, int(n_slices), spacing_t)  # type: ignore[arg-type]
+        images, codes = simulate_case(rng, shape_t, int(n_slices),  # type: ignore[arg-type]
+                                      spacing_t, float(noise))  # type: ignore[arg-type]
         affine = _affine(rng, codes.shape, spacing_t)  # type: ignore[arg-type]
         case = f"{PHANTOM_PREFIX}_{FIRST_CASE_ID + i}"
         for name, image in zip(SEQUENCES, images, strict=True):
@@ -264,7 +272,7 @@ NNUNET_LABELS: dict[str, int] = {"background": 0, "blood": 1, "myocardium": 2, "
 
 
 def _write_nnunet(out: Path, n_cases: int, seed: int, shape: tuple[int, int], n_slices: int,
-                  spacing: tuple[float, float, float]) -> Path:
+                  spacing: tuple[float, float, float], noise: float = NOISE_FRACTION) -> Path:
     """The phantom in the nnU-Net-style layout (same images and truth as ``"myops"``)."""
     from deepgmm.data.nnunet import IMAGES_DIR, LABELS_DIR, ROIS_DIR, write_dataset_json
 
@@ -272,7 +280,7 @@ def _write_nnunet(out: Path, n_cases: int, seed: int, shape: tuple[int, int], n_
     myops_to_nnunet[[500, 200, 1220, 2221, 600]] = [1, 2, 3, 4, 5]
     for i in range(n_cases):
         rng = np.random.default_rng([seed, i])
-        images, codes = simulate_case(rng, shape, n_slices, spacing)
+        images, codes = simulate_case(rng, shape, n_slices, spacing, noise)
         affine = _affine(rng, codes.shape, spacing)
         case = f"phantom_{FIRST_CASE_ID + i}"
         for channel, image in enumerate(images):
