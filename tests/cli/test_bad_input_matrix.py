@@ -387,9 +387,9 @@ ROWS = [
       "/f'", "is a file, not a folder"),
     R("demo-seed-negative", lambda e: ["demo", "--out", W(e) / "d", "--seed", "-1"],
       "--seed", "-1"),
-    R("demo-max-iter-zero", lambda e: ["demo", "--out", W(e) / "d", "--max-iter", "0",
-                                       "--no-progress"],
-      "--max-iter", "range [1, inf)", "Got 0"),
+    R("demo-epochs-zero", lambda e: ["demo", "--out", W(e) / "d", "--epochs", "0",
+                                     "--no-progress"],
+      "--epochs", "range [1, inf)", "Got 0"),
     # --------------------------------------------------------------------------- em
     R("em-user-file-in-output", lambda e: ["em", e.data, "--out", _user_file_in_output(e),
                                            *EM],
