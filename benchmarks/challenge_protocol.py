@@ -328,6 +328,25 @@ def segment(method: str, batch: SliceBatch, mu: np.ndarray, seed: int, network: 
     return out.responsibilities.numpy().astype(np.float32)
 
 
+def cut_or_skip(vols: list, skipped: list[str]) -> list:
+    """The volumes whose ROI slices can be cut into :data:`CROP` crops; the others (an ROI
+    reaching beyond the crop, e.g. a false detection far from the ventricle) are appended to
+    ``skipped`` with a warning, so they score as unsegmented cases rather than stopping the
+    fold."""
+    from deepgmm.errors import InputError
+
+    kept = []
+    for vol in vols:
+        try:
+            make_batch([vol], selection="roi", crop_size=CROP, normalisation="crop")
+        except InputError as err:
+            print(f"warning: case {vol.case_id} skipped: {err}", flush=True)
+            skipped.append(vol.case_id)
+            continue
+        kept.append(vol)
+    return kept
+
+
 def run_study(args: argparse.Namespace) -> None:
     from deepgmm.data.dataset import load_dataset
     from deepgmm.data.mu_data import compute_mu_data
@@ -358,6 +377,7 @@ def run_study(args: argparse.Namespace) -> None:
             try:
                 if roi not in tests:
                     vols, skipped = fold_test_volumes(args.root, roi, run, test_ids, volumes)
+                    vols = cut_or_skip(vols, skipped)
                     batch = (make_batch(vols, selection="roi", crop_size=CROP,
                                         normalisation="crop") if vols else None)
                     tests[roi] = (batch, skipped)

@@ -133,3 +133,18 @@ def test_one_fold_on_the_phantom(cp, phantom_root, phantom_volumes, tmp_path, ca
             cp.main([*args, "--folds", "3"])
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_case_whose_roi_exceeds_the_crop_is_skipped_not_fatal(cp, phantom_volumes,
+                                                                monkeypatch):
+    import dataclasses
+
+    monkeypatch.setattr(cp, "CROP", (64, 64))
+    good = phantom_volumes[0]
+    roi = good.roi.copy()
+    roi[0, 0, :] = True  # a false detection in a corner, far outside a 64 x 64 crop
+    bad = dataclasses.replace(phantom_volumes[1], roi=roi)
+    skipped: list[str] = ["109"]
+    kept = cp.cut_or_skip([good, bad], skipped)
+    assert [v.case_id for v in kept] == [good.case_id]
+    assert skipped == ["109", bad.case_id]
