@@ -17,6 +17,14 @@ the last column are against the first row of the same device and configuration.
 ``--precisions fp32 bf16`` runs every row in both arithmetic precisions (see
 :mod:`deepgmm.fit.precision`; the reference rows under the same ``torch.autocast``).
 
+``--settings`` (names from ``benchmarks/fit_settings.py``: ``default``, ``stop=labels``,
+``base_filters=16``, ``channels_last=true``, ``init=RUN,max_iter=10``, ...) runs every
+row under each setting, one after the other in the same process; the ``ratio`` column is
+then against the first setting's row of the same device, configuration, precision,
+mechanism and N (today's default when ``default`` comes first). ``torch.compile`` has no
+setting: its default backend compiles generated C++ (CPU) or Triton kernels (GPU) with a
+compiler at run time, and the backends without one run the same kernels as eager mode.
+
 The ``GFLOP/s`` column is the U-Net's arithmetic per iteration and slice (forward +
 backward, counted by ``torch.utils.flop_counter``) over the measured seconds per iteration;
 the footer gives a large single-precision matrix multiply's rate on the same device and
@@ -36,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from fit_settings import fit_arguments, parse_setting
 
 from deepgmm.allocator import tune_cpu_allocator
 from deepgmm.data.dataset import load_dataset
@@ -43,6 +52,7 @@ from deepgmm.data.slices import make_batch
 from deepgmm.fit.precision import PRECISIONS, network_autocast
 from deepgmm.fit.single import fit_slices
 from deepgmm.fit.stacked import init_state, slice_seed
+from deepgmm.fit.warm import load_warm_start
 from deepgmm.mixture.likelihood import gmm_nll, svgmm_nll
 from deepgmm.nets.unet import UNet
 from deepgmm.types import SliceBatch
@@ -161,18 +171,24 @@ def main() -> None:
     parser.add_argument("--max-iter", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=PRECISIONS)
+    parser.add_argument("--settings", nargs="+", default=["default"],
+                        help="named settings (benchmarks/fit_settings.py)")
     args = parser.parse_args()
+    settings = {spec: parse_setting(spec) for spec in args.settings}
+    width = max(8, *(len(spec) + 1 for spec in settings))
     torch.set_num_threads(args.threads)
 
     batch = load_slices(args.data, args.root, max(args.sizes))
     print(f"data: {args.data}, {len(batch)} slices of 160 x 160 available; model "
           f"{args.model}; {torch.get_num_threads()} CPU threads; max {args.max_iter} "
           f"iterations, tol 1e-3")
-    print(f"{'device':<7}{'base':>5}{'lr':>8} {'prec':<5}{'mechanism':<10}{'N':>4}{'s/slice':>9}"
+    print(f"{'device':<7}{'base':>5}{'lr':>8} {'prec':<5}{'setting':<{width}}{'mechanism':<10}"
+          f"{'N':>4}{'s/slice':>9}"
           f"{'iter':>7}{'s/iter':>8}{'NLL':>8}{'ratio':>7}{'GFLOP/s':>9}")
     m, h, w = (int(s) for s in batch.image.shape[1:])
-    flops = {int(spec.split(":")[0]): unet_flops(int(spec.split(":")[0]), m, h, w)
-             for spec in args.configs}
+    bases = {int(spec.split(":")[0]) for spec in args.configs}
+    bases |= {int(v["base_filters"]) for v in settings.values() if "base_filters" in v}
+    flops = {base: unet_flops(base, m, h, w) for base in sorted(bases)}
     for device_name in args.devices:
         if device_name == "cuda" and not torch.cuda.is_available():
             print("cuda: no CUDA device here, rows skipped")
@@ -181,35 +197,49 @@ def main() -> None:
         for spec in args.configs:
             base_s, lr_s = spec.split(":")
             base, lr = int(base_s), float(lr_s)
-            first: float | None = None
+            first: dict[tuple[str, str, int], float] = {}
             for precision in args.precisions:
-                for mechanism in args.mechanisms:
-                    sizes = [args.reference_slices] if mechanism == "reference" else args.sizes
-                    for n in sizes:
-                        part = take(batch, n)
-                        t0 = time.perf_counter()
-                        if mechanism == "reference":
-                            iters, nll = reference_fit(part, model=args.model, base=base, lr=lr,
-                                                       max_iter=args.max_iter, device=device,
-                                                       precision=precision)
-                        else:
-                            res = fit_slices(part, model=args.model, lr=lr,
-                                             max_iter=args.max_iter, device=device,
-                                             concurrent=n, mechanism=mechanism,
-                                             net_config={"base_filters": base},
-                                             progress=False, precision=precision)
-                            iters, nll = res.n_iter.numpy(), res.nll.numpy()
-                        if device.type == "cuda":
-                            torch.cuda.synchronize()
-                        per_slice = (time.perf_counter() - t0) / n
-                        first = first if first is not None else per_slice
-                        print(f"{device_name:<7}{base:>5}{lr:>8.0e} {precision:<5}"
-                              f"{mechanism:<10}{n:>4}"
-                              f"{per_slice:>9.2f}{iters.mean():>7.1f}"
-                              f"{per_slice / iters.mean():>8.3f}{nll.mean():>8.3f}"
-                              f"{per_slice / first:>7.2f}"
-                              f"{flops[base] / (per_slice / iters.mean()) / 1e9:>9.0f}",
-                              flush=True)
+                for spec, setting in settings.items():
+                    for mechanism in args.mechanisms:
+                        if mechanism == "reference" and setting:
+                            continue  # the reference loop has today's settings only
+                        sizes = [args.reference_slices] if mechanism == "reference" \
+                            else args.sizes
+                        for n in sizes:
+                            part = take(batch, n)
+                            fit_args = fit_arguments(setting, {
+                                "lr": lr, "max_iter": args.max_iter,
+                                "net_config": {"base_filters": base}})
+                            row_base = int(fit_args["net_config"]["base_filters"])
+                            t0 = time.perf_counter()
+                            if "init" in setting:
+                                warm = load_warm_start(setting["init"], part)
+                                fit_args["net_config"] = warm.network
+                                fit_args["init_state"] = warm.state
+                                row_base = int(warm.network["base_filters"])
+                            if mechanism == "reference":
+                                iters, nll = reference_fit(part, model=args.model, base=base,
+                                                           lr=lr, max_iter=args.max_iter,
+                                                           device=device, precision=precision)
+                            else:
+                                fit_args.setdefault("mechanism", mechanism)
+                                res = fit_slices(part, model=args.model, device=device,
+                                                 concurrent=n, progress=False,
+                                                 precision=precision, **fit_args)
+                                iters, nll = res.n_iter.numpy(), res.nll.numpy()
+                            if device.type == "cuda":
+                                torch.cuda.synchronize()
+                            per_slice = (time.perf_counter() - t0) / n
+                            if row_base not in flops:
+                                flops[row_base] = unet_flops(row_base, m, h, w)
+                            key = (precision, mechanism, n)
+                            ratio = per_slice / first.setdefault(key, per_slice)
+                            per_iter = per_slice / iters.mean()
+                            print(f"{device_name:<7}{row_base:>5}{lr:>8.0e} {precision:<5}"
+                                  f"{spec:<{width}}{mechanism:<10}{n:>4}"
+                                  f"{per_slice:>9.2f}{iters.mean():>7.1f}"
+                                  f"{per_iter:>8.3f}{nll.mean():>8.3f}{ratio:>7.2f}"
+                                  f"{flops[row_base] / per_iter / 1e9:>9.0f}", flush=True)
         peak = matmul_gflops(device)
         print(f"{device_name}: 2048 x 2048 float32 matrix multiply {peak:.0f} GFLOP/s "
               "(yardstick for the GFLOP/s column); "

@@ -24,6 +24,7 @@ from helpers import regions
 from typer.testing import CliRunner
 
 from deepgmm.cli import app
+from deepgmm.fit.warm import WarmStart
 from deepgmm.roi.source import RoiSource
 from deepgmm.types import CLASS_NAMES, SegmentationResult, SliceBatch
 
@@ -105,6 +106,8 @@ def recorder(monkeypatch: pytest.MonkeyPatch, phantom_root: Path) -> Recorder:
     rec.patch("deepgmm.fit.checkpoint", "read_config", lambda **_: {
         "sequences": ["C0", "DE", "T2"], "train_patients": ["104"], "crop_size": [64, 64],
         "normalisation": "crop", "mu_data": None, "lam": 1.0})
+    rec.patch("deepgmm.fit.warm", "load_warm_start", lambda **_: WarmStart(
+        state={}, network={}, run_dir="warm-run"))
     rec.patch("deepgmm.report.outputs", "write_segmentation")
     rec.patch("deepgmm.report.html", "render_report")
     rec.patch("deepgmm.fit.train", "train_network")
@@ -230,9 +233,20 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
         "seed": (["--seed", "5"], [("fit_slices.seed", 5)]),
         "progress": (["--no-progress"], [("fit_slices.progress", False),
                                          ("write_segmentation.progress", False)]),
+        "stop": (["--stop", "labels"], [("fit_slices.stop", "labels")]),
+        "label_tol": (["--label-tol", "0.02"], [("fit_slices.label_tol", 0.02)]),
+        "label_window": (["--label-window", "3"], [("fit_slices.label_window", 3)]),
+        "lr_warmup": (["--lr-warmup", "4"], [("fit_slices.lr_warmup", 4)]),
+        "lr_half_life": (["--lr-half-life", "20"], [("fit_slices.lr_half_life", 20.0)]),
+        "channels_last": (["--channels-last"], [("fit_slices.channels_last", True)]),
     }
     fit = {**shared_data, **shared_out, **shared_roi, **deep,
-           "model": (["--model", "deepg"], [("fit_slices.model", "deepg")])}
+           "model": (["--model", "deepg"], [("fit_slices.model", "deepg")]),
+           "init_run": (["--init", str(tmp / "warm-run")],
+                        [("load_warm_start.run_dir", tmp / "warm-run"),
+                         ("load_warm_start.net_options", {"n_classes": 4, "depth": 2,
+                                                          "base_filters": 8}),
+                         ("fit_slices.init_state", NO)])}
     case = {
         "out": shared_out["out"], "figures": shared_out["figures"],
         "matching": shared_out["matching"], "normalisation": shared_data["normalisation"],

@@ -71,6 +71,9 @@ NORMALISATIONS: tuple[str, ...] = ("crop", "roi")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 MECHANISMS: tuple[str, ...] = ("auto", "loop", "vmap", "threads")
 PENALTIES: tuple[str, ...] = ("batch", "slice")
+STOPPING_RULES: tuple[str, ...] = ("published", "labels")
+"""Per-slice stopping rules: ``published`` (``|ΔNLL| < tol``), ``labels`` (the label map has
+nearly stopped changing; :class:`deepgmm.fit.scheduler.StoppingRule`)."""
 
 
 class DeviceName(Options):
@@ -259,6 +262,12 @@ class FitOptions(MethodOptions):
         mechanism: how the networks run together (``"auto"``, ``"loop"``, ``"vmap"``,
             ``"threads"``).
         precision: ``"fp32"`` or ``"bf16"`` (the networks' convolutions).
+        stop: ``"published"`` (``|ΔNLL| < tol``) or ``"labels"`` (fewer than a fraction
+            ``label_tol`` of the ROI pixels changed class over the last ``label_window``
+            iterations).
+        lr_warmup, lr_half_life: learning-rate schedule per slice: linear warm-up over
+            ``lr_warmup`` steps, then halving every ``lr_half_life`` steps (0: off).
+        channels_last: run the networks on channels-last (NHWC) tensors.
     """
 
     CONSTRAINTS: ClassVar[Constraints] = {
@@ -276,6 +285,12 @@ class FitOptions(MethodOptions):
         **_NET_CONSTRAINTS,
         "mechanism": [_one_of(MECHANISMS)],
         "precision": [_one_of(PRECISIONS)],
+        "stop": [_one_of(STOPPING_RULES)],
+        "label_tol": [Interval(Real, 0, 1, closed="right")],
+        "label_window": [_at_least(1)],
+        "lr_warmup": [_at_least(0)],
+        "lr_half_life": [Interval(Real, 0, None, closed="left")],
+        "channels_last": ["boolean"],
     }
 
     model: Literal["deepg", "deepsvg"] = "deepg"
@@ -294,6 +309,12 @@ class FitOptions(MethodOptions):
     base_filters: int = 32
     mechanism: Literal["auto", "loop", "vmap", "threads"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
+    stop: Literal["published", "labels"] = "published"
+    label_tol: float = 1e-3
+    label_window: int = 5
+    lr_warmup: int = 0
+    lr_half_life: float = 0.0
+    channels_last: bool = False
 
     @classmethod
     def _check_relations(cls, params: Mapping[str, Any], caller: str) -> None:

@@ -107,7 +107,8 @@ def _check_run(model: str, options: Mapping[str, Any] | MethodOptions | None,
 
 def run_method(batch: SliceBatch, model: str, *, mu_data: np.ndarray | None = None,
                options: Mapping[str, Any] | MethodOptions | None = None,
-               progress: bool = True) -> SegmentationResult:
+               progress: bool = True,
+               init_state: Mapping[str, Any] | None = None) -> SegmentationResult:
     """Segment every slice of ``batch`` with one method.
 
     Args:
@@ -120,6 +121,8 @@ def run_method(batch: SliceBatch, model: str, *, mu_data: np.ndarray | None = No
             or :class:`~deepgmm.options.FitOptions`) or as one of those objects; an option
             the model does not take is an :class:`InputError`.
         progress: show a progress bar where the method has one.
+        init_state: deepG / deepSVG only: a U-Net state dict every slice starts from (a
+            warm start, :mod:`deepgmm.fit.warm`); None: fresh networks.
 
     Returns:
         :class:`SegmentationResult` with responsibilities ``(B, K, H, W)``.
@@ -129,6 +132,9 @@ def run_method(batch: SliceBatch, model: str, *, mu_data: np.ndarray | None = No
     opts = method_options(model, options, caller="run_method")
     device = resolve_device(opts.device)
     if isinstance(opts, EMGMMOptions):
+        if init_state is not None:
+            raise InputError(f"a warm start (init) applies to deepg / deepsvg, not {model}",
+                             params=("init",))
         from deepgmm.mixture.em import em_segment
 
         params = {**opts.estimator_params(), "device": device}
@@ -137,7 +143,8 @@ def run_method(batch: SliceBatch, model: str, *, mu_data: np.ndarray | None = No
 
     assert isinstance(opts, FitOptions)
     params = {**opts.fit_params(), "device": device}
-    return fit_slices(batch, mu_data=mu_data, progress=progress, **params)
+    return fit_slices(batch, mu_data=mu_data, progress=progress, init_state=init_state,
+                      **params)
 
 
 def write_result(out: PathLike, volumes: Sequence[CaseVolume], batch: SliceBatch,
@@ -178,7 +185,7 @@ def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
                     matching: str = "hungarian", roi: str | PathLike = "gt",
                     roi_run: PathLike | None = None, figures: bool = True,
                     progress: bool = True, naming: str = "deepgmm",
-                    **options: Any) -> dict[str, Any]:
+                    init_run: PathLike | None = None, **options: Any) -> dict[str, Any]:
     """Segment the cases below ``root`` (MyoPS layout) and write the outputs to ``out``.
 
     Args:
@@ -198,6 +205,9 @@ def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
             in ``summary.json`` and ``results.csv``.
         roi_run: the ROI run folder (``deepgmm roi train``) for ``roi="auto"``.
         naming: ``"deepgmm"`` or ``"bids"`` file names of the maps.
+        init_run: deepG / deepSVG only: a ``train`` run whose weights every slice starts
+            from (:mod:`deepgmm.fit.warm`; same sequences, crop size, normalisation and
+            network, no context channels).
         **options: the model's options (:mod:`deepgmm.options`: e.g. ``lam``, ``max_iter``,
             ``seed``); one the model does not take is refused.
 
@@ -206,7 +216,8 @@ def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
 
     Raises:
         InputError: a bad or inapplicable option (before any data is read), bad data.
-        CheckpointError: a bad ROI run, or one trained on other sequences than the data.
+        CheckpointError: a bad ROI run, or one trained on other sequences than the data; an
+            ``init_run`` that does not fit the data or the network options.
     """
     from deepgmm.report.naming import map_names
     from deepgmm.report.outputs import check_output_dir
@@ -215,6 +226,9 @@ def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
     opts = _check_run(model, options, mu_data, caller="segment_dataset", selection=selection,
                       normalisation=normalisation, matching=matching, roi=roi,
                       roi_run=roi_run)
+    if init_run is not None and not isinstance(opts, FitOptions):
+        raise InputError(f"init_run applies to deepg / deepsvg, not {model}",
+                         params=("init_run",))
     map_names(naming)
     source = parse_roi_option(roi, roi_run)
     check_output_dir(Path(out), [root, *([source.path] if source.path else []),
@@ -224,12 +238,22 @@ def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
     batch = prepare_slices(volumes, selection=selection, crop_size=crop_size,
                            normalisation=normalisation)
     mu = load_mu(mu_data, batch.sequences, batch=batch)
-    result = run_method(batch, model, mu_data=mu, options=opts, progress=progress)
+    init_state = None
+    if init_run is not None:
+        from deepgmm.fit.warm import load_warm_start
+
+        assert isinstance(opts, FitOptions)
+        init_state = load_warm_start(init_run, batch, {
+            "n_classes": opts.n_classes, "depth": opts.depth,
+            "base_filters": opts.base_filters}).state
+    result = run_method(batch, model, mu_data=mu, options=opts, progress=progress,
+                        init_state=init_state)
     run_options = {"model": model, "root": root, "patients": patients,
                    "selection": selection, "crop_size": crop_size,
                    "normalisation": normalisation,
                    "mu_data": mu_data if not isinstance(mu_data, np.ndarray) else "array",
                    "matching": matching, "roi": roi, "roi_run": roi_run, "naming": naming,
+                   **({"init_run": init_run} if init_run is not None else {}),
                    **opts.as_dict()}
     return write_result(out, volumes, batch, result, matching=matching, figures=figures,
                         progress=progress,

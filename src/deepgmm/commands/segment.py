@@ -104,6 +104,26 @@ DepthOpt = Annotated[int, typer.Option("--depth", help="U-Net down-sampling step
 MechanismOpt = Annotated[str, typer.Option(
     "--mechanism", help="How the slices' networks run together: auto, loop, vmap or "
     "threads (CPU); the results agree to float rounding.")]
+StopOpt = Annotated[str, typer.Option(
+    "--stop", help="Stopping rule per slice: published (|ΔNLL| < --tol) or labels (fewer "
+    "than --label-tol of the ROI pixels changed class over the last --label-window "
+    "iterations).")]
+LabelTolOpt = Annotated[float, typer.Option(
+    "--label-tol", help="--stop labels: fraction of ROI pixels (0.001 = 0.1 %).")]
+LabelWindowOpt = Annotated[int, typer.Option(
+    "--label-window", help="--stop labels: iterations looked back.")]
+LrWarmupOpt = Annotated[int, typer.Option(
+    "--lr-warmup", help="Learning-rate warm-up: linear ramp to --lr over this many steps "
+    "(0: none).")]
+LrHalfLifeOpt = Annotated[float, typer.Option(
+    "--lr-half-life", help="Learning-rate decay after the warm-up: halved every this many "
+    "steps (0: none).")]
+ChannelsLastOpt = Annotated[bool, typer.Option(
+    "--channels-last/--no-channels-last", help="Run the networks on channels-last (NHWC) "
+    "tensors.")]
+WarmInitOpt = Annotated[Path | None, typer.Option(
+    "--init", help="Warm start: a `deepgmm train` run whose weights every slice starts "
+    "from (same sequences, crop, normalisation and network; no context channels).")]
 PrecisionOpt = Annotated[str, typer.Option(
     "--precision", help="deepG / deepSVG arithmetic: fp32, or bf16 (the networks' "
     "convolutions in bfloat16: faster on CPUs with AVX-512 BF16 / AMX and on recent GPUs; "
@@ -230,6 +250,13 @@ def fit_command(
     depth: DepthOpt = 4,
     mechanism: MechanismOpt = "auto",
     precision: PrecisionOpt = "fp32",
+    stop: StopOpt = "published",
+    label_tol: LabelTolOpt = 1e-3,
+    label_window: LabelWindowOpt = 5,
+    lr_warmup: LrWarmupOpt = 0,
+    lr_half_life: LrHalfLifeOpt = 0.0,
+    channels_last: ChannelsLastOpt = False,
+    init_run: WarmInitOpt = None,
     matching: MatchingOpt = "hungarian",
     roi: RoiOpt = "gt",
     roi_run: RoiRunOpt = None,
@@ -257,16 +284,24 @@ def fit_command(
                "weight_decay": weight_decay, "clip_norm": clip_norm_option(clip_norm),
                "concurrent": concurrent, "base_filters": base_filters, "depth": depth,
                "mechanism": mechanism, "precision": precision, "seed": seed,
-               "device": device}
+               "device": device, "stop": stop, "label_tol": label_tol,
+               "label_window": label_window, "lr_warmup": lr_warmup,
+               "lr_half_life": lr_half_life, "channels_last": channels_last}
     cluster = cluster_options(workers, scheduler, resources, threads, resume)
     run = dict(patients=patient_list(ctx, patients), selection=selection,
                crop_size=crop_size, normalisation=normalisation, mu_data=mu_data,
                matching=matching, roi=roi, roi_run=roi_run, figures=figures,
                progress=progress, naming=naming)
     if cluster is None:
-        summary = segment_dataset(root, out, model=model, **run, **options)
+        summary = segment_dataset(root, out, model=model, init_run=init_run, **run,
+                                  **options)
         print_summary(summary, out, figures)
         return
+    if init_run is not None:
+        from deepgmm.errors import InputError
+
+        raise InputError("--init is not available for per-case jobs (--workers, --scheduler, "
+                         "--resume)", params=("init_run",))
     from deepgmm.cohort import segment_cohort
 
     cohort = segment_cohort(root, out, model=model, cluster=cluster, **run, **options)
@@ -319,6 +354,18 @@ def segment_command(
     mechanism: _model_option("--mechanism", str, "deepg/deepsvg",
                              "auto, loop, vmap or threads") = None,
     precision: _model_option("--precision", str, "deepg/deepsvg", "fp32 or bf16") = None,
+    stop: _model_option("--stop", str, "deepg/deepsvg",
+                        "stopping rule, published (|ΔNLL|) or labels (label map)") = None,
+    label_tol: _model_option("--label-tol", float, "deepg/deepsvg",
+                             "--stop labels: fraction of ROI pixels") = None,
+    label_window: _model_option("--label-window", int, "deepg/deepsvg",
+                                "--stop labels: iterations looked back") = None,
+    lr_warmup: _model_option("--lr-warmup", int, "deepg/deepsvg",
+                             "learning-rate warm-up steps") = None,
+    lr_half_life: _model_option("--lr-half-life", float, "deepg/deepsvg",
+                                "learning-rate half-life in steps after the warm-up") = None,
+    channels_last: _model_option("--channels-last", bool, "deepg/deepsvg",
+                                 "channels-last (NHWC) tensors") = None,
     covariance: _model_option("--covariance", str, "em-gmm/em-svgmm", "diag or full") = None,
     init: Annotated[str | None, typer.Option(
         "--init", help="em-gmm/em-svgmm only: random, kmeans or mu_data (default: mu_data with "
@@ -360,7 +407,9 @@ def segment_command(
     options = given(lam=lam, tol=tol, min_iter=min_iter, max_iter=max_iter, lr=lr,
                     weight_decay=weight_decay, clip_norm=clip_norm, concurrent=concurrent,
                     base_filters=base_filters, depth=depth, mechanism=mechanism,
-                    precision=precision, covariance=covariance, init=init,
+                    precision=precision, stop=stop, label_tol=label_tol,
+                    label_window=label_window, lr_warmup=lr_warmup, lr_half_life=lr_half_life,
+                    channels_last=channels_last, covariance=covariance, init=init,
                     var_floor=var_floor, n_kmeans_init=n_kmeans_init, gmm_tol=gmm_tol,
                     gmm_max_iter=gmm_max_iter, smoothing=smoothing, seed=seed, device=device)
     if "clip_norm" in options:

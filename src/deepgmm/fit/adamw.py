@@ -13,7 +13,7 @@ per slice) that pass is memory-bound and was about a fifth of a CPU iteration.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -52,25 +52,33 @@ def clip_per_slice_(grads: Mapping[str, torch.Tensor], max_norm: float | None) -
 @torch.no_grad()
 def adamw_step_(state: StackedFit, grads: Mapping[str, torch.Tensor], *, lr: float,
                 weight_decay: float, betas: tuple[float, float] = (0.9, 0.999),
-                eps: float = 1e-8) -> None:
+                eps: float = 1e-8, lr_at: Callable[[int], float] | None = None) -> None:
     """One decoupled-weight-decay Adam step for every slice, in place.
 
     Args:
         state: N networks' parameters, moments and ``(N,)`` step counts.
         grads: name -> ``(N, *shape)`` gradients (already clipped).
         lr, weight_decay, betas, eps: as in ``torch.optim.AdamW``.
+        lr_at: when given, each slice's learning rate is ``lr_at(its step count)`` instead
+            of ``lr`` (a schedule, :class:`deepgmm.fit.schedule.LRSchedule`); slices at the
+            same step share one kernel call.
     """
     state.step += 1
-    n = len(state)
     names = list(state.params)
     steps = state.step.to(torch.float32).unbind(0)  # N zero-dimensional views
+    counts = [int(s) for s in state.step.tolist()]
+    groups: dict[float, list[int]] = {}
+    for i, count in enumerate(counts):
+        groups.setdefault(lr if lr_at is None else lr_at(count), []).append(i)
 
-    def per_slice(tensors: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
-        return [view for name in names for view in tensors[name].unbind(0)]
+    for group_lr, members in groups.items():
+        def per_slice(tensors: Mapping[str, torch.Tensor],
+                      members: list[int] = members) -> list[torch.Tensor]:
+            return [tensors[name][i] for name in names for i in members]
 
-    fused_adamw_(per_slice(state.params), per_slice(grads), per_slice(state.exp_avg),
-                 per_slice(state.exp_avg_sq), [steps[i] for _ in names for i in range(n)],
-                 lr=lr, weight_decay=weight_decay, betas=betas, eps=eps)
+        fused_adamw_(per_slice(state.params), per_slice(grads), per_slice(state.exp_avg),
+                     per_slice(state.exp_avg_sq), [steps[i] for _ in names for i in members],
+                     lr=group_lr, weight_decay=weight_decay, betas=betas, eps=eps)
 
 
 @torch.no_grad()

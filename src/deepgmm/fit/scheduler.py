@@ -8,8 +8,10 @@ B slices are fitted with at most ``limit`` networks in memory. Every iteration
    out-of-memory error :meth:`SliceQueue.halve` moves half of them aside (``limit`` halves)
    and the iteration is tried again, a single slice that does not fit is a
    :class:`~deepgmm.errors.FitError`;
-3. :class:`StoppingRule` decides which slices stop (``|NLL_t - NLL_{t-1}| < tol`` after more
-   than ``min_iter`` iterations, or ``max_iter``; a non-finite NLL is a ``FitError``);
+3. :class:`StoppingRule` decides which slices stop (after more than ``min_iter`` iterations:
+   ``|NLL_t - NLL_{t-1}| < tol``, the published rule, or fewer than a fraction
+   ``label_tol`` of the ROI pixels changed class over the last ``label_window`` iterations,
+   the label-map rule; or ``max_iter``; a non-finite NLL is a ``FitError``);
 4. :class:`SliceOutputs` keeps the stopping slices' responsibilities, NLL and means, the
    stepper steps the others, and the stopped slices leave (:meth:`SliceQueue.retire`).
 
@@ -33,10 +35,15 @@ from deepgmm.fit.loss import pack_slices
 from deepgmm.fit.stacked import StackedFit
 from deepgmm.fit.steppers import Evaluation, Stepper
 from deepgmm.mixture.likelihood import PackedROI
+from deepgmm.options import STOPPING_RULES
 
-__all__ = ["RunningSlices", "SliceOutputs", "SliceQueue", "StoppingRule", "run_slices"]
+__all__ = ["STOPPING_RULES", "RunningSlices", "SliceOutputs", "SliceQueue", "StoppingRule",
+           "run_slices"]
 
 log = logging.getLogger(__name__)
+
+Observer = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
+"""``observe(ids (N,), nll (N,), logits (N, K, H, W))``, called once per iteration."""
 
 
 class SliceQueue:
@@ -111,7 +118,8 @@ class SliceQueue:
 class RunningSlices:
     """The running slices' images, packed ROI pixels and reference means, gathered once per
     set of running slices from ``image (B, M, H, W)``, ``roi (B, H, W)`` and ``mu_data
-    (B, K, M)`` (or None) on the fitting device."""
+    (B, K, M)`` (or None) on the fitting device; a channels-last ``image_all`` gives
+    channels-last images."""
 
     image_all: torch.Tensor
     roi_all: torch.Tensor
@@ -125,6 +133,8 @@ class RunningSlices:
         if self._for != active:
             index = torch.tensor(active, dtype=torch.int64, device=self.image_all.device)
             image = self.image_all.index_select(0, index)
+            if self.image_all.is_contiguous(memory_format=torch.channels_last):
+                image = image.contiguous(memory_format=torch.channels_last)
             packed = pack_slices(image, self.roi_all.index_select(0, index), self.n_classes)
             mu = None if self.mu_all is None else self.mu_all.index_select(0, index)
             self._for, self._cached = list(active), (image, packed, mu)
@@ -134,12 +144,19 @@ class RunningSlices:
 
 @dataclass
 class StoppingRule:
-    """Per-slice stopping: ``|NLL_t - NLL_{t-1}| < tol`` after more than ``min_iter``
-    iterations, or ``max_iter`` iterations.
+    """Per-slice stopping after more than ``min_iter`` iterations, or at ``max_iter``.
+
+    ``stop="published"``: ``|NLL_t - NLL_{t-1}| < tol``. ``stop="labels"``: fewer than a
+    fraction ``label_tol`` of the slice's ROI pixels (``roi (B, H, W)``) changed class
+    (argmax of the logits) in any of the last ``label_window`` iterations; the first
+    iteration counts every pixel as changed, so this rule cannot stop a slice before
+    iteration ``label_window + 1``.
 
     Attributes:
         n_iter: ``(B,)`` iterations run per slice.
         prev_nll: ``(B,)`` float64 NLL of each slice's last iteration.
+        prev_labels: ``(B, H, W)`` int64 label map of the last iteration (``stop="labels"``).
+        last_change: ``(B, H, W)`` int64 iteration at which each pixel last changed class.
     """
 
     n_slices: int
@@ -148,16 +165,32 @@ class StoppingRule:
     max_iter: int
     describe: Callable[[int], str]
     lr: float
+    stop: str = "published"
+    label_tol: float = 1e-3
+    label_window: int = 5
+    roi: torch.Tensor | None = None
     n_iter: torch.Tensor = field(init=False)
     prev_nll: torch.Tensor = field(init=False)
+    prev_labels: torch.Tensor | None = field(init=False, default=None)
+    last_change: torch.Tensor | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
+        if self.stop not in STOPPING_RULES:
+            raise ValueError(f"stop must be one of {STOPPING_RULES}, got {self.stop!r}")
         self.n_iter = torch.zeros(self.n_slices, dtype=torch.int64)
         self.prev_nll = torch.full((self.n_slices,), float("inf"), dtype=torch.float64)
+        if self.stop == "labels":
+            if self.roi is None:
+                raise ValueError("the label-map rule needs the slices' roi")
+            shape = (self.n_slices, *self.roi.shape[1:])
+            self.prev_labels = torch.full(shape, -1, dtype=torch.int64)
+            self.last_change = torch.zeros(shape, dtype=torch.int64)
 
-    def update(self, ids: torch.Tensor, nll: torch.Tensor) -> torch.Tensor:
+    def update(self, ids: torch.Tensor, nll: torch.Tensor,
+               labels: torch.Tensor | None = None) -> torch.Tensor:
         """Count an iteration of slices ``ids`` ``(N,)`` with NLL ``nll`` ``(N,)`` float64
-        on the CPU; ``(N,)`` bool, which stop.
+        on the CPU and (``stop="labels"``) label maps ``labels (N, H, W)``; ``(N,)`` bool,
+        which stop.
 
         Raises:
             FitError: a non-finite NLL (the fit diverged).
@@ -168,10 +201,27 @@ class StoppingRule:
                            f"{int(self.n_iter[i]) + 1} (lr {self.lr}); try a lower lr or "
                            "clip_norm", params=("lr", "clip_norm"))
         self.n_iter[ids] += 1
-        change = (nll - self.prev_nll[ids]).abs()
+        n_iter = self.n_iter[ids]
+        if self.stop == "labels":
+            converged = self.changed_fraction(ids, labels) < self.label_tol
+        else:
+            converged = (nll - self.prev_nll[ids]).abs() < self.tol
         self.prev_nll[ids] = nll
-        return ((self.n_iter[ids] > self.min_iter) & (change < self.tol)) \
-            | (self.n_iter[ids] >= self.max_iter)
+        return ((n_iter > self.min_iter) & converged) | (n_iter >= self.max_iter)
+
+    def changed_fraction(self, ids: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """``(N,)`` fraction of each slice's ROI pixels whose class changed in one of the
+        last ``label_window`` iterations, after recording ``labels (N, H, W)``."""
+        assert self.prev_labels is not None and self.last_change is not None
+        assert self.roi is not None and labels is not None
+        labels = labels.to("cpu", torch.int64)
+        changed = labels != self.prev_labels[ids]
+        now = self.n_iter[ids].reshape(-1, 1, 1)
+        last = torch.where(changed, now, self.last_change[ids])
+        self.last_change[ids], self.prev_labels[ids] = last, labels
+        roi = self.roi[ids]
+        recent = ((last > now - self.label_window) & roi).sum(dim=(1, 2))
+        return recent.double() / roi.sum(dim=(1, 2)).clamp(min=1).double()
 
 
 @dataclass
@@ -211,8 +261,10 @@ class SliceOutputs:
 
 def run_slices(queue: SliceQueue, stepper: Stepper, data: RunningSlices, rule: StoppingRule,
                outputs: SliceOutputs, *, size: Sequence[int], progress: bool,
-               desc: str) -> None:
-    """Fit every slice of ``queue`` to its stopping rule, filling ``outputs``."""
+               desc: str, observe: Observer | None = None) -> None:
+    """Fit every slice of ``queue`` to its stopping rule, filling ``outputs``;
+    ``observe(ids, nll, logits)`` is told every iteration's slice indices ``(N,)``, NLL
+    ``(N,)`` float64 and detached logits ``(N, K, H, W)``, before the stopping decision."""
     bar = tqdm(total=len(queue.pending), disable=not progress, desc=desc, unit="slice")
     try:
         while queue.busy():
@@ -226,7 +278,10 @@ def run_slices(queue: SliceQueue, stepper: Stepper, data: RunningSlices, rule: S
                 continue
             ids = torch.tensor(queue.active, dtype=torch.int64)
             nll = evaluation.nll.detach().to("cpu", torch.float64)
-            done = rule.update(ids, nll)
+            if observe is not None:
+                observe(ids, nll, evaluation.logits.detach())
+            labels = evaluation.logits.detach().argmax(dim=1) if rule.stop == "labels" else None
+            done = rule.update(ids, nll, labels)
             outputs.record(ids, done, evaluation, nll)
             go_on = (~done).nonzero()[:, 0]
             queue.retire(done, stepper.step(state, evaluation, go_on) if len(go_on) else None)

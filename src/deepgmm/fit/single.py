@@ -42,7 +42,9 @@ from deepgmm.errors import InputError
 from deepgmm.fit import stacked
 from deepgmm.fit.loss import MODELS
 from deepgmm.fit.precision import network_autocast
+from deepgmm.fit.schedule import LRSchedule
 from deepgmm.fit.scheduler import (
+    Observer,
     RunningSlices,
     SliceOutputs,
     SliceQueue,
@@ -132,7 +134,10 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
                net_config: Mapping[str, Any] | None = None,
                init_state: Mapping[str, torch.Tensor] | None = None,
                progress: bool = True, mechanism: str = "auto",
-               precision: str = "fp32") -> SegmentationResult:
+               precision: str = "fp32", stop: str = "published", label_tol: float = 1e-3,
+               label_window: int = 5, lr_warmup: int = 0, lr_half_life: float = 0.0,
+               channels_last: bool = False,
+               observe: Observer | None = None) -> SegmentationResult:
     """Fit a fresh deepG or deepSVG network to every slice of ``batch``.
 
     Args:
@@ -166,6 +171,20 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
             likelihood stay float32): an iteration took 0.063 s instead of 0.095 s on a
             2-core CPU with AVX-512 BF16; slightly different results (see
             :mod:`deepgmm.fit.precision`).
+        stop: ``"published"``: the ``tol`` rule above; ``"labels"``: a slice stops when
+            fewer than a fraction ``label_tol`` of its ROI pixels changed class (argmax of
+            the logits) in any of the last ``label_window`` iterations (after more than
+            ``min_iter`` iterations; see :class:`deepgmm.fit.scheduler.StoppingRule`).
+        label_tol, label_window: the label-map rule's fraction and window.
+        lr_warmup, lr_half_life: a learning-rate schedule per slice (its own step count):
+            linear warm-up to ``lr`` over ``lr_warmup`` steps, then halved every
+            ``lr_half_life`` steps (:class:`deepgmm.fit.schedule.LRSchedule`; 0: off, both
+            0: constant ``lr``, the published recipe).
+        channels_last: images and activations in channels-last (NHWC) memory order; same
+            arithmetic up to float rounding.
+        observe: called every iteration with the running slices' indices ``(N,)``, NLL
+            ``(N,)`` float64 and logits ``(N, K, H, W)`` (to trace a fit; the benchmarks
+            replay stopping rules on the trace).
 
     Returns:
         :class:`SegmentationResult` (on CPU) with ``responsibilities (B, K, H, W)``
@@ -182,7 +201,10 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
                       "max_iter": max_iter, "lr": lr, "weight_decay": weight_decay,
                       "clip_norm": clip_norm, "seed": seed, "device": device,
                       "concurrent": concurrent, "mechanism": mechanism,
-                      "precision": precision}, caller="fit_slices")
+                      "precision": precision, "stop": stop, "label_tol": label_tol,
+                      "label_window": label_window, "lr_warmup": lr_warmup,
+                      "lr_half_life": lr_half_life, "channels_last": channels_last},
+                     caller="fit_slices")
     lam, tol, lr, weight_decay = float(lam), float(tol), float(lr), float(weight_decay)
     clip_norm = None if clip_norm is None else float(clip_norm)
     min_iter, max_iter, seed = int(min_iter), int(max_iter), int(seed)
@@ -209,12 +231,17 @@ def fit_slices(batch: SliceBatch, *, model: Model = "deepg", lam: float = 0.0,
         return f"case {batch.case_ids[i]} slice {batch.slice_indices[i]}"
 
     queue = SliceQueue(b, limit, _initial_networks(batch, config, seed, init_state, dev), dev)
-    rule = StoppingRule(b, tol, min_iter, max_iter, describe, lr)
+    rule = StoppingRule(b, tol, min_iter, max_iter, describe, lr, stop=stop,
+                        label_tol=float(label_tol), label_window=int(label_window), roi=roi)
     outputs = SliceOutputs.empty(b, k, m, h, w)
-    data = RunningSlices(image.to(dev), roi.to(dev), mu_ref, k)
-    settings = OptimiserSettings(model, lam, lr, weight_decay, clip_norm)
+    image_dev = image.to(dev)
+    if channels_last:
+        image_dev = image_dev.contiguous(memory_format=torch.channels_last)
+    data = RunningSlices(image_dev, roi.to(dev), mu_ref, k)
+    schedule = LRSchedule(lr, int(lr_warmup), float(lr_half_life))
+    settings = OptimiserSettings(model, lam, lr, weight_decay, clip_norm, schedule)
     run_slices(queue, make_stepper(how, net, settings, autocast), data, rule, outputs,
-               size=(h, w), progress=progress, desc=f"{model} fit")
+               size=(h, w), progress=progress, desc=f"{model} fit", observe=observe)
     log.info("%s: %d slices, mean %.1f iterations, %.2f s per slice", model, b,
              float(rule.n_iter.double().mean()), float(outputs.seconds.mean()))
     return SegmentationResult(responsibilities=outputs.responsibilities,

@@ -29,6 +29,7 @@ import torch
 from deepgmm.fit import stacked
 from deepgmm.fit.adamw import adamw_step_, clip_per_slice_
 from deepgmm.fit.loss import nll_of_logits, slice_loss
+from deepgmm.fit.schedule import LRSchedule
 from deepgmm.fit.stacked import StackedFit
 from deepgmm.fit.threaded import SliceGraph, SliceWorkers
 from deepgmm.mixture.likelihood import MixtureParams, PackedROI
@@ -40,13 +41,20 @@ __all__ = ["Evaluation", "LoopStepper", "OptimiserSettings", "ThreadStepper", "V
 
 @dataclass(frozen=True)
 class OptimiserSettings:
-    """What every stepper needs besides the slices: the model and the AdamW settings."""
+    """What every stepper needs besides the slices: the model and the AdamW settings
+    (``schedule``: a learning-rate schedule by each slice's step count; None: ``lr``
+    throughout)."""
 
     model: str
     lam: float
     lr: float
     weight_decay: float
     clip_norm: float | None
+    schedule: LRSchedule | None = None
+
+    def lr_at(self) -> Callable[[int], float] | None:
+        """The schedule's ``step -> lr``, or None for the constant ``lr``."""
+        return None if self.schedule is None or self.schedule.constant else self.schedule.at
 
 
 @dataclass
@@ -99,7 +107,8 @@ class _AutogradStepper:
             state = state.select(keep)
             grads = {n: g.index_select(0, keep) for n, g in grads.items()}
         clip_per_slice_(grads, self.settings.clip_norm)
-        adamw_step_(state, grads, lr=self.settings.lr, weight_decay=self.settings.weight_decay)
+        adamw_step_(state, grads, lr=self.settings.lr, weight_decay=self.settings.weight_decay,
+                    lr_at=self.settings.lr_at())
         return state
 
     def close(self) -> None:
@@ -143,7 +152,8 @@ class ThreadStepper:
         graphs, grad_logits = evaluation.backward
         s = self.settings
         self.workers.backward_step(graphs, grad_logits, go_on.tolist(), state,
-                                   clip_norm=s.clip_norm, lr=s.lr, weight_decay=s.weight_decay)
+                                   clip_norm=s.clip_norm, lr=s.lr, weight_decay=s.weight_decay,
+                                   lr_at=s.lr_at())
         return state.select(go_on) if len(go_on) < len(state) else state
 
     def close(self) -> None:

@@ -124,18 +124,21 @@ class SliceWorkers:
 
     def backward_step(self, graphs: list[SliceGraph], grad_logits: torch.Tensor,
                       slices: list[int], state: StackedFit, *, clip_norm: float | None,
-                      lr: float, weight_decay: float) -> None:
+                      lr: float, weight_decay: float,
+                      lr_at: Callable[[int], float] | None = None) -> None:
         """Backward pass, gradient clipping and AdamW step of the slices at ``slices``.
 
         Each worker takes its slices one after the other: the gradients of slice i from
         ``grad_logits[i]`` ``(K, H, W)``, clipped to ``clip_norm`` over that slice's
         parameters, then one AdamW step on slice i's views of ``state`` (in place; its step
-        count goes up by one). The other slices of ``graphs`` are left alone.
+        count goes up by one; its learning rate is ``lr_at(step count)`` when given). The
+        other slices of ``graphs`` are left alone.
         """
         names = list(graphs[0].leaves)
         index = torch.tensor(slices, dtype=torch.int64)
         state.step[index] += 1
         steps = state.step.to(torch.float32)
+        counts = [int(c) for c in state.step.tolist()]
 
         def run(_worker: int, indices: list[int]) -> None:
             for i in indices:
@@ -147,6 +150,8 @@ class SliceWorkers:
                 fused_adamw_([state.params[k][i] for k in names], grads,
                              [state.exp_avg[k][i] for k in names],
                              [state.exp_avg_sq[k][i] for k in names],
-                             [steps[i]] * len(names), lr=lr, weight_decay=weight_decay)
+                             [steps[i]] * len(names),
+                             lr=lr if lr_at is None else lr_at(counts[i]),
+                             weight_decay=weight_decay)
 
         self._run(run, slices)
