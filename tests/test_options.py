@@ -34,7 +34,7 @@ def test_fit_options_are_fit_slices_keywords_with_its_defaults() -> None:
 
     options = O.FitOptions()
     params = options.fit_params()
-    signature = _defaults(fit_slices, skip={"mu_data", "init_state", "progress"})
+    signature = _defaults(fit_slices, skip={"mu_data", "init_state", "progress", "observe"})
     net = params.pop("net_config")
     assert {**params, "net_config": None} == signature
     unet = _defaults(UNet)
