@@ -75,7 +75,7 @@ def _refuse_constant_in_roi(batch: SliceBatch, volumes: Sequence[CaseVolume]) ->
     vol = next((v for v in volumes if v.case_id == case), None)
     file = (vol.files[m] if vol is not None and len(vol.files) == len(batch.sequences)
             else vol.source if vol is not None else "")
-    raise InputError(f"case {case}, slice {batch.slice_indices[b]}, sequence "
+    raise InputError(f"case {case!r}, slice {batch.slice_indices[b]}, sequence "
                      f"{batch.sequences[m]}{f' ({file})' if file else ''}: the image is "
                      "constant inside the ROI, nothing to separate (check the file and its "
                      "scaling)")

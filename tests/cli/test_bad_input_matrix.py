@@ -486,7 +486,7 @@ ROWS = [
     R("segment-constant-sequence-file", _segment_constant_t2,
       "sequence T2", "const.nii.gz", "constant"),
     R("segment-constant-in-roi", _segment_constant_t2_in_roi,
-      "slice 0, sequence T2", "t2roi.nii.gz", "constant inside the ROI"),
+      "case 'case', slice 0, sequence T2", "t2roi.nii.gz", "constant inside the ROI"),
     R("segment-image-form", lambda e: ["segment", "--image", "C0", "--roi", e.gd(), "--out",
                                        W(e) / "o"],
       "--image expects NAME=FILE", "'C0'"),
