@@ -1,5 +1,5 @@
-# Two commands: `make demo` runs deepSVG and EM-SVGMM on the built-in phantom,
-# `make test` runs the test suite. Both create/reuse .venv and install what they need.
+# Two commands: `make demo` trains deepSVG on phantom cases and segments held-out ones beside
+# EM-SVGMM; `make test` runs the test suite. Both create/reuse .venv and install what they need.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

@@ -192,6 +192,17 @@ def _deep(fold: FoldData, *, model: str, normalise: str, **options: Any) -> Meth
                               "precision": fold.precision})
 
 
+def _deep_labelled(fold: FoldData, *, model: str, normalise: str,
+                   **options: Any) -> MethodOutput:
+    """As :func:`_deep`, with the cross-entropy of μ_data's labelled slices in the loss:
+    ``train_network`` draws its labelled slices as μ_data's were (``N_MU_SLICES`` slices,
+    seed ``fold.mu_seed``), so no label beyond μ_data's enters training."""
+    out = _deep(fold, model=model, normalise=normalise, labelled_slices=N_MU_SLICES,
+                labelled_seed=fold.mu_seed, **options)
+    out.learned.update(labelled_slices=np.asarray(fold.mu_slices))
+    return out
+
+
 def fold_class_prior(fold: FoldData) -> Any:
     """Class statistics of the fold's μ_data slices (:mod:`deepgmm.data.class_prior`): the
     same ``N_MU_SLICES`` training slices, drawn with ``fold.mu_seed``."""
@@ -387,6 +398,21 @@ REGISTRY: dict[str, Method] = {
     "deepsvg-roinorm-potts1": Method(partial(_deep, model="deepsvg", normalise="roi",
                                              potts_weight=1.0),
                                      "deepsvg-roinorm with the potts1 term", normalise="roi"),
+    "deepsvg-ce1": Method(partial(_deep_labelled, model="deepsvg", normalise="crop",
+                                  label_weight=1.0),
+                          "as deepsvg, + 1 x the cross-entropy of the 10 labelled mu_data "
+                          "slices (the only labels mu_data uses)"),
+    "deepsvg-cons1": Method(partial(_deep, model="deepsvg", normalise="crop",
+                                    consistency_weight=1.0),
+                            "as deepsvg, + 1 x the consistency of each slice's class "
+                            "probabilities with a flipped, jittered view's "
+                            "(deepgmm.fit.consistency)"),
+    "deepsvg-ce1-cons1": Method(partial(_deep_labelled, model="deepsvg", normalise="crop",
+                                        label_weight=1.0, consistency_weight=1.0),
+                                "semi-supervised: deepsvg-ce1 and deepsvg-cons1 together"),
+    "deepsvg-ctx-ce1": Method(partial(_deep_labelled, model="deepsvg", normalise="crop",
+                                      context="distance+radius", label_weight=1.0),
+                              "deepsvg-ctx-distrad and deepsvg-ce1 together"),
     "qda-ctx-distrad": Method(partial(_qda_context, context="distance+radius"),
                               "as qda, with ROI border distance and radius as two more "
                               "features per pixel"),

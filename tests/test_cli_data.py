@@ -234,23 +234,43 @@ def test_missing_root(tmp_path: Path):
 
 
 def test_demo(tmp_path: Path):
-    summary = run_demo(tmp_path / "d1", max_iter=12, progress=False)
-    assert summary["slices"] == 12 and summary["batch_shape"] == (12, 3, 64, 64)
-    assert summary["cases"] == ["101", "102", "103", "104"]
+    summary = run_demo(tmp_path / "d1", n_cases=4, epochs=2, progress=False)
+    assert summary["train_cases"] == ["101", "102"] and summary["test_cases"] == ["103", "104"]
+    assert summary["train_slices"] == 6 and summary["slices"] == 6
+    assert summary["batch_shape"] == (6, 3, 64, 64)
     assert sum(summary["class_fractions"].values()) == pytest.approx(1.0)
+    assert summary["training"]["epochs"] == 2
     assert set(summary["summaries"]) == {"em-svgmm", "deepsvg"}
     for method, s in summary["summaries"].items():
-        assert s["method"] == method and s["n_slices"] == 12
-        assert (tmp_path / "d1" / method / "summary.json").is_file()
-        assert len(list((tmp_path / "d1" / method / "figures").glob("*.png"))) == 12
-    # The phantom's classes have distinct contrasts: EM-SVGMM separates them.
+        assert s["method"] == method and s["n_slices"] == 6
+        assert (tmp_path / "d1" / method / "report.html").is_file()
+        assert len(list((tmp_path / "d1" / method / "figures").glob("*.png"))) == 6
+    assert summary["summaries"]["em-svgmm"]["matching"] == "hungarian"
+    assert summary["summaries"]["deepsvg"]["matching"] == "none"
+    assert (tmp_path / "d1" / "deepsvg-train" / "model.safetensors").is_file()
+    assert (tmp_path / "d1" / "deepsvg-train" / "report.html").is_file()
+    # μ_data: the means of the labelled training slices, in the class order of the table.
+    mu = summary["mu_data"]
+    assert mu[3, 1] == mu[:, 1].max() and mu[2, 2] == mu[:, 2].max()  # scar DE, edema T2
+    # Even on the noisy demo phantom EM-SVGMM finds the two large classes.
     em = summary["summaries"]["em-svgmm"]["dice"]
-    assert min(em["blood"], em["myocardium"], em["scar"]) > 0.85, em
-    result = _run("demo", "--out", tmp_path / "d2", "--max-iter", "10", "--no-progress")
+    assert min(em["blood"], em["myocardium"]) > 0.85, em
+    # A second run into the same folder replaces the outputs, training folder included.
+    result = _run("demo", "--out", tmp_path / "d1", "--epochs", "1", "--no-progress")
     assert result.exit_code == 0, result.output
-    assert "4 cases, 12 slices, 3 sequences (C0, DE, T2), 64 x 64 crops" in result.output
+    assert "phantom: 8 cases, 3 sequences (C0, DE, T2), 64 x 64 crops" in result.output
+    assert "held-out cases 107, 108" in result.output and "1 epochs" in result.output
     assert "em-svgmm" in result.output and "deepsvg" in result.output
-    assert load_dataset(tmp_path / "d2" / "phantom")[0].image.shape == (3, 128, 128, 3)
+    assert load_dataset(tmp_path / "d1" / "phantom")[0].image.shape == (3, 128, 128, 3)
+    assert not [p.name for p in (tmp_path / "d1").iterdir() if p.name.startswith(".")]
+
+
+def test_demo_needs_cases_to_train_on(tmp_path: Path):
+    from deepgmm.errors import InputError
+
+    with pytest.raises(InputError, match="more than 2 cases"):
+        run_demo(tmp_path / "d", n_cases=2, progress=False)
+    assert not (tmp_path / "d").exists()
 
 
 @pytest.mark.myops

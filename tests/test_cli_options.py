@@ -118,7 +118,17 @@ def recorder(monkeypatch: pytest.MonkeyPatch, phantom_root: Path) -> Recorder:
     rec.patch("deepgmm.data.phantom", "write_phantom", lambda **_: phantom_root)
     rec.patch("deepgmm.roi.source", "parse_roi_option", call_real=True)
     rec.patch("deepgmm.roi.source", "load_with_roi", _cases_with_gt_roi)
+    rec.patch("deepgmm.cohort.run", "run_cohort")
+    rec.patch("deepgmm.roi.source", "explicit_roi", _explicit_roi_from_gt)
     return rec
+
+
+def _explicit_roi_from_gt(roi: Any, roi_run: Any, images: Any, labels: Any, **_: Any) -> Any:
+    """Stands in for one case's ROI source: a mask file as given, else the ground truth's
+    left ventricle (no ROI network runs here)."""
+    kind = str(roi) if str(roi) in ("gt", "auto") else "file"
+    return RoiSource(kind=kind, path=str(roi_run or roi)), (
+        None if kind != "file" else Path(roi))
 
 
 def _cases_with_gt_roi(root: Path, source: Any, patients: Any = None, **_: Any) -> Any:
@@ -255,7 +265,9 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
               "mu_data": (["--mu-data", str(mu2)], [("em_segment.mu_data", NO)])}
     segment = [
         {**case, **mu2_deep, "model": (["--model", "deepg"], [("fit_slices.model", "deepg")])},
-        {**case, **mu2_em},
+        {**case, **mu2_em,
+         "roi": (["--roi", "auto"], [("explicit_roi.roi", "auto")]),
+         "roi_run": (["--roi-run", str(roi_run)], [("explicit_roi.roi_run", roi_run)])},
     ]
     train = {
         "root": ([str(root)], [("load_dataset.root", root)]),
@@ -278,6 +290,9 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
                             [("train_network.labelled_slices", 3)]),
         "context": (["--context", "distance"], [("train_network.context", "distance")]),
         "potts_weight": (["--potts-weight", "0.5"], [("train_network.potts_weight", 0.5)]),
+        "consistency_weight": (["--consistency-weight", "0.5"],
+                               [("train_network.consistency_weight", 0.5)]),
+        "labelled_seed": (["--labelled-seed", "7"], [("train_network.labelled_seed", 7)]),
         "prior": (["--prior", "all"], [("train_network.prior", "all")]),
         "lam_var": (["--lam-var", "0.25"], [("train_network.lam_var", 0.25)]),
         "lam_weights": (["--lam-weights", "2"], [("train_network.lam_weights", 2.0)]),
@@ -318,8 +333,27 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
         "progress": (["--no-progress"], [("predict.progress", False),
                                          ("write_segmentation.progress", False)]),
     }, {**predict_common, "tta": (["--tta"], [("predict.tta", True)])}]
+    from deepgmm.cohort import ClusterOptions
+
+    local = ClusterOptions(workers=3, resources={"GPU": 1.0}, threads=2, resume=True)
+    remote = ClusterOptions(scheduler="tcp://head:8786")
+
+    def cluster_routes(base: dict[str, list[str]]) -> list[dict]:
+        """The per-case run options of a command, given with the arguments ``base``."""
+        given = {name: (argv, []) for name, argv in base.items()}
+        return [{**given, **{name: (argv, [("run_cohort.cluster", local)]) for name, argv in (
+            ("workers", ["--workers", "3"]), ("resources", ["--resources", "GPU=1"]),
+            ("threads", ["--threads", "2"]), ("resume", ["--resume"]))}},
+            {**given, "scheduler": (["--scheduler", "tcp://head:8786"],
+                                    [("run_cohort.cluster", remote)])}]
+
+    data_base = {"root": [str(root)], "out": ["--out", str(out)]}
+    case_base = {"out": ["--out", str(out)], "images": case["images"][0],
+                 "roi": case["roi"][0]}
     return {
-        "em": [em], "fit": [fit], "segment": segment, "train": [train], "predict": predict,
+        "em": [em, *cluster_routes(data_base)], "fit": [fit, *cluster_routes(data_base)],
+        "segment": [*segment, *cluster_routes(case_base)], "train": [train],
+        "predict": [*predict, *cluster_routes({"runs": [str(run)], **data_base})],
         # a command group: the options of `roi train` / `roi predict` are tested in
         # tests/roi/test_cli_roi.py
         "roi": [],
@@ -330,6 +364,8 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
             "seed": (["--seed", "5"], [("write_phantom.seed", 5)]),
             "n_slices": (["--slices", "2"], [("write_phantom.n_slices", 2)]),
             "size": (["--size", "64"], [("write_phantom.shape", (64, 64))]),
+            "layout": (["--layout", "nnunet"], [("write_phantom.layout", "nnunet")]),
+            "noise": (["--noise", "0.1"], [("write_phantom.noise", 0.1)]),
         }],
         "info": [{
             "root": ([str(root)], [("describe_data.root", root)]),
@@ -351,15 +387,17 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
         "demo": [{
             "out": (["--out", str(out)], [("write_phantom.out_dir", out / "phantom")]),
             "seed": (["--seed", "5"], [("write_phantom.seed", 5), (f"em_segment.{EM_SEED}", 5),
-                                       ("fit_slices.seed", 5)]),
-            "max_iter": (["--max-iter", "12"], [("fit_slices.max_iter", 12)]),
-            "progress": (["--no-progress"], [("fit_slices.progress", False)]),
+                                       ("train_network.seed", 5)]),
+            "epochs": (["--epochs", "12"], [("train_network.epochs", 12)]),
+            "progress": (["--no-progress"], [("train_network.progress", False)]),
         }],
         "evaluate": [{
             "root": ([str(root)], [("evaluate_outputs.root", root)]),
             "out_dir": (["--out", str(out)], [("evaluate_outputs.out_dir", out)]),
             "patients": (["--patients", "101"], [("evaluate_outputs.patients", ["101"])]),
             "matching": (["--matching", "greedy"], [("evaluate_outputs.matching", "greedy")]),
+            "roi": (["--roi", "auto"], [("evaluate_outputs.roi", "auto")]),
+            "roi_run": (["--roi-run", str(roi_run)], [("evaluate_outputs.roi_run", roi_run)]),
         }],
     }
 
@@ -409,7 +447,7 @@ def test_every_option_reaches_its_function(command: str, index: int, recorder: R
                                            phantom_root: Path, tmp_path: Path,
                                            files: dict[str, Path]) -> None:
     invocation = _routes(phantom_root, tmp_path, files)[command][index]
-    if command == "demo":  # it writes two methods' outputs and prints their Dice
+    if command == "demo":  # it writes EM-SVGMM's outputs before it trains deepSVG
         recorder.patch("deepgmm.report.outputs", "write_segmentation", lambda **_: {
             "dice": dict.fromkeys(CLASS_NAMES, 0.0), "seconds_per_slice": 0.0})
     result = runner.invoke(app, _argv(command, invocation))

@@ -34,7 +34,7 @@ def test_fit_options_are_fit_slices_keywords_with_its_defaults() -> None:
 
     options = O.FitOptions()
     params = options.fit_params()
-    signature = _defaults(fit_slices, skip={"mu_data", "init_state", "progress"})
+    signature = _defaults(fit_slices, skip={"mu_data", "init_state", "progress", "observe"})
     net = params.pop("net_config")
     assert {**params, "net_config": None} == signature
     unet = _defaults(UNet)
@@ -100,6 +100,7 @@ CLI_OWN_DEFAULTS = {
     ("em", "init"): None,  # mu_data with --mu-data, else kmeans
     ("em", "model"): "em-gmm",
     ("fit", "model"): "deepsvg",
+    ("fit", "min_iter"): None,  # 10, or --max-iter when that is smaller
 }
 
 
@@ -192,7 +193,8 @@ def test_the_run_configuration_records_the_training_options() -> None:
     settings = O.TrainOptions(lam=np.float32(0.5), seed=np.int64(3)).run_settings()
     assert set(settings) == set(O.TrainOptions.RUN_SETTINGS) <= config_fields
     assert type(settings["lam"]) is float and type(settings["seed"]) is int
-    transformed = {"augment": "augment", "depth": "network", "base_filters": "network"}
+    transformed = {"augment": "augment", "depth": "network", "base_filters": "network",
+                   "labelled_seed": "labelled_slices"}  # the drawn slices' ids
     not_recorded = {"device", "labelled_slices"}  # the resolved device; the slices' ids
     for name in O.TrainOptions.names():
         assert (name in settings or transformed.get(name) in config_fields

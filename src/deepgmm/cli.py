@@ -6,8 +6,11 @@ stderr, with the library's parameter names replaced by the command's flags (``ma
 ``--max-iter``; a command's function parameters carry the library's names, so the flag of a
 name is the option declared for it). Exit codes: 2 for bad input (``InputError``,
 ``CheckpointError``), 3 for a fit that could not be carried out on valid input
-(``FitError``: divergence, out of memory). Nothing else is caught, so a real bug still shows
-its traceback.
+(``FitError``: divergence, out of memory), 4 for a per-case run in which some cases
+failed (the others are written; ``summary.json`` lists ``failed_cases``). An OS error that
+means a path could not be written (read-only folder, full disk, no permission) is bad input
+too: one line naming the path and the reason, exit code 2. Nothing else is caught, so a
+real bug still shows its traceback.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
+from typer.core import TyperCommand
 
 if TYPE_CHECKING:
     from deepgmm.errors import DeepGMMError
@@ -114,6 +118,20 @@ def exit_code(err: DeepGMMError) -> int:
     return EXIT_FIT_FAILED if isinstance(err, FitError) else EXIT_BAD_INPUT
 
 
+RAW_ARGS = "deepgmm.raw_args"
+"""Key of ``ctx.meta`` holding a command's arguments as given (before parsing)."""
+
+
+class RecordingCommand(TyperCommand):
+    """A typer command that keeps its raw argument list in ``ctx.meta[RAW_ARGS]``, so that
+    the loose values of ``--patients 101 102`` can be told from a stray argument
+    (:func:`deepgmm.commands._options.stray_arguments`)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        ctx.meta[RAW_ARGS] = list(args)
+        return super().parse_args(ctx, args)
+
+
 def command(name: str | None = None, *, group: typer.Typer | None = None,
             **kwargs: Any) -> Callable[[F], F]:
     """Register a function as a command of ``app`` (or of a ``group`` such as
@@ -129,6 +147,7 @@ def command(name: str | None = None, *, group: typer.Typer | None = None,
         @functools.wraps(func)
         def wrapper(*args: Any, **kw: Any) -> Any:
             from deepgmm.errors import DeepGMMError
+            from deepgmm.output_paths import is_write_error, write_error_message
             from deepgmm.report.provenance import invocation
 
             with warnings.catch_warnings(), invocation(_current_context()):
@@ -139,7 +158,13 @@ def command(name: str | None = None, *, group: typer.Typer | None = None,
                     message = flag_message(err, command_flags(func))
                     typer.echo(f"error: {message}", err=True)
                     raise typer.Exit(exit_code(err)) from None
+                except OSError as err:
+                    if not is_write_error(err):
+                        raise
+                    typer.echo(f"error: {write_error_message(err)}", err=True)
+                    raise typer.Exit(EXIT_BAD_INPUT) from None
 
+        kwargs.setdefault("cls", RecordingCommand)
         (group or app).command(name, **kwargs)(wrapper)
         return func
 

@@ -33,3 +33,8 @@ class CheckpointError(DeepGMMError):
 
 class FitError(DeepGMMError):
     """A fit could not be carried out on valid input: it diverged or ran out of memory."""
+
+
+class OutputError(InputError):
+    """An output could not be written (read-only folder, full disk, no permission). The
+    message names the path and the reason; nothing partial is left under its name."""

@@ -44,11 +44,12 @@ import torch
 
 from deepgmm.data.augment import AugmentConfig
 from deepgmm.errors import InputError
-from deepgmm.mixture.em import EM_MODELS, SEED_MAX, GaussianMixtureEM, SpatiallyVariantEM
+from deepgmm.mixture.em import EM_MODELS, GaussianMixtureEM, SpatiallyVariantEM
 from deepgmm.mixture.likelihood import DEFAULT_VAR_FLOOR
 from deepgmm.mixture.prior import PRIORS
 from deepgmm.nets.context import CONTEXTS
 from deepgmm.params import (
+    SEED,
     Constraints,
     Integral,
     Interval,
@@ -108,8 +109,6 @@ def _positive() -> Interval:
     return Interval(Real, 0, None, closed="neither")
 
 
-SEED = Interval(Integral, 0, SEED_MAX, closed="left")
-"""A seed: a non-negative integer below 2**63."""
 DEVICE = DeviceName()
 
 
@@ -159,8 +158,8 @@ class MethodOptions:
 
 def _not_above(params: Mapping[str, Any], low: str, high: str) -> None:
     if low in params and high in params and params[low] > params[high]:
-        raise InputError(f"{low} ({params[low]}) must not exceed {high} ({params[high]})",
-                         params=(low, high))
+        raise InputError(f"{low} ({params[low]}) must not exceed {high} ({params[high]}): "
+                         f"lower {low} or raise {high}", params=(low, high))
 
 
 # ----------------------------------------------------------------------------------- EM
@@ -355,6 +354,9 @@ class TrainOptions(MethodOptions):
             ``"none"`` (published), ``"distance"`` or ``"distance+radius"``.
         potts_weight: weight of the soft Potts energy of the responsibilities in the loss
             (:mod:`deepgmm.fit.potts`; 0: none).
+        consistency_weight: weight of the Π-model consistency term
+            (:mod:`deepgmm.fit.consistency`; 0: none).
+        labelled_seed: seed of the draw of the labelled slices (cross-entropy, class prior).
         prior: ``"means"`` (published: the μ_data penalty only) or ``"all"`` (also the
             variances and weights, :mod:`deepgmm.mixture.prior`).
         lam_var, lam_weights: weights of the log-variance and weight penalties
@@ -382,6 +384,8 @@ class TrainOptions(MethodOptions):
         "precision": [_one_of(PRECISIONS)],
         "context": [_one_of(CONTEXTS)],
         "potts_weight": [Interval(Real, 0, None, closed="left")],
+        "consistency_weight": [Interval(Real, 0, None, closed="left")],
+        "labelled_seed": [SEED],
         "prior": [_one_of(PRIORS)],
         "lam_var": [Interval(Real, 0, None, closed="left")],
         "lam_weights": [Interval(Real, 0, None, closed="left")],
@@ -409,6 +413,8 @@ class TrainOptions(MethodOptions):
     precision: Literal["fp32", "bf16"] = "fp32"
     context: Literal["none", "distance", "distance+radius"] = "none"
     potts_weight: float = 0.0
+    consistency_weight: float = 0.0
+    labelled_seed: int = 42
     prior: Literal["means", "all"] = "means"
     lam_var: float = 1.0
     lam_weights: float = 1.0
@@ -421,16 +427,19 @@ class TrainOptions(MethodOptions):
     RUN_SETTINGS: ClassVar[tuple[str, ...]] = (
         "model", "lam", "epochs", "min_epochs", "batch_size", "lr", "weight_decay", "tol",
         "seed", "penalty", "clip_norm", "label_weight", "precision", "n_classes", "context",
-        "potts_weight", "prior", "lam_var", "lam_weights", "components_per_class")
+        "potts_weight", "consistency_weight", "prior", "lam_var", "lam_weights",
+        "components_per_class")
     """The options a run configuration (:class:`deepgmm.fit.checkpoint.RunConfig`) records
     as they are; the others enter it transformed (``augment`` as its settings, ``depth``
     and ``base_filters`` as the network's configuration) or not at all (``device``: the
-    resolved device is recorded, ``labelled_slices``: which slices they were)."""
+    resolved device is recorded, ``labelled_slices`` and ``labelled_seed``: which slices
+    they were)."""
 
     def run_settings(self) -> dict[str, Any]:
         """:data:`RUN_SETTINGS` as JSON values (``float`` / ``int``), for the run
         configuration."""
         as_float = {"lam", "lr", "weight_decay", "tol", "label_weight", "potts_weight",
+                    "consistency_weight",
                     "lam_var", "lam_weights"}
         as_int = {"epochs", "min_epochs", "batch_size", "seed", "n_classes",
                   "components_per_class"}

@@ -31,10 +31,15 @@ from sklearn.utils._param_validation import (
 
 from deepgmm.errors import InputError
 
-__all__ = ["Constraints", "Integral", "Interval", "Options", "Real", "StrOptions",
-           "check_params", "check_known"]
+__all__ = ["SEED", "SEED_MAX", "Constraints", "Integral", "Interval", "Options", "Real",
+           "StrOptions", "check_params", "check_known", "check_seed"]
 
 Constraints = Mapping[str, list[Any]]
+
+SEED_MAX = 2**63
+"""Seeds are integers in ``[0, SEED_MAX)`` (what every command and estimator accepts)."""
+SEED = Interval(Integral, 0, SEED_MAX, closed="left")
+"""A seed: a non-negative integer below 2**63."""
 
 
 def check_known(constraints: Constraints, names: Any, *, caller: str) -> None:
@@ -77,3 +82,12 @@ def check_params(constraints: Constraints, params: Mapping[str, Any], *, caller:
                                            caller_name=caller)
         except InvalidParameterError as err:
             raise InputError(str(err), params=(name,)) from err
+
+
+def check_seed(seed: Any, *, caller: str, name: str = "seed") -> None:
+    """The one seed rule: an integer in ``[0, 2**63)``.
+
+    Raises:
+        InputError: naming ``name`` (the command line prints its flag, ``--seed``).
+    """
+    check_params({name: [SEED]}, {name: seed}, caller=caller)

@@ -54,8 +54,31 @@ def prepare_slices(volumes: Sequence[CaseVolume], *, selection: str = "all-class
     from deepgmm.data.slices import make_batch
 
     size = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
-    return make_batch(list(volumes), selection=selection, crop_size=size,
-                      normalisation=normalisation)
+    batch = make_batch(list(volumes), selection=selection, crop_size=size,
+                       normalisation=normalisation)
+    _refuse_constant_in_roi(batch, volumes)
+    return batch
+
+
+def _refuse_constant_in_roi(batch: SliceBatch, volumes: Sequence[CaseVolume]) -> None:
+    """Refuse a slice whose sequence is constant inside the ROI (nothing to separate),
+    naming the case, the slice, the sequence and its file."""
+    roi = batch.roi[:, None]                                              # (B, 1, H, W)
+    inf = torch.tensor(float("inf"), dtype=batch.image.dtype)
+    hi = torch.where(roi, batch.image, -inf).amax(dim=(2, 3))             # (B, M)
+    lo = torch.where(roi, batch.image, inf).amin(dim=(2, 3))
+    constant = (hi <= lo) & roi.any(dim=(2, 3))
+    if not bool(constant.any()):
+        return
+    b, m = (int(i) for i in torch.nonzero(constant)[0])
+    case = batch.case_ids[b]
+    vol = next((v for v in volumes if v.case_id == case), None)
+    file = (vol.files[m] if vol is not None and len(vol.files) == len(batch.sequences)
+            else vol.source if vol is not None else "")
+    raise InputError(f"case {case!r}, slice {batch.slice_indices[b]}, sequence "
+                     f"{batch.sequences[m]}{f' ({file})' if file else ''}: the image is "
+                     "constant inside the ROI, nothing to separate (check the file and its "
+                     "scaling)")
 
 
 def load_mu(mu_data: PathLike | np.ndarray | None, sequences: Sequence[str], *,
@@ -143,6 +166,11 @@ def write_result(out: PathLike, volumes: Sequence[CaseVolume], batch: SliceBatch
                               naming=naming, run_options=run_options)
 
 
+def _input_paths(*values: object) -> list[Path]:
+    """The values that name files (not arrays, not ``None``), as paths."""
+    return [Path(v) for v in values if isinstance(v, str | os.PathLike)]
+
+
 def fixes_class_order(model: str, mu_data: object, options: Mapping[str, Any]) -> bool:
     """Whether μ_data gives the components class identity: it sets the EM initial means,
     and it pulls the deep methods' means only with ``lam > 0``."""
@@ -203,7 +231,8 @@ def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
                          params=("init_run",))
     map_names(naming)
     source = parse_roi_option(roi, roi_run)
-    check_output_dir(Path(out), [root, *([source.path] if source.path else [])])
+    check_output_dir(Path(out), [root, *([source.path] if source.path else []),
+                                 *_input_paths(mu_data, roi_run)])
     volumes = load_with_roi(root, source, list(patients) if patients else None,
                             progress=progress)
     batch = prepare_slices(volumes, selection=selection, crop_size=crop_size,
@@ -233,8 +262,9 @@ def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
                         run_options=run_options)
 
 
-def segment_case(images: Mapping[str, PathLike], roi: PathLike, out: PathLike, *,
-                 labels: PathLike | None = None, model: str = "deepsvg",
+def segment_case(images: Mapping[str, PathLike], roi: str | PathLike, out: PathLike, *,
+                 labels: PathLike | None = None, roi_run: PathLike | None = None,
+                 model: str = "deepsvg",
                  case_id: str = "case", selection: str = "roi",
                  crop_size: int | tuple[int, int] = 160, normalisation: str = "crop",
                  mu_data: PathLike | np.ndarray | None = None, matching: str | None = None,
@@ -244,8 +274,12 @@ def segment_case(images: Mapping[str, PathLike], roi: PathLike, out: PathLike, *
 
     Args:
         images: sequence name -> NIfTI file (any names, any number M).
-        roi: NIfTI mask of the region to segment (non-zero = inside).
+        roi: the region to segment: a NIfTI mask file (non-zero = inside), ``"gt"`` (the
+            left ventricle of ``labels``) or ``"auto"`` (predicted from the images by the
+            ROI run ``roi_run``, which needs its sequences among the ``images`` names);
+            recorded in ``summary.json`` and ``results.csv``.
         labels: optional ground truth (MyoPS codes) for Dice.
+        roi_run: the ROI run folder (``deepgmm roi train``) for ``roi="auto"``.
         matching: defaults to ``"hungarian"`` with labels and ``"none"`` without.
         model, case_id, selection, crop_size, normalisation, mu_data, figures, progress,
         **options: as :func:`segment_dataset`.
@@ -259,29 +293,34 @@ def segment_case(images: Mapping[str, PathLike], roi: PathLike, out: PathLike, *
     if matching is None:
         matching = "hungarian" if labels is not None else "none"
     opts = _check_run(model, options, mu_data, caller="segment_case", selection=selection,
-                      normalisation=normalisation, matching=matching)
+                      normalisation=normalisation, matching=matching, roi=roi,
+                      roi_run=roi_run)
     if matching != "none" and labels is None:
         raise InputError(f"matching {matching!r} needs ground truth: give labels, or use "
                          "matching 'none'", params=("matching", "labels"))
-    inputs = [Path(p) for p in images.values()] + [Path(roi)]
-    if labels is not None:
-        inputs.append(Path(labels))
     from deepgmm.report.naming import map_names
+    from deepgmm.roi.source import explicit_roi
 
     map_names(naming)
-    check_output_dir(Path(out), inputs)
-    volume = load_explicit(dict(images), roi, labels, case_id=case_id)
+    inputs = [Path(p) for p in images.values()]
+    inputs += [Path(p) for p in (labels, roi_run) if p is not None]
+    if str(roi) not in ("gt", "auto"):
+        inputs.append(Path(roi))
+    check_output_dir(Path(out), [*inputs, *_input_paths(mu_data)])
+    source, roi_mask = explicit_roi(roi, roi_run, images, labels, case_id=case_id)
+    volume = load_explicit(dict(images), roi_mask, labels, case_id=case_id)
     batch = prepare_slices([volume], selection=selection, crop_size=crop_size,
                            normalisation=normalisation)
     mu = load_mu(mu_data, batch.sequences, batch=batch)
     result = run_method(batch, model, mu_data=mu, options=opts, progress=progress)
-    run_options = {"model": model, "images": dict(images), "roi": roi, "labels": labels,
-                   "case_id": case_id, "selection": selection, "crop_size": crop_size,
+    run_options = {"model": model, "images": dict(images), "roi": roi, "roi_run": roi_run,
+                   "labels": labels, "case_id": case_id, "selection": selection,
+                   "crop_size": crop_size,
                    "normalisation": normalisation,
                    "mu_data": mu_data if not isinstance(mu_data, np.ndarray) else "array",
                    "matching": matching, "naming": naming, **opts.as_dict()}
     return write_result(out, [volume], batch, result, matching=matching, figures=figures,
                         progress=progress,
                         class_identity=fixes_class_order(model, mu, opts.as_dict()),
-                        roi_source={"roi": "file", "roi_path": str(roi), "roi_skipped": []},
+                        roi_source=source.as_dict(),
                         naming=naming, run_options=run_options)

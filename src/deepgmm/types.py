@@ -34,6 +34,8 @@ class CaseVolume:
         affine: ``(4, 4)`` voxel-to-world matrix of the input files.
         zooms: voxel spacing in mm, ``(dx, dy, dz)``.
         source: path of the first sequence file, for messages.
+        files: the path of each sequence's file, in channel order, for messages (empty
+            for volumes built in memory).
     """
 
     case_id: str
@@ -44,6 +46,7 @@ class CaseVolume:
     affine: np.ndarray
     zooms: tuple[float, float, float]
     source: str = ""
+    files: tuple[str, ...] = ()
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -80,12 +80,36 @@ def test_noise_and_blur_present(phantom_volumes):
     assert air.min() >= 0 and air.max() > 0  # magnitude noise in the air
 
 
+def test_noise_level(tmp_path: Path):
+    """The noise option scales the Rician noise alone: same geometry and labels, and the
+    spread of the blood intensity (noise + bias + blur) grows with it."""
+    from deepgmm.commands.data import NOISE_FRACTION as CLI_DEFAULT
+    from deepgmm.data.phantom import NOISE_FRACTION
+
+    assert CLI_DEFAULT == NOISE_FRACTION
+    default = _arrays(write_phantom(tmp_path / "d", n_cases=1, seed=2))
+    same = _arrays(write_phantom(tmp_path / "s", n_cases=1, seed=2, noise=NOISE_FRACTION))
+    noisy = _arrays(write_phantom(tmp_path / "n", n_cases=1, seed=2, noise=0.18))
+    assert all(np.array_equal(default[k], same[k]) for k in default)
+    gd = "phantom_training_101_gd.nii.gz"
+    assert np.array_equal(default[gd], noisy[gd])
+    blood = default[gd] == 500
+    for seq in ("C0", "DE", "T2"):
+        name = f"phantom_training_101_{seq}.nii.gz"
+        quiet_sd, noisy_sd = default[name][blood].std(), noisy[name][blood].std()
+        # 3 x the noise; the bias field and the blur spread the blood as well
+        assert noisy_sd > 1.5 * quiet_sd, (seq, quiet_sd, noisy_sd)
+        assert noisy[name][blood].mean() == pytest.approx(default[name][blood].mean(), rel=0.05)
+
+
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"n_cases": 0}, "at least one case"),
     ({"n_slices": 0}, "at least one case and one slice"),
     ({"shape": (32, 128)}, "at least 48"),
     ({"spacing": (1.5, 0.0, 10.0)}, "positive"),
     ({"shape": (64, 64), "spacing": (1.0, 1.0, 8.0)}, "field of view"),
+    ({"noise": -0.1}, "noise must be"),
+    ({"noise": float("nan")}, "noise must be"),
 ])
 def test_bad_arguments(tmp_path: Path, kwargs, match):
     with pytest.raises(InputError, match=match):

@@ -209,8 +209,8 @@ def test_required_and_resume_keys_come_from_run_config() -> None:
         "model", "lam", "epochs", "min_epochs", "batch_size", "lr", "weight_decay", "tol",
         "seed", "augment", "network", "train_patients", "n_slices", "crop_size", "sequences",
         "mu_data", "penalty", "clip_norm", "label_weight", "labelled_slices", "precision",
-        "context", "potts_weight", "prior", "lam_var", "lam_weights", "class_prior",
-        "components_per_class"}
+        "context", "potts_weight", "consistency_weight", "prior", "lam_var", "lam_weights",
+        "class_prior", "components_per_class"}
     assert set(ck.RESUME_KEYS) <= set(names)
     assert set(ck.REQUIRED_KEYS) - set(names) == {"format_version", "epoch", "files"}
 

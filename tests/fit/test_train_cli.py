@@ -30,7 +30,8 @@ def run(phantom_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_train_writes_a_complete_run(run: Path) -> None:
     assert {p.name for p in run.iterdir()} == {"config.json", "model.safetensors",
                                                "optimizer.safetensors", "training_curve.png",
-                                               "run.json", "report.html"}
+                                               "run.json", "report.html",
+                                               ".deepgmm-manifest.json"}
     record = json.loads((run / "run.json").read_text())
     assert record["command"] == "train" and record["seeds"] == {"seed": 0}
     assert len(record["inputs"]) == 8  # C0, DE, T2, gd of cases 101 and 102

@@ -116,7 +116,7 @@ def test_class_identity_writes_myops_codes_and_no_matched_maps(tmp_path, case, s
     assert sorted(p.name for p in out.iterdir()) == sorted([
         "101_prob.nii.gz", "101_seg.nii.gz", "102_prob.nii.gz", "102_seg.nii.gz",
         "results.csv", "cases.csv", "summary.json", "dseg.tsv", "run.json",
-        "report.html", *sidecars])
+        "report.html", ".deepgmm-manifest.json", *sidecars])
     assert summary["class_order"] == "mu_data"
     assert summary["maps"] == {
         "<case>_seg.nii.gz": {"labels": "as fitted", "values": MYOPS_VALUES},
@@ -214,12 +214,18 @@ def test_output_folder_checks(tmp_path, case):
     with pytest.raises(InputError, match="not an earlier deepgmm output"):
         write_segmentation(foreign, volumes, batch, result, progress=False)
     assert (foreign / "notes.txt").read_text() == "mine"
-    # an earlier output is replaced as a whole
+    # an earlier output is replaced as a whole, but only while it holds nothing but what
+    # deepgmm wrote there: a file of the user's in it is kept and the folder refused
     out = tmp_path / "out"
     write_segmentation(out, volumes, batch, result, figures=False, progress=False)
+    (out / "summary.json").write_text("{}")  # deepgmm's own file: replaced
+    with pytest.warns(UserWarning, match="replaced the earlier output"):
+        write_segmentation(out, volumes, batch, result, figures=False, progress=False)
+    assert (out / "summary.json").read_text() != "{}"
     (out / "stale.txt").write_text("old")
-    write_segmentation(out, volumes, batch, result, figures=False, progress=False)
-    assert not (out / "stale.txt").exists() and (out / "summary.json").is_file()
+    with pytest.raises(InputError, match="holds files deepgmm did not write: stale.txt"):
+        write_segmentation(out, volumes, batch, result, figures=False, progress=False)
+    assert (out / "stale.txt").read_text() == "old" and (out / "summary.json").is_file()
 
 
 def test_mismatched_inputs(tmp_path, case):

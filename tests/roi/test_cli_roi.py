@@ -78,8 +78,8 @@ def test_predict_on_a_folder_without_ground_truth(cli_run: Path, unlabelled: Pat
     assert result.exit_code == 0, result.output
     assert "4 of 4 case(s) written" in result.stdout
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["101_roi.nii.gz", "102_roi.nii.gz", "103_roi.nii.gz", "104_roi.nii.gz",
-                     "roi_summary.json"]
+    assert names == [".deepgmm-manifest.json", "101_roi.nii.gz", "102_roi.nii.gz",
+                     "103_roi.nii.gz", "104_roi.nii.gz", "roi_summary.json"]
     written = nib.load(str(out / "103_roi.nii.gz"))
     source = nib.load(str(unlabelled / "test20" / "phantom_training_103_C0.nii.gz"))
     assert written.shape == source.shape

@@ -118,7 +118,7 @@ def test_empty_prediction_is_reported_and_skipped(tiny_run: Path, phantom_root: 
     assert by_case["102"].file is None and by_case["102"].slices == []
     assert by_case["101"].file == "101_roi.nii.gz" and by_case["103"].file == "103_roi.nii.gz"
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
-        "101_roi.nii.gz", "103_roi.nii.gz", "roi_summary.json"]
+        ".deepgmm-manifest.json", "101_roi.nii.gz", "103_roi.nii.gz", "roi_summary.json"]
     summary = json.loads((tmp_path / "o" / "roi_summary.json").read_text())
     assert summary["skipped"] == ["102"]
 

@@ -18,6 +18,7 @@ def report_command(
     """Rebuild OUT/report.html (summary, Dice per slice, clinical measures, slice panels,
     provenance) from the files in OUT."""
     from deepgmm._atomic import atomic_path
+    from deepgmm.output_paths import add_to_manifest
     from deepgmm.report.html import REPORT_HTML, render_report
 
     target = Path(out) / REPORT_HTML
@@ -27,4 +28,5 @@ def report_command(
         raise InputError(f"{str(out)!r} is not a folder")
     with atomic_path(target) as tmp:
         render_report(out, tmp)
+    add_to_manifest(out, [REPORT_HTML], create=False)
     typer.echo(f"wrote {target}")

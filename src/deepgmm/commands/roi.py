@@ -91,6 +91,9 @@ def roi_train_command(
         if threads < 1:
             raise InputError(f"--threads must be at least 1, got {threads}")
         torch.set_num_threads(threads)
+    from deepgmm.output_paths import check_output_folder
+
+    check_output_folder(out, [root], replace=False, what="ROI run folder")
     _check_run_folder(out)
     volumes = load_dataset(root, patient_list(ctx, patients), exclude=split_ids([exclude])
                            if exclude else None, sequences=names)

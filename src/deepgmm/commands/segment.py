@@ -9,7 +9,18 @@ from typing import Annotated, Any
 import typer
 
 from deepgmm.cli import command
-from deepgmm.commands._options import MULTI_VALUE_CONTEXT, parse_named_files, patient_list
+from deepgmm.commands._options import (
+    MULTI_VALUE_CONTEXT,
+    ResourcesOpt,
+    ResumeOpt,
+    SchedulerOpt,
+    ThreadsOpt,
+    WorkersOpt,
+    cluster_options,
+    parse_named_files,
+    patient_list,
+    report_cohort,
+)
 
 RootArg = Annotated[Path, typer.Argument(help="Folder with <prefix>_<n>_{C0,DE,T2}.nii.gz "
                                               "images and <prefix>_<n>_gd.nii.gz labels.")]
@@ -74,7 +85,9 @@ DeepModelOpt = Annotated[str, typer.Option("--model", help="deepg or deepsvg.")]
 LamOpt = Annotated[float, typer.Option("--lam", help="Weight of the μ_data penalty "
                                        "(needs --mu-data; fixes the class order).")]
 TolOpt = Annotated[float, typer.Option("--tol", help="Stop a slice when |ΔNLL| < tol.")]
-MinIterOpt = Annotated[int, typer.Option("--min-iter", help="Minimum iterations per slice.")]
+MinIterOpt = Annotated[int | None, typer.Option(
+    "--min-iter", help="Minimum iterations per slice (default: 10, or --max-iter when "
+    "smaller).")]
 MaxIterOpt = Annotated[int, typer.Option("--max-iter", help="Maximum iterations per slice.")]
 LrOpt = Annotated[float, typer.Option("--lr", help="AdamW learning rate.")]
 WeightDecayOpt = Annotated[float, typer.Option("--weight-decay", help="AdamW weight "
@@ -117,8 +130,9 @@ PrecisionOpt = Annotated[str, typer.Option(
     "slightly different results).")]
 
 
-def print_summary(summary: dict[str, Any], out: Path) -> None:
-    """Print the Dice table of a summary and where the outputs are."""
+def print_summary(summary: dict[str, Any], out: Path, figures: bool = True) -> None:
+    """Print the Dice table of a summary and where the outputs are (``figures/`` only
+    when figures were written)."""
     from deepgmm.report.clinical import format_measures
     from deepgmm.report.tables import format_summary
 
@@ -126,7 +140,7 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
     if summary.get("clinical"):
         typer.echo(format_measures(summary["clinical"]))
     typer.echo(f"outputs: {out}  (results.csv, cases.csv, summary.json, NIfTI maps with "
-               "label tables, figures/)")
+               f"label tables{', figures/' if figures else ''})")
 
 
 def given(**options: Any) -> dict[str, Any]:
@@ -137,6 +151,16 @@ def given(**options: Any) -> dict[str, Any]:
 def clip_norm_option(clip_norm: float | None) -> float | None:
     """``--clip-norm 0`` means off (``None``); other values pass unchanged."""
     return None if clip_norm == 0 else clip_norm
+
+
+def default_min_iter(min_iter: int | None, max_iter: int) -> int:
+    """``--min-iter``, defaulting to the published 10, or to ``--max-iter`` when that is
+    smaller (``--max-iter 5`` alone is a valid request)."""
+    from deepgmm.options import FitOptions
+
+    if min_iter is not None:
+        return min_iter
+    return min(FitOptions.min_iter, max_iter) if max_iter >= 0 else FitOptions.min_iter
 
 
 def em_init(init: str | None, mu_data: Path | None) -> str:
@@ -174,6 +198,11 @@ def em_command(
     figures: FiguresOpt = True,
     progress: ProgressOpt = True,
     naming: NamingOpt = "deepgmm",
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    resources: ResourcesOpt = None,
+    threads: ThreadsOpt = 1,
+    resume: ResumeOpt = False,
 ) -> None:
     """EM baselines: a Gaussian mixture (em-gmm) or spatially variant mixture (em-svgmm) per
     slice."""
@@ -185,12 +214,20 @@ def em_command(
                     max_iter=max_iter, var_floor=var_floor, n_kmeans_init=n_kmeans_init,
                     gmm_tol=gmm_tol, gmm_max_iter=gmm_max_iter, smoothing=smoothing,
                     seed=seed, device=device)
-    summary = segment_dataset(root, out, model=model, patients=patient_list(ctx, patients),
-                              selection=selection, crop_size=crop_size,
-                              normalisation=normalisation, mu_data=mu_data,
-                              matching=matching, roi=roi, roi_run=roi_run, figures=figures,
-                              progress=progress, naming=naming, **options)
-    print_summary(summary, out)
+    cluster = cluster_options(workers, scheduler, resources, threads, resume)
+    run = dict(patients=patient_list(ctx, patients), selection=selection,
+               crop_size=crop_size, normalisation=normalisation, mu_data=mu_data,
+               matching=matching, roi=roi, roi_run=roi_run, figures=figures,
+               progress=progress, naming=naming)
+    if cluster is None:
+        summary = segment_dataset(root, out, model=model, **run, **options)
+        print_summary(summary, out, figures)
+        return
+    from deepgmm.cohort import segment_cohort
+
+    cohort = segment_cohort(root, out, model=model, cluster=cluster, **run, **options)
+    print_summary(cohort.summary, out, figures)
+    report_cohort(cohort)
 
 
 @command("fit", context_settings=MULTI_VALUE_CONTEXT)
@@ -202,7 +239,7 @@ def fit_command(
     lam: LamOpt = 0.0,
     mu_data: MuDataOpt = None,
     tol: TolOpt = 1e-3,
-    min_iter: MinIterOpt = 10,
+    min_iter: MinIterOpt = None,
     max_iter: MaxIterOpt = 200,
     lr: LrOpt = 1e-4,
     weight_decay: WeightDecayOpt = 1e-3,
@@ -231,26 +268,45 @@ def fit_command(
     figures: FiguresOpt = True,
     progress: ProgressOpt = True,
     naming: NamingOpt = "deepgmm",
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    resources: ResourcesOpt = None,
+    threads: ThreadsOpt = 1,
+    resume: ResumeOpt = False,
 ) -> None:
     """deepG / deepSVG: a fresh U-Net per slice, many slices fitted at once."""
     from deepgmm.options import DEEP_MODELS, options_class
     from deepgmm.pipeline import segment_dataset
 
     options_class(model, caller="fit", models=DEEP_MODELS)
-    options = {"lam": lam, "tol": tol, "min_iter": min_iter, "max_iter": max_iter, "lr": lr,
+    options = {"lam": lam, "tol": tol, "min_iter": default_min_iter(min_iter, max_iter),
+               "max_iter": max_iter, "lr": lr,
                "weight_decay": weight_decay, "clip_norm": clip_norm_option(clip_norm),
                "concurrent": concurrent, "base_filters": base_filters, "depth": depth,
                "mechanism": mechanism, "precision": precision, "seed": seed,
                "device": device, "stop": stop, "label_tol": label_tol,
                "label_window": label_window, "lr_warmup": lr_warmup,
                "lr_half_life": lr_half_life, "channels_last": channels_last}
-    summary = segment_dataset(
-        root, out, model=model, patients=patient_list(ctx, patients), selection=selection,
-        crop_size=crop_size, normalisation=normalisation, mu_data=mu_data,
-        matching=matching, roi=roi, roi_run=roi_run, figures=figures, progress=progress,
-        naming=naming, init_run=init_run,
-        **options)
-    print_summary(summary, out)
+    cluster = cluster_options(workers, scheduler, resources, threads, resume)
+    run = dict(patients=patient_list(ctx, patients), selection=selection,
+               crop_size=crop_size, normalisation=normalisation, mu_data=mu_data,
+               matching=matching, roi=roi, roi_run=roi_run, figures=figures,
+               progress=progress, naming=naming)
+    if cluster is None:
+        summary = segment_dataset(root, out, model=model, init_run=init_run, **run,
+                                  **options)
+        print_summary(summary, out, figures)
+        return
+    if init_run is not None:
+        from deepgmm.errors import InputError
+
+        raise InputError("--init is not available for per-case jobs (--workers, --scheduler, "
+                         "--resume)", params=("init_run",))
+    from deepgmm.cohort import segment_cohort
+
+    cohort = segment_cohort(root, out, model=model, cluster=cluster, **run, **options)
+    print_summary(cohort.summary, out, figures)
+    report_cohort(cohort)
 
 
 def _model_option(flag: str, kind: type, models: str, what: str) -> Any:
@@ -266,9 +322,13 @@ def segment_command(
     images: Annotated[list[str], typer.Option(
         "--image", help="NAME=FILE for each co-registered sequence, e.g. --image "
         "C0=c0.nii.gz --image DE=de.nii.gz (any names, any number).")],
-    roi: Annotated[Path, typer.Option("--roi", help="NIfTI mask of the region to segment.")],
+    roi: Annotated[str, typer.Option(
+        "--roi", help="The region to segment: a NIfTI mask file, gt (the left ventricle of "
+        "--gt) or auto (predicted from the images by --roi-run; the images must include the "
+        "run's sequences by name).")] = "gt",
     labels: Annotated[Path | None, typer.Option("--gt", help="Optional ground truth (MyoPS "
                                                 "codes) for Dice.")] = None,
+    roi_run: RoiRunOpt = None,
     model: Annotated[str, typer.Option("--model", help="deepsvg, deepg, em-gmm or "
                                        "em-svgmm; each option below names the models that "
                                        "take it.")] = "deepsvg",
@@ -279,7 +339,7 @@ def segment_command(
                        "weight of the μ_data penalty (needs --mu-data)") = None,
     tol: _model_option("--tol", float, "all models", "stopping tolerance") = None,
     min_iter: _model_option("--min-iter", int, "deepg/deepsvg",
-                            "minimum iterations per slice") = None,
+                            "minimum iterations per slice; at most --max-iter") = None,
     max_iter: _model_option("--max-iter", int, "all models", "maximum iterations") = None,
     lr: _model_option("--lr", float, "deepg/deepsvg", "AdamW learning rate") = None,
     weight_decay: _model_option("--weight-decay", float, "deepg/deepsvg",
@@ -330,12 +390,20 @@ def segment_command(
     figures: FiguresOpt = True,
     progress: ProgressOpt = True,
     naming: NamingOpt = "deepgmm",
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    resources: ResourcesOpt = None,
+    threads: ThreadsOpt = 1,
+    resume: ResumeOpt = False,
 ) -> None:
-    """Segment one case of any co-registered sequences inside an ROI mask."""
+    """Segment one case of any co-registered sequences inside an ROI (a mask, the ground
+    truth's left ventricle, or one an ROI run finds)."""
     from deepgmm.pipeline import segment_case
 
     if model.startswith("em-"):
         init = em_init(init, mu_data)
+    elif max_iter is not None:
+        min_iter = default_min_iter(min_iter, max_iter)
     options = given(lam=lam, tol=tol, min_iter=min_iter, max_iter=max_iter, lr=lr,
                     weight_decay=weight_decay, clip_norm=clip_norm, concurrent=concurrent,
                     base_filters=base_filters, depth=depth, mechanism=mechanism,
@@ -346,9 +414,22 @@ def segment_command(
                     gmm_max_iter=gmm_max_iter, smoothing=smoothing, seed=seed, device=device)
     if "clip_norm" in options:
         options["clip_norm"] = clip_norm_option(options["clip_norm"])
-    summary = segment_case(parse_named_files(images, "--image"), roi, out, labels=labels,
-                           model=model, case_id=case_id, selection=selection,
-                           crop_size=crop_size, normalisation=normalisation,
-                           mu_data=mu_data, matching=matching, figures=figures,
-                           progress=progress, naming=naming, **options)
-    print_summary(summary, out)
+    cluster = cluster_options(workers, scheduler, resources, threads, resume)
+    run = dict(labels=labels, model=model, case_id=case_id, selection=selection,
+               crop_size=crop_size, normalisation=normalisation, mu_data=mu_data,
+               matching=matching, figures=figures, progress=progress, naming=naming)
+    named = parse_named_files(images, "--image")
+    if cluster is None:
+        summary = segment_case(named, roi, out, roi_run=roi_run, **run, **options)
+        print_summary(summary, out, figures)
+        return
+    if str(roi) in ("gt", "auto") or roi_run is not None:
+        from deepgmm.errors import InputError
+
+        raise InputError("segment as a per-case job (--workers, --scheduler, --resume) needs "
+                         f"--roi as a mask file, got --roi {roi}", params=("roi",))
+    from deepgmm.cohort import segment_case_cohort
+
+    cohort = segment_case_cohort(named, roi, out, cluster=cluster, **run, **options)
+    print_summary(cohort.summary, out, figures)
+    report_cohort(cohort)

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from deepgmm.cli import command
-from deepgmm.commands._options import MULTI_VALUE_CONTEXT, patient_list
+from deepgmm.commands._options import (
+    MULTI_VALUE_CONTEXT,
+    ResourcesOpt,
+    ResumeOpt,
+    SchedulerOpt,
+    ThreadsOpt,
+    WorkersOpt,
+    cluster_options,
+    patient_list,
+    report_cohort,
+)
 
 RootArg = Annotated[Path, typer.Argument(help="Folder with <prefix>_<n>_{C0,DE,T2}.nii.gz "
                                               "images and <prefix>_<n>_gd.nii.gz labels.")]
@@ -84,6 +95,13 @@ def train_command(
     potts_weight: Annotated[float, typer.Option(
         "--potts-weight", help="Weight of a Potts term (neighbouring pixels' class "
         "disagreement inside the ROI) in the loss (0: none, the published loss).")] = 0.0,
+    consistency_weight: Annotated[float, typer.Option(
+        "--consistency-weight", help="Weight of a consistency term: the class probabilities "
+        "of each slice and of a flipped, intensity-jittered copy should agree (0: none, the "
+        "published loss; needs no labels).")] = 0.0,
+    labelled_seed: Annotated[int, typer.Option(
+        "--labelled-seed", help="Seed of the draw of the labelled slices for --label-weight "
+        "and --prior all (the seed μ_data was drawn with; mu-data's default is 42).")] = 42,
     prior: Annotated[str, typer.Option(
         "--prior", help="means: penalise only the class means (published); all: also the "
         "mini-batch's mean log variances and weights, towards the statistics of the 10 "
@@ -128,6 +146,7 @@ def train_command(
     from deepgmm.fit.checkpoint import has_checkpoint
     from deepgmm.fit.train import train_network
     from deepgmm.options import TrainOptions
+    from deepgmm.output_paths import check_output_folder
     from deepgmm.pipeline import load_mu
 
     options = TrainOptions(
@@ -136,12 +155,17 @@ def train_command(
         depth=depth, base_filters=base_filters, penalty=penalty,
         clip_norm=None if clip_norm == 0 else clip_norm, label_weight=label_weight,
         labelled_slices=labelled_slices, precision=precision, context=context,
-        potts_weight=potts_weight, prior=prior, lam_var=lam_var, lam_weights=lam_weights,
+        potts_weight=potts_weight, consistency_weight=consistency_weight,
+        labelled_seed=labelled_seed, prior=prior, lam_var=lam_var, lam_weights=lam_weights,
         components_per_class=components_per_class)
+    check_output_folder(run_dir, [root, mu_data], replace=False, what="run folder")
     if not resume and has_checkpoint(run_dir):  # say so before loading any data
         raise InputError(f"{str(run_dir)!r} already holds a checkpoint; pass resume to "
                          "continue it, or choose another run_dir",
                          params=("resume", "run_dir"))
+    if resume and not has_checkpoint(run_dir):
+        warnings.warn(f"{str(run_dir)!r} holds no checkpoint to resume; training starts "
+                      "afresh", stacklevel=2)
     seqs = _sequences(sequences)
     ids = patient_list(ctx, train_patients, flag="--train-patients")
     if ids is None:
@@ -153,6 +177,7 @@ def train_command(
     result = train_network(slices, mu_data=mu, run_dir=run_dir, resume=resume,
                            progress=progress, **options.as_dict())
     from deepgmm._atomic import atomic_path
+    from deepgmm.fit.train import record_run_files
     from deepgmm.report.html import REPORT_HTML, render_report
     from deepgmm.report.provenance import write_run_folder_record
 
@@ -161,6 +186,7 @@ def train_command(
                             precision=options.precision)
     with atomic_path(Path(run_dir) / REPORT_HTML) as tmp:
         render_report(run_dir, tmp)
+    record_run_files(run_dir)
     state = "converged" if result.converged else "stopped at the epoch limit"
     typer.echo(f"trained {model} on {len(slices)} slices of {len(volumes)} case(s): "
                f"{result.n_epochs} epochs ({state}), final NLL "
@@ -213,6 +239,11 @@ def predict_command(
     naming: Annotated[str, typer.Option(
         "--naming", help="File names of the maps: deepgmm (<case>_seg.nii.gz, _prob) or "
         "bids (<case>_dseg.nii.gz, _probseg).")] = "deepgmm",
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    resources: ResourcesOpt = None,
+    threads: ThreadsOpt = 1,
+    resume: ResumeOpt = False,
 ) -> None:
     """Segment cases with a trained network; prints a Dice table when ground truth exists.
 
@@ -223,9 +254,9 @@ def predict_command(
     from deepgmm.fit.checkpoint import read_config
     from deepgmm.fit.ensemble import check_ensemble, predict_ensemble
     from deepgmm.options import PredictOptions
+    from deepgmm.output_paths import check_output_folder
     from deepgmm.report.naming import map_names
     from deepgmm.report.outputs import write_segmentation
-    from deepgmm.report.tables import format_dice_table
     from deepgmm.roi.source import load_with_roi, parse_roi_option
 
     options = PredictOptions(refine=refine, refine_lr=refine_lr, refine_lam=refine_lam,
@@ -234,14 +265,31 @@ def predict_command(
     source = parse_roi_option(roi, roi_run)
     map_names(naming)
     configs = [read_config(r) for r in runs]
+    check_output_folder(out, [root, *runs, roi_run])
     check_ensemble(configs, runs)
+    for run, cfg in zip(runs, configs, strict=True):
+        if cfg.get("finished") is False:
+            warnings.warn(f"run {str(run)!r} is unfinished (saved at epoch {cfg.get('epoch')} "
+                          f"of at most {cfg.get('epochs')}; `deepgmm train ... --resume` "
+                          "continues it): predicting with its last saved weights",
+                          stacklevel=2)
     config = configs[0]
     seqs = tuple(config["sequences"])
     ids = patient_list(ctx, patients)
+    cluster = cluster_options(workers, scheduler, resources, threads, resume)
     if ids is None:
         available = [c.case_id for c in discover_cases(root, seqs)]
         trained = set().union(*(c["train_patients"] for c in configs))
         ids = [c for c in available if c not in trained] or available
+    if cluster is not None:
+        from deepgmm.cohort import predict_cohort
+
+        cohort = predict_cohort(runs, root, out, patients=ids, selection=selection, roi=roi,
+                                roi_run=roi_run, figures=figures, progress=progress,
+                                naming=naming, options=options.as_dict(), cluster=cluster)
+        _print_predicted(cohort.summary, out, figures)
+        report_cohort(cohort)
+        return
     volumes = load_with_roi(root, source, ids, sequences=seqs, progress=progress)
     slices = make_batch(volumes, selection=selection,
                         crop_size=tuple(config["crop_size"]),
@@ -259,12 +307,18 @@ def predict_command(
                                      "training_seed": config.get("seed"),
                                      "training": {k: config.get(k) for k in (
                                          "model", "lam", "mu_data", "train_patients")}})
-    from deepgmm.report.clinical import format_measures
+    _print_predicted(summary, out, figures)
 
-    if slices.labels is not None:
+
+def _print_predicted(summary: dict[str, Any], out: Path, figures: bool) -> None:
+    """The Dice table (with ground truth), the clinical measures and where outputs are."""
+    from deepgmm.report.clinical import format_measures
+    from deepgmm.report.tables import format_dice_table
+
+    if summary.get("dice") and any(v is not None for v in summary["dice"].values()):
         typer.echo(format_dice_table(summary))
     else:
-        typer.echo(f"{len(slices)} slices segmented (no ground truth: no Dice)")
+        typer.echo(f"{summary['n_slices']} slices segmented (no ground truth: no Dice)")
     typer.echo(format_measures(summary["clinical"]))
     typer.echo(f"outputs: {out}  (results.csv, summary.json, NIfTI maps"
                f"{', figures/' if figures else ''})")

@@ -60,6 +60,11 @@ def load_case(case_files: CaseFiles, *, roi: np.ndarray | None = None) -> CaseVo
             codes, no ground truth and no ``roi`` (then no ROI is known), an ``roi`` of
             another shape, or an empty ROI.
     """
+    if roi is None and case_files.roi is not None:
+        mask = load_nifti(case_files.roi, what="ROI mask")
+        check_same_space([load_nifti(next(iter(case_files.images.values())), what="image"),
+                          mask])
+        roi = mask.data != 0
     if case_files.labels is None and roi is None:
         raise InputError(f"case {case_files.case_id} has no ground-truth (_gd) file, so its "
                          f"region of interest is unknown; give an roi explicitly (predicted "
@@ -69,7 +74,8 @@ def load_case(case_files: CaseFiles, *, roi: np.ndarray | None = None) -> CaseVo
     if case_files.labels is not None:
         gd = load_nifti(case_files.labels, what="ground-truth")
         check_same_space([images[0], gd])
-        labels = labels_to_classes(gd.data, source=f"ground-truth file {str(gd.path)!r}")
+        labels = labels_to_classes(gd.data, source=f"ground-truth file {str(gd.path)!r}",
+                                   table=case_files.codes)
     first = images[0]
     if roi is None:
         roi_arr = labels > 0
@@ -87,7 +93,8 @@ def load_case(case_files: CaseFiles, *, roi: np.ndarray | None = None) -> CaseVo
                              f"empty")
     return CaseVolume(case_id=case_files.case_id, sequences=tuple(case_files.images),
                       image=_stack(images), roi=roi_arr, labels=labels, affine=first.affine,
-                      zooms=first.zooms, source=str(first.path))
+                      zooms=first.zooms, source=str(first.path),
+                      files=tuple(str(v.path) for v in images))
 
 
 def _labels_from_any(data: np.ndarray, source: str) -> np.ndarray:
@@ -99,13 +106,15 @@ def _labels_from_any(data: np.ndarray, source: str) -> np.ndarray:
                                           f"codes)")
 
 
-def load_explicit(images: Mapping[str, PathLike], roi: PathLike,
+def load_explicit(images: Mapping[str, PathLike], roi: PathLike | np.ndarray | None,
                   labels: PathLike | None = None, case_id: str = "case") -> CaseVolume:
     """Load any co-registered sequences with an ROI mask (and optional ground truth).
 
     Args:
         images: sequence name -> NIfTI file, in channel order; any names, any number M >= 1.
-        roi: NIfTI mask of the region of interest: every non-zero voxel is inside.
+        roi: NIfTI mask of the region of interest (every non-zero voxel is inside), an
+            ``(X, Y, Z)`` array on the images' grid (e.g. predicted by an ROI run), or
+            ``None``: the left ventricle of ``labels`` (classes 1..4).
         labels: optional ground truth, either class indices 0..4 (0 background, 1 blood,
             2 myocardium, 3 edema, 4 scar) or MyoPS codes (0, 200, 500, 600, 1220, 2221);
             a file whose values are all in 0..4 is read as class indices.
@@ -120,25 +129,46 @@ def load_explicit(images: Mapping[str, PathLike], roi: PathLike,
     """
     if not images:
         raise InputError("no image sequences given: expected at least one NAME=FILE")
+    if roi is None and labels is None:
+        raise InputError("the ROI from the ground truth needs labels", params=("labels",))
     vols = [load_nifti(p, what=f"{name} image") for name, p in images.items()]
-    mask = load_nifti(roi, what="ROI mask")
-    extra = [mask]
+    mask = None if roi is None or isinstance(roi, np.ndarray) else load_nifti(
+        roi, what="ROI mask")
+    extra = [] if mask is None else [mask]
     gd = None
     if labels is not None:
         gd = load_nifti(labels, what="ground-truth")
         extra.append(gd)
     check_same_space([*vols, *extra])
-    roi_arr = mask.data != 0
-    if not roi_arr.any():
-        raise InputError(f"ROI mask {str(mask.path)!r} is empty: expected non-zero voxels "
-                         f"marking the region to segment")
+    first = vols[0]
     label_arr = None
     if gd is not None:
         label_arr = _labels_from_any(gd.data, f"ground-truth file {str(gd.path)!r}")
-    first = vols[0]
+    if mask is not None:
+        roi_arr = mask.data != 0
+        what = f"ROI mask {str(mask.path)!r}"
+        values = np.unique(mask.data)
+        if not np.isin(values, (0, 1)).all():
+            shown = ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if values.size > 5
+                                                               else "")
+            warnings.warn(f"ROI mask {str(mask.path)!r} is not binary (values {shown}); "
+                          "every non-zero voxel is taken as inside the region", stacklevel=2)
+    elif isinstance(roi, np.ndarray):
+        if roi.shape != first.data.shape:
+            raise InputError(f"the ROI mask of case {case_id} has shape {roi.shape}, but the "
+                             f"image {str(first.path)!r} has shape {first.data.shape}")
+        roi_arr = np.asarray(roi) != 0
+        what = f"the ROI of case {case_id}"
+    else:
+        roi_arr = label_arr > 0  # type: ignore[operator]
+        what = f"the left ventricle of the ground truth {str(gd.path)!r}"  # type: ignore[union-attr]
+    if not roi_arr.any():
+        raise InputError(f"{what} is empty: expected non-zero voxels marking the region to "
+                         f"segment")
     return CaseVolume(case_id=str(case_id), sequences=tuple(str(k) for k in images),
                       image=_stack(vols), roi=roi_arr, labels=label_arr, affine=first.affine,
-                      zooms=first.zooms, source=str(first.path))
+                      zooms=first.zooms, source=str(first.path),
+                      files=tuple(str(v.path) for v in vols))
 
 
 def select_cases(cases: Sequence[CaseFiles], patients: Sequence[str] | None = None,
@@ -189,10 +219,12 @@ def load_dataset(root: PathLike, patients: Sequence[str] | None = None, *,
             (listing the ids available); cases without ground truth and without an ROI
             (naming them and how to give one).
     """
-    cases = select_cases(discover_cases(root, sequences), patients, exclude)
+    cases = select_cases(discover_cases(root, sequences, patients=patients), patients,
+                         exclude)
     rois = rois or {}
     unlabelled = [c.case_id for c in cases if c.labels is None]
-    no_roi = [c for c in unlabelled if c not in rois]
+    with_mask = {c.case_id for c in cases if c.roi is not None}
+    no_roi = [c for c in unlabelled if c not in rois and c not in with_mask]
     if no_roi:
         raise InputError(f"{len(no_roi)} case(s) below {str(root)!r} have no ground truth "
                          f"(_gd file): {', '.join(no_roi)}; their region of interest must be "

@@ -27,6 +27,7 @@ import torch
 
 from deepgmm._atomic import atomic_path
 from deepgmm.errors import InputError
+from deepgmm.params import check_seed
 from deepgmm.types import CLASS_NAMES, SliceBatch
 
 PathLike = str | os.PathLike[str]
@@ -106,6 +107,7 @@ def compute_mu_data(batch: SliceBatch, n_slices: int = 10, seed: int = 42) -> np
         raise InputError("μ_data needs ground-truth labels, but the batch has none")
     if int(n_slices) < 1:
         raise InputError(f"n_slices must be at least 1, got {n_slices}", params=("n_slices",))
+    check_seed(seed, caller="compute_mu_data")
     n_total = len(batch)
     if n_slices > n_total:
         log.warning("μ_data: %d slices asked for, only %d available; using all of them",
@@ -229,7 +231,13 @@ def load_mu_data(path: PathLike, sequences: Sequence[str] | None = None, *,
         mu = np.asarray(doc["mu"], dtype=np.float64)
     except (TypeError, ValueError) as err:
         raise InputError(f"μ_data file {str(path)!r}: 'mu' is not a numeric matrix") from err
-    if mu.shape != (len(CLASS_NAMES), len(file_seqs)) or not np.isfinite(mu).all():
+    if mu.shape != (len(CLASS_NAMES), len(file_seqs)):
         raise InputError(f"μ_data file {str(path)!r}: 'mu' must be a finite "
                          f"{len(CLASS_NAMES)} x {len(file_seqs)} matrix, got shape {mu.shape}")
+    bad = np.argwhere(~np.isfinite(mu))  # (n_bad, 2): class, sequence
+    if bad.size:
+        where = ", ".join(f"{CLASS_NAMES[k]} in {file_seqs[m]} ({mu[k, m]})"
+                          for k, m in bad[:3]) + (", ..." if len(bad) > 3 else "")
+        raise InputError(f"μ_data file {str(path)!r}: 'mu' holds NaN or infinite values: "
+                         f"{where}")
     return mu

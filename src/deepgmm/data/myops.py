@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,25 +42,41 @@ class CaseFiles:
         prefix: the file-name prefix, e.g. ``"myops_training"``.
         images: sequence name -> file, in the order asked for (C0, DE, T2 by default).
         labels: the ground-truth ``_gd`` file, or ``None`` (e.g. MyoPS test cases).
+        codes: label code -> class index of the ground truth; ``None``: the MyoPS codes
+            (an nnU-Net-style folder's ``dataset.json`` gives its own).
+        roi: a mask file of the region to segment (nnU-Net-style ``rois/<case>``), used in
+            place of the ground truth's left ventricle; ``None``: none.
     """
 
     case_id: str
     prefix: str
     images: dict[str, Path] = field(default_factory=dict)
     labels: Path | None = None
+    codes: dict[int, int] | None = None
+    roi: Path | None = None
 
 
 def _case_sort_key(case_id: str) -> tuple[int, str]:
     return (int(case_id), case_id) if case_id.isdigit() else (1 << 62, case_id)
 
 
-def discover_cases(root: PathLike,
-                   sequences: Sequence[str] = MYOPS_SEQUENCES) -> list[CaseFiles]:
-    """Find every MyoPS-style case below ``root``.
+def discover_cases(root: PathLike, sequences: Sequence[str] = MYOPS_SEQUENCES, *,
+                   patients: Sequence[str] | None = None,
+                   on_problem: Callable[[str, str], None] | None = None) -> list[CaseFiles]:
+    """Find every MyoPS-style case below ``root``, or the cases of an nnU-Net-style
+    folder (one with ``dataset.json``, :mod:`deepgmm.data.nnunet`; the MyoPS default
+    ``sequences`` then mean the channels ``dataset.json`` names).
+
+    Only the cases that will be used need to be complete: with ``patients``, a case not
+    among them that lacks a sequence (or its ground truth) is left out silently; with
+    ``on_problem``, an incomplete case is reported as ``on_problem(case_id, message)`` and
+    left out instead of raising.
 
     Args:
         root: a folder searched recursively (hidden files are ignored).
         sequences: the sequence names every case must have, in channel order.
+        patients: the case ids that will be used (default: all).
+        on_problem: receives the incomplete cases instead of an error.
 
     Returns:
         The cases sorted by case id (numerically).
@@ -73,6 +89,11 @@ def discover_cases(root: PathLike,
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"data folder {str(root)!r} does not exist or is not a folder")
+    from deepgmm.data.nnunet import discover_nnunet_cases, is_nnunet_root
+
+    if is_nnunet_root(root):
+        asked = None if tuple(sequences) == MYOPS_SEQUENCES else tuple(sequences)
+        return discover_nnunet_cases(root, asked)
     sequences = tuple(sequences)
     if not sequences or len(set(sequences)) != len(sequences):
         raise InputError(f"sequences must be distinct names, got {sequences!r}")
@@ -102,17 +123,24 @@ def discover_cases(root: PathLike,
             continue  # a ground-truth file without images: not a case
         prefix = prefixes[case]
         folder = files[present[0]].parent
-        for seq in sequences:
-            if seq not in files:
-                raise InputError(f"case {case}: missing sequence {seq}: expected the file "
-                                 f"{str(folder / f'{prefix}_{case}_{seq}.nii.gz')!r}")
+        missing = [seq for seq in sequences if seq not in files]
+        if missing:
+            seq = missing[0]
+            message = (f"case {case}: missing sequence {seq}: expected the file "
+                       f"{str(folder / f'{prefix}_{case}_{seq}.nii.gz')!r}")
+            if patients is not None and case not in patients:
+                continue
+            if on_problem is not None:
+                on_problem(case, message)
+                continue
+            raise InputError(message)
         cases.append(CaseFiles(case_id=case, prefix=prefix,
                                images={s: files[s] for s in sequences},
                                labels=files.get(LABEL_TOKEN)))
     if not cases:
         raise InputError(f"no MyoPS-style images below {str(root)!r}: expected files named "
                          f"<prefix>_<number>_{{{','.join(sequences)}}}.nii.gz")
-    _check_labels_complete(cases)
+    _check_labels_complete([c for c in cases if patients is None or c.case_id in patients])
     return cases
 
 
@@ -134,7 +162,8 @@ _CODES = np.array(sorted(MYOPS_CODES), dtype=np.int64)
 _CLASSES = np.array([MYOPS_CODES[int(c)] for c in _CODES], dtype=np.int64)
 
 
-def labels_to_classes(codes: np.ndarray, *, source: str = "labels") -> np.ndarray:
+def labels_to_classes(codes: np.ndarray, *, source: str = "labels",
+                      table: dict[int, int] | None = None) -> np.ndarray:
     """Map MyoPS ground-truth codes to class indices.
 
     0 -> 0 background, 500 -> 1 blood, 200 -> 2 myocardium, 1220 -> 3 edema, 2221 -> 4 scar,
@@ -144,6 +173,8 @@ def labels_to_classes(codes: np.ndarray, *, source: str = "labels") -> np.ndarra
         codes: any-shape array of codes (integer-valued; float arrays as read by
             :func:`deepgmm.data.nifti.load_nifti` are accepted).
         source: what the codes came from (a file name), for messages.
+        table: code -> class index instead of the MyoPS codes (an nnU-Net-style
+            ``dataset.json``'s labels).
 
     Returns:
         An int64 array of class indices 0..4, same shape.
@@ -151,16 +182,21 @@ def labels_to_classes(codes: np.ndarray, *, source: str = "labels") -> np.ndarra
     Raises:
         InputError: listing the codes that are not MyoPS codes.
     """
+    known_codes, classes, what = _CODES, _CLASSES, "MyoPS codes"
+    if table is not None:
+        known_codes = np.array(sorted(table), dtype=np.int64)
+        classes = np.array([table[int(c)] for c in known_codes], dtype=np.int64)
+        what = "codes of dataset.json"
     codes = np.asarray(codes)
     values = np.unique(codes)
     rounded = np.rint(values)
-    known = np.isin(rounded, _CODES) & (rounded == values)
+    known = np.isin(rounded, known_codes) & (rounded == values)
     if not known.all():
         bad = ", ".join(f"{v:g}" for v in values[~known][:10])
-        raise InputError(f"{source} holds label code(s) {bad} that are not MyoPS codes "
-                         f"(expected {', '.join(str(c) for c in _CODES)})")
-    index = np.searchsorted(_CODES, np.rint(codes).astype(np.int64))
-    return _CLASSES[index]
+        raise InputError(f"{source} holds label code(s) {bad} that are not {what} "
+                         f"(expected {', '.join(str(c) for c in known_codes)})")
+    index = np.searchsorted(known_codes, np.rint(codes).astype(np.int64))
+    return classes[index]
 
 
 def sequence_names(root: PathLike) -> tuple[str, ...]:
@@ -168,6 +204,10 @@ def sequence_names(root: PathLike) -> tuple[str, ...]:
     ``root``, MyoPS ones first in their order, then the others sorted; hidden files ignored.
     """
     root = Path(root)
+    from deepgmm.data.nnunet import is_nnunet_root, read_dataset_json
+
+    if is_nnunet_root(root):
+        return read_dataset_json(root).channels
     tokens: set[str] = set()
     for path in root.rglob("*.nii*"):
         if any(part.startswith(".") for part in path.relative_to(root).parts):

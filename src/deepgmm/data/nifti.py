@@ -110,6 +110,11 @@ def load_nifti(path: PathLike, *, what: str = "image") -> NiftiVolume:
                        header=img.header.copy(), path=path)
 
 
+def _plain(values: np.ndarray, decimals: int) -> tuple[float, ...]:
+    """Rounded values as plain floats (printed ``(1.5, 1.5)``, not ``np.float64(1.5)``)."""
+    return tuple(float(v) for v in np.round(np.asarray(values, dtype=np.float64), decimals))
+
+
 def check_same_space(volumes: Sequence[NiftiVolume], *, atol: float = AFFINE_ATOL_MM) -> None:
     """Check that volumes lie on one grid: same shape and (nearly) the same affine.
 
@@ -135,13 +140,12 @@ def check_same_space(volumes: Sequence[NiftiVolume], *, atol: float = AFFINE_ATO
             ref_sp = np.linalg.norm(ref.affine[:3, :3], axis=0)
             vol_sp = np.linalg.norm(vol.affine[:3, :3], axis=0)
             if np.abs(ref_sp - vol_sp).max() > atol:
-                how = (f"voxel spacing {tuple(np.round(vol_sp, 4))} vs "
-                       f"{tuple(np.round(ref_sp, 4))} mm")
+                how = (f"voxel spacing {_plain(vol_sp, 4)} vs {_plain(ref_sp, 4)} mm")
             elif diff[:3, :3].max() > atol:
                 how = "orientation (direction cosines) differs"
             else:
-                how = (f"origin {tuple(np.round(vol.affine[:3, 3], 3))} vs "
-                       f"{tuple(np.round(ref.affine[:3, 3], 3))} mm")
+                how = (f"origin {_plain(vol.affine[:3, 3], 3)} vs "
+                       f"{_plain(ref.affine[:3, 3], 3)} mm")
             raise InputError(
                 f"{str(vol.path)!r} and {str(ref.path)!r} are not in the same space: {how} "
                 f"(affines differ by up to {diff.max():.4g} mm); resample them onto one grid")

@@ -31,11 +31,19 @@ from scipy import ndimage
 from deepgmm.data.myops import FILE_PATTERN
 from deepgmm.data.nifti import save_nifti
 from deepgmm.errors import InputError
+from deepgmm.output_paths import check_output_folder
+from deepgmm.params import check_seed
 
 PathLike = str | os.PathLike[str]
 
 PHANTOM_PREFIX = "phantom_training"
 FIRST_CASE_ID = 101
+MAX_SIZE = 1024
+"""Largest in-plane size in voxels (a 1024 x 1024 case of 3 slices takes ~200 MB to build)."""
+MAX_SLICES = 64
+"""Most slices per case."""
+MAX_CASES = 1000
+"""Most cases (ids 101 .. 1100)."""
 
 # Tissue indices of the simulation (rows of TISSUE_INTENSITY).
 AIR, BODY, RV_BLOOD, LV_BLOOD, MYO, EDEMA, SCAR = range(7)
@@ -128,8 +136,8 @@ def _bias_field(rng: np.random.Generator, shape: tuple[int, int, int],
 
 
 def simulate_case(rng: np.random.Generator, shape: tuple[int, int] = (128, 128),
-                  n_slices: int = 3, spacing: tuple[float, float, float] = (1.5, 1.5, 10.0)
-                  ) -> tuple[np.ndarray, np.ndarray]:
+                  n_slices: int = 3, spacing: tuple[float, float, float] = (1.5, 1.5, 10.0),
+                  noise: float = NOISE_FRACTION) -> tuple[np.ndarray, np.ndarray]:
     """Simulate one case.
 
     Args:
@@ -137,6 +145,7 @@ def simulate_case(rng: np.random.Generator, shape: tuple[int, int] = (128, 128),
         shape: ``(X, Y)`` in-plane size in voxels.
         n_slices: Z, number of short-axis slices (base to apex).
         spacing: voxel size in mm ``(dx, dy, dz)``.
+        noise: Rician noise sd as a fraction of each sequence's LV blood intensity.
 
     Returns:
         ``images`` ``(M, X, Y, Z)`` int16 (C0, DE, T2) and ``codes`` ``(X, Y, Z)`` int16
@@ -153,7 +162,7 @@ def simulate_case(rng: np.random.Generator, shape: tuple[int, int] = (128, 128),
     clean = clean * np.where(tissue == BODY, 1.0 + texture, 1.0)[None]
     blurred = ndimage.gaussian_filter(clean, sigma=(0, 0.7, 0.7, 0))  # partial volume
     biased = blurred * _bias_field(rng, tissue.shape, n_seq)
-    sd = (NOISE_FRACTION * levels[:, LV_BLOOD])[:, None, None, None]
+    sd = (noise * levels[:, LV_BLOOD])[:, None, None, None]
     noise = rng.standard_normal((2, *biased.shape)) * sd
     rician = np.hypot(biased + noise[0], noise[1])
     images = np.clip(np.rint(rician), 0, np.iinfo(np.int16).max).astype(np.int16)
@@ -186,11 +195,16 @@ def _refuse_foreign_data(out: Path) -> None:
 
 def write_phantom(out_dir: PathLike, n_cases: int = 4, seed: int = 0,
                   shape: Sequence[int] = (128, 128), n_slices: int = 3,
-                  spacing: Sequence[float] = (1.5, 1.5, 10.0)) -> Path:
-    """Write a phantom data set in the MyoPS layout.
+                  spacing: Sequence[float] = (1.5, 1.5, 10.0),
+                  noise: float = NOISE_FRACTION, layout: str = "myops") -> Path:
+    """Write a phantom data set in the MyoPS layout (or the nnU-Net-style one).
 
-    Layout: ``out_dir/train25/phantom_training_<id>_{C0,DE,T2}.nii.gz`` and
+    Layout ``"myops"``: ``out_dir/train25/phantom_training_<id>_{C0,DE,T2}.nii.gz`` and
     ``out_dir/train25_myops_gd/phantom_training_<id>_gd.nii.gz``, case ids 101, 102, ...
+    Layout ``"nnunet"`` (:mod:`deepgmm.data.nnunet`): ``dataset.json`` (channels C0, DE,
+    T2; labels background 0, blood 1, myocardium 2, edema 3, scar 4, right ventricle 5),
+    ``imagesTs/phantom_<id>_000{0,1,2}.nii.gz``, ``labelsTs/phantom_<id>.nii.gz`` and
+    ``rois/phantom_<id>.nii.gz`` (the left ventricle), the same images and truth.
     Each file is written atomically; existing phantom files of the same names are replaced.
 
     Args:
@@ -200,37 +214,80 @@ def write_phantom(out_dir: PathLike, n_cases: int = 4, seed: int = 0,
         shape: ``(X, Y)`` in-plane size in voxels (at least 48 each).
         n_slices: slices per case (Z), base to apex.
         spacing: voxel size in mm ``(dx, dy, dz)``.
+        noise: Rician noise sd as a fraction of each sequence's LV blood intensity
+            (default :data:`NOISE_FRACTION`).
+        layout: ``"myops"`` or ``"nnunet"``.
 
     Returns:
         ``out_dir`` as a :class:`Path`, ready for :func:`deepgmm.data.load_dataset`.
 
     Raises:
         InputError: for a non-positive count, a too small image or field of view, or a
-            non-positive spacing.
+            non-positive spacing, or a negative or non-finite noise level.
     """
-    if int(n_cases) < 1 or int(n_slices) < 1:
-        raise InputError(f"phantom needs at least one case and one slice, got n_cases="
-                         f"{n_cases}, n_slices={n_slices}")
+    check_seed(seed, caller="write_phantom")
+    if not (1 <= int(n_cases) <= MAX_CASES and 1 <= int(n_slices) <= MAX_SLICES):
+        raise InputError(f"phantom needs at least one case and one slice, and at most "
+                         f"{MAX_CASES} cases and {MAX_SLICES} slices, got n_cases={n_cases}, "
+                         f"n_slices={n_slices}", params=("n_cases", "n_slices"))
     shape_t = tuple(int(s) for s in shape)
     spacing_t = tuple(float(s) for s in spacing)
-    if len(shape_t) != 2 or min(shape_t) < 48:
-        raise InputError(f"phantom shape must be two sizes of at least 48 voxels, got {shape}")
+    if len(shape_t) != 2 or not 48 <= min(shape_t) <= max(shape_t) <= MAX_SIZE:
+        raise InputError(f"phantom shape must be two sizes of at least 48 and at most "
+                         f"{MAX_SIZE} voxels, got {tuple(shape)}", params=("shape",))
     if len(spacing_t) != 3 or min(spacing_t) <= 0:
         raise InputError(f"phantom spacing must be three positive sizes in mm, got {spacing}")
+    if not np.isfinite(noise) or not 0.0 <= float(noise) <= 1.0:
+        raise InputError(f"phantom noise must be a fraction of the blood intensity in [0, 1], "
+                         f"got {noise}")
     fov = min(shape_t[0] * spacing_t[0], shape_t[1] * spacing_t[1])
     if fov < 90.0:
         raise InputError(f"phantom field of view {fov:.0f} mm is too small for a heart: "
                          f"make shape x spacing at least 90 mm")
+    if layout not in LAYOUTS:
+        raise InputError(f"phantom layout must be one of {', '.join(LAYOUTS)}, got "
+                         f"{layout!r}", params=("layout",))
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"phantom output {str(out)!r} exists and is not a folder")
+    check_output_folder(out, replace=False, what="phantom output")
     _refuse_foreign_data(out)
+    if layout == "nnunet":
+        return _write_nnunet(out, int(n_cases), int(seed), shape_t, int(n_slices), spacing_t,
+                             float(noise))
     for i in range(int(n_cases)):
         rng = np.random.default_rng([int(seed), i])
-        images, codes = simulate_case(rng, shape_t, int(n_slices), spacing_t)  # type: ignore[arg-type]
+        images, codes = simulate_case(rng, shape_t, int(n_slices),  # type: ignore[arg-type]
+                                      spacing_t, float(noise))  # type: ignore[arg-type]
         affine = _affine(rng, codes.shape, spacing_t)  # type: ignore[arg-type]
         case = f"{PHANTOM_PREFIX}_{FIRST_CASE_ID + i}"
         for name, image in zip(SEQUENCES, images, strict=True):
             save_nifti(image, affine, out / "train25" / f"{case}_{name}.nii.gz")
         save_nifti(codes, affine, out / "train25_myops_gd" / f"{case}_gd.nii.gz")
+    return out
+
+
+LAYOUTS: tuple[str, ...] = ("myops", "nnunet")
+NNUNET_LABELS: dict[str, int] = {"background": 0, "blood": 1, "myocardium": 2, "edema": 3,
+                                 "scar": 4, "right ventricle": 5}
+"""The phantom's label codes in the nnU-Net layout (consecutive, as nnU-Net wants)."""
+
+
+def _write_nnunet(out: Path, n_cases: int, seed: int, shape: tuple[int, int], n_slices: int,
+                  spacing: tuple[float, float, float], noise: float = NOISE_FRACTION) -> Path:
+    """The phantom in the nnU-Net-style layout (same images and truth as ``"myops"``)."""
+    from deepgmm.data.nnunet import IMAGES_DIR, LABELS_DIR, ROIS_DIR, write_dataset_json
+
+    myops_to_nnunet = np.zeros(2222, dtype=np.int16)
+    myops_to_nnunet[[500, 200, 1220, 2221, 600]] = [1, 2, 3, 4, 5]
+    for i in range(n_cases):
+        rng = np.random.default_rng([seed, i])
+        images, codes = simulate_case(rng, shape, n_slices, spacing, noise)
+        affine = _affine(rng, codes.shape, spacing)
+        case = f"phantom_{FIRST_CASE_ID + i}"
+        for channel, image in enumerate(images):
+            save_nifti(image, affine, out / IMAGES_DIR / f"{case}_{channel:04d}.nii.gz")
+        labels = myops_to_nnunet[np.asarray(codes, dtype=np.int64)]
+        save_nifti(labels, affine, out / LABELS_DIR / f"{case}.nii.gz")
+        lv = ((labels >= 1) & (labels <= 4)).astype(np.uint8)
+        save_nifti(lv, affine, out / ROIS_DIR / f"{case}.nii.gz")
+    write_dataset_json(out, SEQUENCES, NNUNET_LABELS, n_cases=n_cases)
     return out

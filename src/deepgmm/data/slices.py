@@ -255,8 +255,8 @@ def make_batch(volumes: Sequence[CaseVolume], *,
         region = inside if normalisation == "crop" else roi_c
 
         def where(s: int, m: int, _vol: CaseVolume = vol, _zs: list[int] = zs) -> str:
-            return (f"case {_vol.case_id}, slice {_zs[s]}, sequence {sequences[m]} "
-                    f"({_vol.source})")
+            file = _vol.files[m] if len(_vol.files) == len(sequences) else _vol.source
+            return f"case {_vol.case_id}, slice {_zs[s]}, sequence {sequences[m]} ({file})"
 
         img_n = _normalise(img_c, region, where) * inside[:, None]
         images.append(img_n)

@@ -34,6 +34,7 @@ import numpy as np
 from deepgmm.data.nifti import AFFINE_ATOL_MM  # also the largest label-map/truth gap
 from deepgmm.errors import InputError
 from deepgmm.evaluate.metrics import dice_per_class, hd95_per_class
+from deepgmm.output_paths import add_to_manifest
 from deepgmm.report.naming import NAMINGS, MapNames, map_names
 from deepgmm.report.outputs import RESULTS_CSV, SUMMARY_JSON
 from deepgmm.report.tables import (
@@ -196,9 +197,30 @@ def _case_metrics(seg_path: Path, gd_path: Path, case: str, slices: Sequence[int
     return dice_per_class(pred, truth), hd95_per_class(pred, truth, spacing)
 
 
+def roi_slices(root: str | os.PathLike[str], cases: Sequence[str], roi: str | os.PathLike[str],
+               roi_run: str | os.PathLike[str] | None = None,
+               ) -> tuple[dict[str, list[int]], dict[str, Any]]:
+    """The slices of each case whose ROI (``gt``, ``auto`` with ``roi_run``, or a folder of
+    ``<case>_roi.nii.gz`` masks; :mod:`deepgmm.roi.source`) is not empty.
+
+    Returns:
+        case id -> slice indices (none for a case whose ROI is empty: it is warned about),
+        and the source's JSON form (``roi``, ``roi_path``, ``roi_skipped``).
+    """
+    from deepgmm.roi.source import load_with_roi, parse_roi_option
+
+    source = parse_roi_option(roi, roi_run)
+    volumes = load_with_roi(root, source, list(cases), progress=False)
+    found = {v.case_id: [int(z) for z in np.flatnonzero(v.roi.any(axis=(0, 1)))]
+             for v in volumes}
+    return {c: found.get(c, []) for c in cases}, source.as_dict()
+
+
 def evaluate_outputs(out_dir: str | os.PathLike[str], root: str | os.PathLike[str],
                      patients: Sequence[str] | None = None, *,
-                     matching: str | None = None, write: bool = True) -> dict[str, Any]:
+                     matching: str | None = None, roi: str | os.PathLike[str] | None = None,
+                     roi_run: str | os.PathLike[str] | None = None,
+                     write: bool = True) -> dict[str, Any]:
     """Recompute the metrics of saved label maps against the ground truth below ``root``.
 
     Args:
@@ -209,11 +231,18 @@ def evaluate_outputs(out_dir: str | os.PathLike[str], root: str | os.PathLike[st
             probability maps to the classes with this rule; ``"none"``: score the own
             label maps as they are; ``None``: the maps the run scored (the matched maps
             when it wrote them, with the run's rule).
+        roi: ``None``: score the slices the run segmented (``results.csv``); ``"gt"``,
+            ``"auto"`` (with ``roi_run``) or a folder of ``<case>_roi.nii.gz`` masks: also
+            score every other slice where that ROI is not empty, as predicted background
+            (e.g. the ground truth's LV slices that an ROI network missed).
+        roi_run: the ROI run folder for ``roi="auto"``.
         write: also write ``evaluation.csv`` and ``evaluation.json`` into ``out_dir``.
 
     Returns:
         ``{"method", "n_slices", "matching", "dice", "dice_sd", "hd95", "cases"}`` with
-        class-name dicts of means over slices (``null`` where undefined).
+        class-name dicts of means over slices (``null`` where undefined); with ``roi``
+        also ``roi`` (the source's ``roi``, ``roi_path``, ``roi_skipped``) and
+        ``n_slices_not_segmented``.
 
     Raises:
         InputError: missing or foreign output folder, unknown patients, missing label maps
@@ -234,6 +263,11 @@ def evaluate_outputs(out_dir: str | os.PathLike[str], root: str | os.PathLike[st
             raise InputError(f"case(s) {', '.join(unknown)} are not in {str(out_dir)!r}; it "
                              f"holds {', '.join(slices)}")
         slices = {p: slices[p] for p in map(str, patients)}
+    segmented_slices = {case: set(zs) for case, zs in slices.items()}
+    roi_record = None
+    if roi is not None:
+        extra, roi_record = roi_slices(root, list(slices), roi, roi_run)
+        slices = {case: sorted(set(zs) | set(extra[case])) for case, zs in slices.items()}
     gd_files = {c.case_id: c.labels for c in discover_cases(root)}
     dice_parts, hd_parts, case_col, slice_col = [], [], [], []
     use_matched = matching is None and has_matched
@@ -259,9 +293,14 @@ def evaluate_outputs(out_dir: str | os.PathLike[str], root: str | os.PathLike[st
                         hd95=hd_all)
     del summary["nll"], summary["seconds_per_slice"]
     summary["cases"] = list(slices)
+    if roi_record is not None:
+        summary["roi"] = roi_record
+        summary["n_slices_not_segmented"] = sum(
+            len(set(zs) - segmented_slices[case]) for case, zs in slices.items())
     if write:
         rows = slice_rows(case_col, slice_col, dice=dice_all, hd95=hd_all)
         write_csv(out / EVALUATION_CSV, rows, EVALUATION_COLUMNS)
         write_json(out / EVALUATION_JSON, summary)
+        add_to_manifest(out, [EVALUATION_CSV, EVALUATION_JSON], create=False)
     return summary
 

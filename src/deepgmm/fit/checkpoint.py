@@ -65,7 +65,8 @@ class RunConfig:
         model: ``"deepg"`` or ``"deepsvg"``.
         lam: weight of the μ_data penalty.
         epochs, min_epochs, batch_size, lr, weight_decay, tol, seed, penalty, clip_norm,
-            label_weight, precision, context, potts_weight: the training settings
+            label_weight, precision, context, potts_weight, consistency_weight: the training
+            settings
             (:func:`deepgmm.fit.train.train_network`).
         labelled_slices: ``[case id, slice index]`` of the slices whose labels enter the
             loss (``label_weight > 0``).
@@ -104,6 +105,7 @@ class RunConfig:
     label_weight: float = _setting(resume=True, old=0.0)
     context: str = _setting(resume=True, old="none")
     potts_weight: float = _setting(resume=True, old=0.0)
+    consistency_weight: float = _setting(resume=True, old=0.0)
     precision: str = _setting(resume=True, old="fp32")
     labelled_slices: list[list[Any]] = _setting(resume=True, old=[])
     augment: dict[str, Any] | None = _setting(resume=True)
@@ -329,7 +331,26 @@ def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {str(path)!r} has format version "
                               f"{config['format_version']}, this package reads "
                               f"{FORMAT_VERSION}")
+    _check_config_values(config, path)
     return config
+
+
+def _check_config_values(config: Mapping[str, Any], path: Path) -> None:
+    """Refuse settings a prediction uses as they are (crop size, sequences, normalisation)
+    unless they have the right form; the message names the file and the key."""
+    crop = config.get("crop_size")
+    if not (isinstance(crop, list) and len(crop) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in crop)):
+        raise CheckpointError(f"checkpoint config {str(path)!r}: 'crop_size' must be [H, W] "
+                              f"with two positive integers, got {crop!r}")
+    seqs = config.get("sequences")
+    if not (isinstance(seqs, list) and seqs and all(isinstance(v, str) for v in seqs)):
+        raise CheckpointError(f"checkpoint config {str(path)!r}: 'sequences' must be a list "
+                              f"of sequence names, got {seqs!r}")
+    if config.get("normalisation") is not None and not isinstance(config["normalisation"],
+                                                                   str):
+        raise CheckpointError(f"checkpoint config {str(path)!r}: 'normalisation' must be a "
+                              f"name, got {config['normalisation']!r}")
 
 
 def _load_tensors(path: Path, digest: str | None,

@@ -55,6 +55,7 @@ from deepgmm.fit.checkpoint import (
     recover_checkpoint,
     save_checkpoint,
 )
+from deepgmm.fit.consistency import consistency_loss, second_view
 from deepgmm.fit.labelled import labelled_cross_entropy, labelled_targets
 from deepgmm.fit.loss import MODELS, PENALTIES, batch_loss, nll_of_log_resp, pack_slices
 from deepgmm.fit.potts import potts_energy
@@ -71,6 +72,19 @@ logger = logging.getLogger(__name__)
 
 ModelName = Literal["deepg", "deepsvg"]
 CURVE_FILE = "training_curve.png"
+RUN_FOLDER_FILES = ("model.safetensors", "optimizer.safetensors", "config.json",
+                    CURVE_FILE, "run.json", "report.html")
+"""The files a training run writes into its folder (listed in the folder's manifest)."""
+
+
+def record_run_files(run_dir: str | os.PathLike[str]) -> None:
+    """List the run files present in ``run_dir`` in its manifest
+    (:data:`deepgmm.output_paths.MANIFEST`), so the folder counts as deepgmm's own."""
+    from deepgmm.output_paths import add_to_manifest
+
+    run = Path(run_dir)
+    add_to_manifest(run, [name for name in RUN_FOLDER_FILES if (run / name).is_file()],
+                    kind="run")
 
 
 @dataclass
@@ -166,6 +180,7 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
                   clip_norm: float | None = 12.0, label_weight: float = 0.0,
                   labelled_slices: int = 10, precision: str = "fp32",
                   context: str = "none", potts_weight: float = 0.0,
+                  consistency_weight: float = 0.0, labelled_seed: int = 42,
                   prior: Literal["means", "all"] = "means", lam_var: float = 1.0,
                   lam_weights: float = 1.0, class_prior: Any = None,
                   components_per_class: int = 1) -> TrainResult:
@@ -202,7 +217,11 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         label_weight: weight of the cross-entropy on the labelled slices (0: none, the
             published loss).
         labelled_slices: how many slices carry their labels when ``label_weight > 0``, drawn
-            as μ_data's slices are (seed 42), so with the defaults they are the same slices.
+            as μ_data's slices are (with ``labelled_seed``), so with the defaults they are
+            the same slices.
+        labelled_seed: seed of the draw of the labelled slices (the cross-entropy's and,
+            for ``prior="all"`` from ground truth, the class prior's); μ_data's default
+            draw uses 42.
         precision: ``"fp32"`` or ``"bf16"`` (the network's convolutions in bfloat16 under
             ``torch.autocast``; weights, optimiser and loss in float32; see
             :mod:`deepgmm.fit.precision`). Recorded in the checkpoint; prediction uses it
@@ -214,6 +233,11 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         potts_weight: weight of the soft Potts energy of the responsibilities
             (:func:`deepgmm.fit.potts.potts_energy`, mean over the mini-batch) added to the
             loss (0: none, the published loss).
+        consistency_weight: weight of the Π-model consistency term
+            (:mod:`deepgmm.fit.consistency`: the squared difference of the class
+            probabilities of each slice and of a flipped, intensity-jittered view of it,
+            mean over the mini-batch) added to the loss (0: none, the published loss);
+            each step then runs the network on both views.
         prior: ``"means"`` (published): only the μ_data penalty; ``"all"``: also
             ``lam_var`` times the distance of the mini-batch's mean log variances and
             ``lam_weights`` times the KL divergence of its mean weights from the labelled
@@ -222,7 +246,7 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         lam_weights: weight of the weight penalty (``prior="all"``).
         class_prior: a :class:`~deepgmm.data.class_prior.ClassPrior` (or its ``to_dict``
             form) for ``prior="all"``; when ``None`` it is computed from the training
-            slices' ground truth with μ_data's draw (10 slices, seed 42). Stored in the
+            slices' ground truth with μ_data's draw (10 slices, ``labelled_seed``). Stored in the
             run's ``config.json``.
         components_per_class: J Gaussian components per class (1: published): the network
             outputs ``n_classes * J`` channels, the mixture is fitted over all of them, the
@@ -254,7 +278,8 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         device=device, augment=augment, n_classes=n_classes, depth=depth,
         base_filters=base_filters, penalty=penalty, clip_norm=clip_norm,
         label_weight=label_weight, labelled_slices=labelled_slices, precision=precision,
-        context=context, potts_weight=potts_weight, prior=prior, lam_var=lam_var,
+        context=context, potts_weight=potts_weight, consistency_weight=consistency_weight,
+        labelled_seed=labelled_seed, prior=prior, lam_var=lam_var,
         lam_weights=lam_weights, components_per_class=components_per_class)
     n_components = n_classes * components_per_class
     dev = resolve_device(device)
@@ -267,7 +292,7 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
     aug_cfg = (AugmentConfig() if augment is True else augment) if augment else None
     ckpt = _stored_run(run, batch, n_classes) if resume else None
     mu = _class_means(mu_data, ckpt, batch, lam, n_classes, dev)
-    class_stats = _class_prior(prior, class_prior, ckpt, batch, n_classes)
+    class_stats = _class_prior(prior, class_prior, ckpt, batch, n_classes, labelled_seed)
     param_prior = None if class_stats is None else ParameterPrior(
         log_variances=torch.as_tensor(class_stats.log_variances, dtype=torch.float32,
                                       device=dev),
@@ -275,7 +300,7 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         lam_var=float(lam_var), lam_weights=float(lam_weights))
     target, labelled = None, np.zeros(0, dtype=np.int64)
     if label_weight > 0:
-        target, labelled = labelled_targets(batch, labelled_slices)
+        target, labelled = labelled_targets(batch, labelled_slices, seed=labelled_seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         network = UNet(len(batch.sequences) + n_context_channels(context),
@@ -311,6 +336,7 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
                           target=target_dev,
                           label_weight=label_weight, autocast=autocast,
                           context=context, potts_weight=potts_weight,
+                          consistency_weight=consistency_weight,
                           param_prior=param_prior, per_class=components_per_class)
 
     def save() -> None:
@@ -368,7 +394,7 @@ def _class_means(mu_data: Any, ckpt: Checkpoint | None, batch: SliceBatch, lam: 
 
 
 def _class_prior(prior: str, given: Any, ckpt: Checkpoint | None, batch: SliceBatch,
-                 n_classes: int) -> Any:
+                 n_classes: int, seed: int = 42) -> Any:
     """The :class:`~deepgmm.data.class_prior.ClassPrior` of ``prior="all"`` (``None`` for
     ``"means"``): as given, else the checkpoint's, else from the batch's ground truth."""
     from deepgmm.data.class_prior import ClassPrior, compute_class_prior
@@ -387,7 +413,7 @@ def _class_prior(prior: str, given: Any, ckpt: Checkpoint | None, batch: SliceBa
     if n_classes != len(CLASS_NAMES):
         raise InputError(f"prior 'all' from ground truth needs {len(CLASS_NAMES)} classes, "
                          f"got n_classes = {n_classes}")
-    return compute_class_prior(batch)
+    return compute_class_prior(batch, seed=seed)
 
 
 def _class_names(n_classes: int) -> list[str]:
@@ -457,6 +483,7 @@ def _run_epoch(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
                target: torch.Tensor | None = None, label_weight: float = 0.0,
                autocast: Callable[[], AbstractContextManager] = nullcontext,
                context: str = "none", potts_weight: float = 0.0,
+               consistency_weight: float = 0.0,
                param_prior: ParameterPrior | None = None, per_class: int = 1,
                ) -> tuple[float, float]:
     """One pass over all slices in a seeded random order; returns summed (NLL, loss).
@@ -469,7 +496,10 @@ def _run_epoch(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
     energy. ``param_prior`` adds the variance and weight penalties of ``prior="all"``. With
     ``per_class`` components per class the mixture is fitted over all components, and the
     penalties, the labelled cross-entropy and the Potts energy act on the classes (their
-    component mixtures, and the sums of their components' probabilities)."""
+    component mixtures, and the sums of their components' probabilities).
+    ``consistency_weight`` adds the Π-model term of a second, flipped and jittered view
+    (:mod:`deepgmm.fit.consistency`), drawn from the same generator after the
+    augmentation."""
     network.train()
     gen = torch.Generator(device=dev)
     gen.manual_seed(generator_seed)
@@ -496,6 +526,15 @@ def _run_epoch(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
         if potts_weight > 0:
             smooth = potts_weight * potts_energy(class_log_resp.exp(), msk).mean()
             extra = smooth if extra is None else extra + smooth
+        if consistency_weight > 0:
+            view, view_roi, dims = second_view(img, msk, gen)
+            with autocast():
+                view_logits = network(network_input(view, view_roi, context))
+            view_log_resp = class_log_probabilities(
+                torch.log_softmax(torch.flip(view_logits.float(), dims), dim=1), per_class)
+            agree = consistency_weight * consistency_loss(class_log_resp, view_log_resp,
+                                                          msk).mean()
+            extra = agree if extra is None else extra + agree
         loss = batch_loss(nll, mix.means, lam=lam, mu_data=mu, penalty=penalty,
                           extra=extra)
         if param_prior is not None:

@@ -45,6 +45,7 @@ from deepgmm.mixture.likelihood import (
 )
 from deepgmm.mixture.smoothing import smooth_weights
 from deepgmm.params import (
+    SEED_MAX,
     Constraints,
     Integral,
     Interval,
@@ -59,8 +60,6 @@ Init = Literal["random", "kmeans", "mu_data"]
 EMModel = Literal["em-gmm", "em-svgmm"]
 EM_MODELS: tuple[str, ...] = ("em-gmm", "em-svgmm")
 
-SEED_MAX = 2**63
-"""Seeds are integers in ``[0, SEED_MAX)``."""
 
 _ARRAY = ["array-like", torch.Tensor, None]
 

@@ -37,13 +37,17 @@ complete or absent):
 ``_desc-matched_``; :mod:`deepgmm.report.naming`); ``summary.json`` records the scheme
 under ``naming``.
 
+- ``cases/<case>/``: only after a per-case run (``--workers``, ``--scheduler``,
+  ``--resume``; :mod:`deepgmm.cohort`): each case's own output folder of the same layout,
+  plus the arrays the merge reads and the manifest ``--resume`` checks.
+
 All NIfTI files carry the input's affine (qform and sform) so they overlay the input.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +59,7 @@ from deepgmm._atomic import atomic_dir
 from deepgmm.errors import InputError
 from deepgmm.evaluate.matching import check_rule
 from deepgmm.evaluate.scoring import hard_labels, score_batch
+from deepgmm.output_paths import check_output_folder
 from deepgmm.report.clinical import CASE_COLUMNS, CASES_CSV, case_measures, csv_rows, json_measures
 from deepgmm.report.figures import entropy_map, slice_figure
 from deepgmm.report.html import REPORT_HTML, render_report
@@ -85,6 +90,9 @@ PROB_MATCHED_SUFFIX = NAMINGS["deepgmm"].prob_matched
 DSEG_TSV = "dseg.tsv"
 RESULTS_CSV = "results.csv"
 SUMMARY_JSON = "summary.json"
+CASES_DIR = "cases"
+"""``OUT/cases/<case>/``: one case's own output folder in a per-case run
+(:mod:`deepgmm.cohort`); kept when the merged outputs around it are rewritten."""
 
 
 def _numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -138,37 +146,26 @@ def label_tables(class_identity: bool, matching: str,
     return maps
 
 
-def _is_within(path: Path, folder: Path) -> bool:
-    try:
-        path.relative_to(folder)
-        return True
-    except ValueError:
-        return False
-
-
 def check_output_dir(out_dir: Path, inputs: Sequence[str | os.PathLike[str]]) -> Path:
     """Refuse output folders that would replace inputs or foreign data.
 
-    The folder is replaced as a whole, so it must not be (or contain) an input file, and an
-    existing non-empty folder must be an earlier output (it has ``summary.json``).
+    The folder is replaced as a whole, so it must not be, contain or lie inside an input,
+    and an existing non-empty folder must hold only files deepgmm wrote there (its
+    manifest lists them; :func:`deepgmm.output_paths.check_output_folder`).
 
     Raises:
         InputError: naming the folder and the reason.
     """
-    out = Path(out_dir).expanduser().resolve()
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output {str(out_dir)!r} exists and is not a folder")
-    for src in inputs:
-        if not str(src):
-            continue
-        src_path = Path(src).expanduser().resolve()
-        if src_path == out or _is_within(src_path, out):
-            raise InputError(f"output folder {str(out_dir)!r} contains the input "
-                             f"{str(src)!r}; choose another output folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / SUMMARY_JSON).is_file():
-        raise InputError(f"output folder {str(out_dir)!r} exists and is not an earlier "
-                         f"deepgmm output (no {SUMMARY_JSON}); choose a new or empty folder")
-    return out
+    if Path(out_dir).is_dir() and _is_cohort_in_progress(Path(out_dir).expanduser().resolve()):
+        return check_output_folder(out_dir, inputs, replace=False)  # its cases are kept
+    return check_output_folder(out_dir, inputs)
+
+
+def _is_cohort_in_progress(out: Path) -> bool:
+    """A folder holding only ``cases/`` (and hidden temporary entries): a per-case run that
+    has not merged its outputs yet."""
+    visible = [p.name for p in out.iterdir() if not p.name.startswith(".")]
+    return visible == [CASES_DIR] and (out / CASES_DIR).is_dir()
 
 
 def _check_inputs(volumes: Sequence[CaseVolume], batch: SliceBatch,
@@ -232,7 +229,10 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
                        progress: bool = True, class_identity: bool = False,
                        roi_source: Mapping[str, Any] | None = None,
                        naming: str = "deepgmm",
-                       run_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                       run_options: Mapping[str, Any] | None = None,
+                       summary_extra: Mapping[str, Any] | None = None,
+                       before_commit: Callable[[Path], None] | None = None,
+                       ) -> dict[str, Any]:
     """Write the method's own maps, the matched maps (when asked), tables and figures.
 
     The own maps (``<case>_seg.nii.gz``, ``<case>_prob.nii.gz``) are the fit as it came
@@ -260,6 +260,12 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
         run_options: resolved options for ``run.json`` beyond the command's own (e.g. the
             method's options, a trained run's settings; ``precision`` and ``seed`` keys
             are recorded as such).
+        summary_extra: entries added to ``summary.json`` (e.g. a per-case run's
+            ``failed_cases``).
+        before_commit: called with the temporary folder once the maps, tables and figures
+            are in it, before ``report.html`` is rendered and the folder renamed into place
+            (a per-case run adds its arrays and manifest, or the merge its figures). An
+            existing ``cases/`` folder of ``out_dir`` is kept.
 
     Returns:
         The summary dict written to ``summary.json``.
@@ -309,6 +315,7 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
     summary.update(roi_info)
     summary["maps"] = label_tables(class_identity, matching, names)
     summary["naming"] = names.scheme
+    summary.update(summary_extra or {})
     scored_as = (f"matched ({matching})" if matching != "none" else
                  "as fitted (class order from mu_data)" if class_identity else
                  "as fitted (cluster k as class k)")
@@ -323,8 +330,9 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
     origins = np.asarray(batch.crop_origins, dtype=np.int64).reshape(n_b, 2)
     image = _numpy(batch.image) if figures else None
     n_steps = len(case_order) + (n_b if figures else 0)
-    with atomic_dir(out) as tmp, tqdm(total=n_steps, desc="writing outputs", unit="file",
-                                      disable=not progress, leave=False) as bar:
+    with atomic_dir(out, keep=(CASES_DIR,)) as tmp, tqdm(
+            total=n_steps, desc="writing outputs", unit="file", disable=not progress,
+            leave=False) as bar:
         for cid in case_order:
             vol = by_id[cid]
             rows_b = [i for i, c in enumerate(batch.case_ids) if c == cid]
@@ -365,5 +373,7 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
                              title=f"case {cid}, slice {k}, {result.method} ({shown})",
                              uncertainty=entropy[b])
                 bar.update(1)
+        if before_commit is not None:
+            before_commit(tmp)
         render_report(tmp, tmp / REPORT_HTML, shown_as=out)
     return summary

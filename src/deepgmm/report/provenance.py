@@ -171,6 +171,7 @@ def input_files(params: Mapping[str, Any], case_ids: Sequence[str],
                     if case.case_id in wanted:
                         files += list(case.images.values())
                         files += [case.labels] if case.labels is not None else []
+                        files += [case.roi] if case.roi is not None else []
     return {os.fspath(p): sha256_file(p) for p in dict.fromkeys(files)}
 
 

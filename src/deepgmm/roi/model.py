@@ -29,7 +29,7 @@ import torch
 from deepgmm._atomic import atomic_path
 from deepgmm.errors import CheckpointError
 from deepgmm.hashing import sha256_file as _sha256
-from deepgmm.params import Interval, check_params
+from deepgmm.params import SEED, Interval, check_params
 
 PathLike = str | os.PathLike[str]
 
@@ -89,7 +89,7 @@ ROI_SETTINGS_CONSTRAINTS: dict[str, list[Any]] = {
     "batch_size": [Interval(Integral, 1, None, closed="left")],
     "lr": [Interval(Real, 0, None, closed="neither")],
     "weight_decay": [Interval(Real, 0, None, closed="left")],
-    "seed": [Interval(Integral, 0, None, closed="left")],
+    "seed": [SEED],
     "augment": ["boolean"],
     "threshold": [Interval(Real, 0, 1, closed="neither")],
     "min_area_mm2": [Interval(Real, 0, None, closed="left")],

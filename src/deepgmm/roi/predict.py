@@ -96,19 +96,10 @@ class CaseRoi:
 
 
 def _check_output(out: Path, inputs: Sequence[Path]) -> None:
-    """Refuse an output folder holding inputs or something else than an earlier ROI output."""
-    resolved = out.expanduser().resolve()
-    if resolved.exists() and not resolved.is_dir():
-        raise InputError(f"output {str(out)!r} exists and is not a folder")
-    for src in inputs:
-        path = src.expanduser().resolve()
-        if path == resolved or resolved in path.parents:
-            raise InputError(f"output folder {str(out)!r} contains the input {str(src)!r}; "
-                             f"choose another output folder")
-    if resolved.is_dir() and any(resolved.iterdir()) and not (resolved / ROI_SUMMARY).is_file():
-        raise InputError(f"output folder {str(out)!r} exists and is not an earlier "
-                         f"`deepgmm roi predict` output (no {ROI_SUMMARY}); choose a new or "
-                         f"empty folder")
+    """Refuse an output folder holding inputs or something else than an earlier output."""
+    from deepgmm.output_paths import check_output_folder
+
+    check_output_folder(out, inputs, kind="`deepgmm roi predict`")
 
 
 def open_roi_run_for(run_dir: PathLike, root: PathLike) -> RoiModel:
@@ -140,7 +131,7 @@ def predict_cases(model: RoiModel, root: PathLike, patients: Sequence[str] | Non
     from deepgmm.data.dataset import load_images, select_cases
     from deepgmm.data.myops import discover_cases
 
-    cases = select_cases(discover_cases(root, model.sequences), patients)
+    cases = select_cases(discover_cases(root, model.sequences, patients=patients), patients)
     masks: dict[str, tuple[np.ndarray, Any]] = {}
     for case in tqdm(cases, desc="roi predict", unit="case", disable=not progress):
         images = load_images(case)

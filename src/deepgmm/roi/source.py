@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,14 +147,15 @@ def load_with_roi(root: PathLike, source: RoiSource, patients: Sequence[str] | N
             check_sequences(model.config, sequences, run=model.name(),
                             data="the data as asked for")
         wanted = model.sequences
-        ids = [c.case_id for c in select_cases(discover_cases(root, wanted), patients,
-                                               exclude)]
+        found = discover_cases(root, wanted, patients=patients)
+        ids = [c.case_id for c in select_cases(found, patients, exclude)]
         masks: dict[str, np.ndarray | None] = {
             case: mask for case, (mask, _) in predict_cases(model, root, ids,
                                                             progress=progress).items()}
     else:
         wanted = tuple(sequences or MYOPS_SEQUENCES)
-        cases = select_cases(discover_cases(root, wanted), patients, exclude)
+        cases = select_cases(discover_cases(root, wanted, patients=patients), patients,
+                             exclude)
         masks = _folder_masks(Path(source.path), cases)  # type: ignore[arg-type]
     source.skipped = [c for c, m in masks.items() if m is None or not m.any()]
     for case in source.skipped:
@@ -167,3 +168,65 @@ def load_with_roi(root: PathLike, source: RoiSource, patients: Sequence[str] | N
                          f"{source.path if source.kind == 'folder' else source.kind})")
     return load_dataset(root, kept, sequences=wanted,
                         rois={c: masks[c] for c in kept})  # type: ignore[misc]
+
+
+def explicit_roi(roi: str | PathLike, roi_run: PathLike | None,
+                 images: Mapping[str, PathLike], labels: PathLike | None, *,
+                 case_id: str = "case") -> tuple[RoiSource, np.ndarray | Path | None]:
+    """The ROI of one explicitly given case (``deepgmm segment``).
+
+    Args:
+        roi: ``"gt"`` (the left ventricle of ``labels``), ``"auto"`` (predicted from
+            ``images`` by the ROI run ``roi_run``) or a NIfTI mask file.
+        roi_run: the ROI run folder, for ``"auto"`` only.
+        images: sequence name -> NIfTI file; for ``"auto"`` they must include the run's
+            sequences (by name, any order).
+        labels: the ground truth, needed for ``"gt"``.
+        case_id: the case's name in messages.
+
+    Returns:
+        The source (kind ``gt``, ``auto`` or ``file``) and what
+        :func:`deepgmm.data.dataset.load_explicit` takes as its ``roi``: ``None`` (the
+        ground truth's LV), the predicted ``(X, Y, Z)`` bool mask or the mask file.
+
+    Raises:
+        InputError: ``gt`` without labels, ``auto`` without ``roi_run``, ``roi_run`` with
+            another ``roi``, a mask file that does not exist, images on different grids, no
+            left ventricle found.
+        CheckpointError: a bad ROI run, or images without the run's sequences (naming both).
+    """
+    value = str(roi)
+    if value != "auto" and roi_run is not None:
+        raise InputError(f"roi_run applies to roi 'auto' only, got roi {value!r}",
+                         params=("roi", "roi_run"))
+    if value == "gt":
+        if labels is None:
+            raise InputError("roi 'gt' takes the left ventricle of the ground truth: give "
+                             "labels, or roi 'auto' with a roi_run, or an ROI mask file",
+                             params=("roi", "labels", "roi_run"))
+        return RoiSource(kind="gt", path=str(labels)), None
+    if value != "auto":
+        if not Path(value).is_file():
+            raise InputError(f"roi must be 'gt', 'auto' or a NIfTI mask file; {value!r} is "
+                             f"not a file", params=("roi",))
+        return RoiSource(kind="file", path=value), Path(value)
+    if roi_run is None:
+        raise InputError("roi 'auto' needs roi_run, the folder of an ROI training run",
+                         params=("roi", "roi_run"))
+    from deepgmm.data.nifti import check_same_space, load_nifti
+    from deepgmm.roi.model import check_sequences, load_roi_run
+    from deepgmm.roi.predict import predict_mask
+
+    model = load_roi_run(roi_run)
+    if not set(model.sequences) <= set(images):
+        check_sequences(model.config, list(images), run=model.name(),
+                        data=f"case {case_id} (its images)")
+    vols = [load_nifti(images[name], what=f"{name} image") for name in model.sequences]
+    check_same_space(vols)
+    stack = np.stack([v.data for v in vols]).astype(np.float32, copy=False)  # (M, X, Y, Z)
+    mask = predict_mask(model, stack, vols[0].zooms)
+    if not mask.any():
+        raise InputError(f"case {case_id}: {model.name()} found no left "
+                         f"ventricle in its images; nothing to segment (give an ROI mask "
+                         f"file as roi)", params=("roi",))
+    return RoiSource(kind="auto", path=str(roi_run)), mask
