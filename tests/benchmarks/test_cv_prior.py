@@ -4,38 +4,18 @@ fold's μ_data slices only."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import cv_script
+from helpers.cv_script import load_cv_quality, phantom_fold
 
 from deepgmm.data.class_prior import compute_class_prior
-from deepgmm.data.mu_data import compute_mu_data, draw_slices
 from deepgmm.data.slices import make_batch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "cv_quality.py"
-CROP = (64, 64)
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("cv_quality", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["cv_quality"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-cvq = _load_script()
-
-
-def _fold(volumes, mu_seed: int):  # noqa: ANN001, ANN202
-    train, test = cvq.fold_batches(volumes, ("104",), crop_size=CROP)
-    return cvq.FoldData(train=train, test=test,
-                        mu_data=compute_mu_data(train, n_slices=cvq.N_MU_SLICES, seed=mu_seed),
-                        mu_slices=draw_slices(len(train), cvq.N_MU_SLICES, mu_seed), seed=0,
-                        mu_seed=mu_seed)
+cvq = load_cv_quality()
+CROP = cv_script.CROP
+_fold = phantom_fold
 
 
 def test_class_prior_comes_from_the_training_fold_only(

@@ -3,35 +3,11 @@ training fold's μ_data slices, the consistency term needs no labels."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+from helpers.cv_script import load_cv_quality, phantom_fold
 
-from deepgmm.data.mu_data import compute_mu_data, draw_slices
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "cv_quality.py"
-CROP = (64, 64)
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("cv_quality_semi", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["cv_quality_semi"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-cvq = _load_script()
-
-
-def _fold(volumes, mu_seed: int):  # noqa: ANN001, ANN202
-    train, test = cvq.fold_batches(volumes, ("104",), crop_size=CROP)
-    return cvq.FoldData(train=train, test=test,
-                        mu_data=compute_mu_data(train, n_slices=cvq.N_MU_SLICES, seed=mu_seed),
-                        mu_slices=draw_slices(len(train), cvq.N_MU_SLICES, mu_seed), seed=0,
-                        mu_seed=mu_seed)
+cvq = load_cv_quality()
+_fold = phantom_fold
 
 
 class _Stop(Exception):
