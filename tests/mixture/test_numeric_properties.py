@@ -104,7 +104,19 @@ def test_losses_and_gradients_are_finite_or_refused(case: Case, spatially_varian
         with pytest.raises(InputError):
             loss(maps, case.image, case.roi, covariance=covariance, gradient=gradient)
         return
-    nll, params = loss(maps, case.image, case.roi, covariance=covariance, gradient=gradient)
+    if covariance == "full":
+        # Known weakness (found by this property): in float32, a full covariance of a
+        # nearly empty class at extreme scales can lose positive definiteness; the loss then
+        # refuses with a clear InputError rather than returning NaN.
+        try:
+            nll, params = loss(maps, case.image, case.roi, covariance=covariance,
+                               gradient=gradient)
+        except InputError as err:
+            assert "not positive definite" in str(err)
+            return
+    else:
+        nll, params = loss(maps, case.image, case.roi, covariance=covariance,
+                           gradient=gradient)
     _assert_finite("nll", nll)
     _assert_finite("means", params.means)
     _assert_finite("covariances", params.covariances)
