@@ -9,7 +9,10 @@ patients of the fold only. μ_data is ``compute_mu_data(train_batch, n_slices=10
 seed=mu_seed)`` on the training batch normalised as the configuration's slices are, with
 ``mu_seed = 42 + seed`` unless ``--mu-seed`` fixes it, so the μ_data draw varies with the seed.
 
-Configurations are the named entries of ``REGISTRY``; a new lever is a new entry. Each
+Configurations are the named entries of ``REGISTRY``; a new lever is a new entry. A name
+``<entry>+lv`` is the entry's cached class probabilities labelled under the LV anatomy rule
+(:mod:`deepgmm.anatomy`: one convex blood pool, the wall classes smoothed over 2 mm) instead
+of the most likely class: no training of its own, the same units. Each
 finished (configuration, fold, seed) unit is cached under ``--cache`` (class probabilities
 and label maps as compressed ``.npz``, timing and settings as ``.json``, both written
 atomically); a re-run skips finished units, ``--report`` prints the tables from the cache
@@ -487,7 +490,8 @@ def save_unit(cache: Path, key: str, test: SliceBatch, out: MethodOutput,
     pred = np.where(roi, out.probs.argmax(axis=1) + 1, 0).astype(np.uint8)
     arrays = {"probs": out.probs.astype(np.float16), "pred": pred,
               "truth": test.labels.numpy().astype(np.uint8), "roi": roi,
-              "case_ids": np.asarray(test.case_ids), "slices": np.asarray(test.slice_indices)}
+              "case_ids": np.asarray(test.case_ids), "slices": np.asarray(test.slice_indices),
+              "spacing": np.asarray(test.spacing, dtype=np.float64)}
     with atomic_path(cache / f"{key}.npz") as tmp:
         np.savez_compressed(tmp, **arrays)
     with atomic_path(cache / f"{key}.json") as tmp:
@@ -508,15 +512,56 @@ class Unit:
     meta: dict[str, Any]
 
 
-def load_units(cache: Path, config: str, mu_seed: int | None = None) -> list[Unit]:
-    """Every cached unit of ``config`` whose μ_data seed follows the rule of ``mu_seed``."""
+LABEL_RULES = ("lv",)
+"""Suffixes ``+<rule>`` of a configuration name: its units labelled under that anatomy rule."""
+
+
+def split_config(name: str) -> tuple[str, str]:
+    """``"deepsvg+lv"`` -> ``("deepsvg", "lv")``; a plain entry -> ``(name, "none")``."""
+    base, plus, rule = name.partition("+")
+    return (base, rule) if plus else (name, "none")
+
+
+def config_names() -> list[str]:
+    """Every configuration name: the registry's entries and their ``+<rule>`` variants."""
+    return [*REGISTRY, *(f"{c}+{r}" for r in LABEL_RULES for c in REGISTRY)]
+
+
+def case_spacing(root: Path) -> dict[str, np.ndarray]:
+    """Case id -> in-plane spacing ``(2,)`` mm from the NIfTI headers under ``root`` (for
+    units cached before their spacing was)."""
+    import nibabel as nib
+
+    out = {}
+    for path in sorted(Path(root).glob("*/*_C0.nii.gz")):
+        out[path.name.split("_")[-2]] = np.asarray(nib.load(str(path)).header.get_zooms()[:2],
+                                                   dtype=np.float64)
+    return out
+
+
+def load_units(cache: Path, config: str, mu_seed: int | None = None,
+               root: Path | None = None) -> list[Unit]:
+    """Every cached unit of ``config`` whose μ_data seed follows the rule of ``mu_seed``; a
+    ``+lv`` name relabels its entry's units under the anatomy rule (spacing from the unit,
+    or from the headers under ``root`` for older units)."""
+    from deepgmm.anatomy import anatomical_labels
+
+    base, rule = split_config(config)
+    spacing_of: dict[str, np.ndarray] | None = None
     units = []
-    for path in sorted((cache / config).glob("fold*-seed*-mu*.json")):
+    for path in sorted((cache / base).glob("fold*-seed*-mu*.json")):
         fold, seed, mu = parse_key(path.stem)
         if mu != mu_seed_for(seed, mu_seed) or not path.with_suffix(".npz").is_file():
             continue
         with np.load(path.with_suffix(".npz")) as data:
             pred, truth = data["pred"].astype(np.int64), data["truth"].astype(np.int64)
+            if rule == "lv":
+                if "spacing" in data:
+                    spacing = data["spacing"]
+                else:
+                    spacing_of = spacing_of or case_spacing(root or DEFAULT_ROOT)
+                    spacing = np.stack([spacing_of[str(c)] for c in data["case_ids"]])
+                pred = anatomical_labels(data["probs"], data["roi"], spacing)
             units.append(Unit(fold=fold, seed=seed, case_ids=data["case_ids"].astype(str),
                               slices=data["slices"], pred=pred, truth=truth,
                               dice=dice_per_class(pred, truth), meta=json.loads(
@@ -863,10 +908,10 @@ def run_study(args: argparse.Namespace) -> None:
 
 
 def summaries_from_cache(cache: Path, configs: Sequence[str],
-                         mu_seed: int | None) -> list[Summary]:
+                         mu_seed: int | None, root: Path | None = None) -> list[Summary]:
     out = []
     for config in configs:
-        s = summarise(config, load_units(cache, config, mu_seed))
+        s = summarise(config, load_units(cache, config, mu_seed, root))
         if s is not None:
             out.append(s)
     return out
@@ -876,8 +921,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
-    parser.add_argument("--configs", nargs="+", choices=sorted(REGISTRY),
-                        default=list(REGISTRY), metavar="CONFIG")
+    parser.add_argument("--configs", nargs="+", choices=config_names(),
+                        default=None, metavar="CONFIG",
+                        help="entries of --list, or <entry>+lv (its units under the LV "
+                             "anatomy rule; no training of its own)")
     parser.add_argument("--folds", nargs="+", type=int, choices=sorted(FOLDS),
                         default=sorted(FOLDS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -905,14 +952,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.list:
         for name, method in REGISTRY.items():
             print(f"{name:<18} {method.description}")
+        print("<entry>+lv         the entry's units labelled under the LV anatomy rule "
+              "(deepgmm.anatomy)")
         return
     if args.compare:
-        unknown = [c for c in args.compare if c not in REGISTRY]
+        unknown = [c for c in args.compare if c not in config_names()]
         if unknown:
             _fail(f"--compare: unknown configuration(s) {', '.join(unknown)}; expected some "
-                  f"of {', '.join(REGISTRY)}")
+                  f"of {', '.join(REGISTRY)} (or <entry>+lv)")
         found = {s.config: s for s in summaries_from_cache(args.cache, args.compare,
-                                                            args.mu_seed)}
+                                                            args.mu_seed, args.root)}
         missing = [c for c in args.compare if c not in found]
         if missing:
             _fail(f"--compare: nothing cached for {', '.join(missing)} in {args.cache}")
@@ -925,9 +974,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.report:
         if not args.cache.is_dir():
             _fail(f"--cache {str(args.cache)!r} is not a folder")
-        summaries = summaries_from_cache(args.cache, args.configs, args.mu_seed)
+        configs = args.configs or list(REGISTRY)
+        summaries = summaries_from_cache(args.cache, configs, args.mu_seed, args.root)
         if not summaries:
-            _fail(f"nothing cached in {str(args.cache)!r} for {', '.join(args.configs)}")
+            _fail(f"nothing cached in {str(args.cache)!r} for {', '.join(configs)}")
         print(report_tables(summaries, n_boot=args.n_boot))
         if args.markdown:
             write_markdown(args.markdown,
@@ -935,6 +985,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if not (args.root / "train25").is_dir():
         _fail(f"--root {str(args.root)!r} holds no MyoPS 2020 data (expected train25/)")
+    args.configs = list(dict.fromkeys(split_config(c)[0]
+                                      for c in (args.configs or list(REGISTRY))))
     run_study(args)
 
 

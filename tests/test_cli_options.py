@@ -197,6 +197,10 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
         "matching": (["--matching", "greedy"], [("write_segmentation.matching", "greedy")]),
         "figures": (["--no-figures"], [("write_segmentation.figures", False)]),
         "naming": (["--naming", "bids"], [("write_segmentation.naming", "bids")]),
+        # an explicit --anatomy wins over the recipe's (published: none); the recipe alone
+        # is tested in tests/test_anatomy_cli.py
+        "anatomy": (["--anatomy", "lv"], [("write_segmentation.anatomy", "lv")]),
+        "recipe": (["--recipe", "published"], [("write_segmentation.anatomy", "lv")]),
     }
     em = {
         **shared_data, **shared_out, **shared_roi,
@@ -250,7 +254,8 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
     case = {
         "out": shared_out["out"], "figures": shared_out["figures"],
         "matching": shared_out["matching"], "normalisation": shared_data["normalisation"],
-        "naming": shared_out["naming"],
+        "naming": shared_out["naming"], "anatomy": shared_out["anatomy"],
+        "recipe": shared_out["recipe"],
         "crop_size": shared_data["crop_size"],
         "images": (["--image", f"C0={files['C0']}", "--image", f"DE={files['DE']}"],
                    [("load_explicit.images", {"C0": str(files["C0"]), "DE": str(files["DE"])})]),
@@ -317,6 +322,7 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
         "root": ([str(root)], [("load_dataset.root", root)]),
         "out": shared_out["out"],
         "naming": shared_out["naming"],
+        "anatomy": shared_out["anatomy"], "recipe": shared_out["recipe"],
     }
     predict = [{
         **predict_common,

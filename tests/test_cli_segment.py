@@ -30,11 +30,15 @@ def _assert_user_error(result, *fragments: str) -> None:
 def test_em_on_phantom_writes_outputs_and_recovers_classes(phantom_root: Path,
                                                             tmp_path: Path) -> None:
     out = tmp_path / "em"
+    # the clusters as EM found them (--recipe published: each pixel's most likely class);
+    # the anatomy rule of the default recipe is tested in test_anatomy*.py
     result = _run("em", phantom_root, "--model", "em-gmm", "--patients", "101", "102",
-                  "--crop", "64", "--no-progress", "--no-figures", "--out", out)
+                  "--crop", "64", "--no-progress", "--no-figures", "--out", out,
+                  "--recipe", "published")
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "em-gmm"
+    assert summary["anatomy"] == "none"
     assert summary["matching"] == "hungarian"
     assert summary["n_slices"] == 6  # 3 all-class slices in each of the 2 cases
     # The phantom's blood, myocardium and scar have distinct contrasts: EM finds them.

@@ -37,6 +37,7 @@ SELECTIONS: tuple[str, ...] = ("all-classes", "roi")
 PathLike = str | os.PathLike[str]
 
 RUN_CONSTRAINTS = {
+    "anatomy": [StrOptions({"lv", "none"})],
     "roi": [StrOptions({"gt", "auto"}), str, os.PathLike],
     "roi_run": [str, os.PathLike, None],
     "selection": [StrOptions(dict.fromkeys(SELECTIONS).keys())],
@@ -152,18 +153,21 @@ def write_result(out: PathLike, volumes: Sequence[CaseVolume], batch: SliceBatch
                  figures: bool = True, progress: bool = True,
                  class_identity: bool = False,
                  roi_source: Mapping[str, Any] | None = None, naming: str = "deepgmm",
-                 run_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                 run_options: Mapping[str, Any] | None = None,
+                 anatomy: str = "lv") -> dict[str, Any]:
     """Write label/probability NIfTI maps, ``results.csv``, ``summary.json`` and PNGs
     (``class_identity``: μ_data fixed the class order; ``roi_source``: where the ROI came
     from; ``naming``: ``"deepgmm"`` or ``"bids"`` file names; ``run_options``: recorded in
-    ``run.json``; see :func:`deepgmm.report.outputs.write_segmentation`)."""
+    ``run.json``; ``anatomy``: ``"lv"`` or ``"none"``, :mod:`deepgmm.anatomy`; see
+    :func:`deepgmm.report.outputs.write_segmentation`)."""
     from deepgmm.report.outputs import write_segmentation
 
-    check_params(RUN_CONSTRAINTS, {"matching": matching}, caller="write_result")
+    check_params(RUN_CONSTRAINTS, {"matching": matching, "anatomy": anatomy},
+                 caller="write_result")
     return write_segmentation(Path(out), list(volumes), batch, result, matching=matching,
                               figures=figures, progress=progress,
                               class_identity=class_identity, roi_source=roi_source,
-                              naming=naming, run_options=run_options)
+                              naming=naming, run_options=run_options, anatomy=anatomy)
 
 
 def _input_paths(*values: object) -> list[Path]:
@@ -185,7 +189,8 @@ def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
                     matching: str = "hungarian", roi: str | PathLike = "gt",
                     roi_run: PathLike | None = None, figures: bool = True,
                     progress: bool = True, naming: str = "deepgmm",
-                    init_run: PathLike | None = None, **options: Any) -> dict[str, Any]:
+                    init_run: PathLike | None = None, anatomy: str = "lv",
+                    **options: Any) -> dict[str, Any]:
     """Segment the cases below ``root`` (MyoPS layout) and write the outputs to ``out``.
 
     Args:
@@ -208,6 +213,9 @@ def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
         init_run: deepG / deepSVG only: a ``train`` run whose weights every slice starts
             from (:mod:`deepgmm.fit.warm`; same sequences, crop size, normalisation and
             network, no context channels).
+        anatomy: how the label maps follow from the probabilities (:mod:`deepgmm.anatomy`):
+            ``"lv"`` (one convex blood pool, a smooth wall; where the class order is known)
+            or ``"none"`` (the most likely class, as published).
         **options: the model's options (:mod:`deepgmm.options`: e.g. ``lam``, ``max_iter``,
             ``seed``); one the model does not take is refused.
 
@@ -225,7 +233,7 @@ def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
 
     opts = _check_run(model, options, mu_data, caller="segment_dataset", selection=selection,
                       normalisation=normalisation, matching=matching, roi=roi,
-                      roi_run=roi_run)
+                      roi_run=roi_run, anatomy=anatomy)
     if init_run is not None and not isinstance(opts, FitOptions):
         raise InputError(f"init_run applies to deepg / deepsvg, not {model}",
                          params=("init_run",))
@@ -253,13 +261,14 @@ def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
                    "normalisation": normalisation,
                    "mu_data": mu_data if not isinstance(mu_data, np.ndarray) else "array",
                    "matching": matching, "roi": roi, "roi_run": roi_run, "naming": naming,
+                   "anatomy": anatomy,
                    **({"init_run": init_run} if init_run is not None else {}),
                    **opts.as_dict()}
     return write_result(out, volumes, batch, result, matching=matching, figures=figures,
                         progress=progress,
                         class_identity=fixes_class_order(model, mu, opts.as_dict()),
                         roi_source=source.as_dict(), naming=naming,
-                        run_options=run_options)
+                        run_options=run_options, anatomy=anatomy)
 
 
 def segment_case(images: Mapping[str, PathLike], roi: str | PathLike, out: PathLike, *,
@@ -269,7 +278,7 @@ def segment_case(images: Mapping[str, PathLike], roi: str | PathLike, out: PathL
                  crop_size: int | tuple[int, int] = 160, normalisation: str = "crop",
                  mu_data: PathLike | np.ndarray | None = None, matching: str | None = None,
                  figures: bool = True, progress: bool = True, naming: str = "deepgmm",
-                 **options: Any) -> dict[str, Any]:
+                 anatomy: str = "lv", **options: Any) -> dict[str, Any]:
     """Segment one case of any co-registered sequences given explicitly.
 
     Args:
@@ -282,7 +291,7 @@ def segment_case(images: Mapping[str, PathLike], roi: str | PathLike, out: PathL
         roi_run: the ROI run folder (``deepgmm roi train``) for ``roi="auto"``.
         matching: defaults to ``"hungarian"`` with labels and ``"none"`` without.
         model, case_id, selection, crop_size, normalisation, mu_data, figures, progress,
-        **options: as :func:`segment_dataset`.
+        anatomy, **options: as :func:`segment_dataset`.
 
     Returns:
         The summary written to ``out/summary.json``.
@@ -294,7 +303,7 @@ def segment_case(images: Mapping[str, PathLike], roi: str | PathLike, out: PathL
         matching = "hungarian" if labels is not None else "none"
     opts = _check_run(model, options, mu_data, caller="segment_case", selection=selection,
                       normalisation=normalisation, matching=matching, roi=roi,
-                      roi_run=roi_run)
+                      roi_run=roi_run, anatomy=anatomy)
     if matching != "none" and labels is None:
         raise InputError(f"matching {matching!r} needs ground truth: give labels, or use "
                          "matching 'none'", params=("matching", "labels"))
@@ -318,9 +327,10 @@ def segment_case(images: Mapping[str, PathLike], roi: str | PathLike, out: PathL
                    "crop_size": crop_size,
                    "normalisation": normalisation,
                    "mu_data": mu_data if not isinstance(mu_data, np.ndarray) else "array",
-                   "matching": matching, "naming": naming, **opts.as_dict()}
+                   "matching": matching, "naming": naming, "anatomy": anatomy,
+                   **opts.as_dict()}
     return write_result(out, [volume], batch, result, matching=matching, figures=figures,
                         progress=progress,
                         class_identity=fixes_class_order(model, mu, opts.as_dict()),
                         roi_source=source.as_dict(),
-                        naming=naming, run_options=run_options)
+                        naming=naming, run_options=run_options, anatomy=anatomy)

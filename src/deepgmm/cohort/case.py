@@ -63,7 +63,8 @@ class CaseJob:
         mu_data: μ_data JSON file or ``None``.
         runs: trained run folders for ``predict``.
         class_identity: ``predict`` only: whether the network's classes are in order.
-        matching, figures, naming: as :func:`deepgmm.report.outputs.write_segmentation`.
+        matching, figures, naming, anatomy: as
+            :func:`deepgmm.report.outputs.write_segmentation`.
         record: the resolved options written to the case's ``run.json`` and compared by
             ``--resume`` (JSON values).
         threads: torch CPU threads while the case runs.
@@ -83,6 +84,7 @@ class CaseJob:
     matching: str = "hungarian"
     figures: bool = True
     naming: str = "deepgmm"
+    anatomy: str = "lv"
     record: dict[str, Any] = field(default_factory=dict)
     threads: int = 1
 
@@ -289,7 +291,7 @@ def segment_one_case(job: CaseJob) -> CaseOutcome:
     write_segmentation(job.case_dir, [volume], batch, result, matching=job.matching,
                        figures=job.figures, progress=False, class_identity=class_identity,
                        roi_source=roi_info, naming=job.naming, run_options=job.record,
-                       before_commit=add_arrays_and_manifest)
+                       anatomy=job.anatomy, before_commit=add_arrays_and_manifest)
     return CaseOutcome(job.case_id, "done", seconds=time.perf_counter() - start)
 
 

@@ -65,13 +65,13 @@ def _copy_figures(case_dirs: Sequence[Path]):  # noqa: ANN202 - a before_commit 
 def merge_cases(out: Path, jobs: Sequence[CaseJob], *, matching: str, naming: str,
                 roi_source: Mapping[str, Any], run_options: Mapping[str, Any],
                 summary_extra: Mapping[str, Any] | None = None,
-                progress: bool = True) -> dict[str, Any]:
+                progress: bool = True, anatomy: str = "lv") -> dict[str, Any]:
     """Write ``out``'s merged outputs from the complete case folders of ``jobs``.
 
     Args:
         out: the run's output folder.
         jobs: the cases to merge, in output order (each folder must be complete).
-        matching, naming: as the cases were written.
+        matching, naming, anatomy: as the cases were written.
         roi_source: the run's ROI record (``roi``, ``roi_path``, ``roi_skipped``).
         run_options: resolved options for ``run.json``.
         summary_extra: added to ``summary.json`` (``failed_cases``).
@@ -100,5 +100,5 @@ def merge_cases(out: Path, jobs: Sequence[CaseJob], *, matching: str, naming: st
                               matching=matching, figures=False, progress=progress,
                               class_identity=identities.pop(), roi_source=roi_source,
                               naming=naming, run_options=run_options,
-                              summary_extra=summary_extra,
+                              summary_extra=summary_extra, anatomy=anatomy,
                               before_commit=_copy_figures([j.case_dir for j in jobs]))

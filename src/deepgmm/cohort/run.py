@@ -103,7 +103,8 @@ def remove_stale_temporaries(out: Path) -> None:
 
 def run_cohort(out: PathLike, jobs: Sequence[CaseJob], cluster: ClusterOptions, *,
                matching: str, naming: str, roi_source: Mapping[str, Any],
-               run_options: Mapping[str, Any], progress: bool = True) -> CohortRun:
+               run_options: Mapping[str, Any], progress: bool = True,
+               anatomy: str = "lv") -> CohortRun:
     """Run ``jobs`` (resuming complete ones when asked) and merge the complete cases.
 
     Raises:
@@ -137,7 +138,7 @@ def run_cohort(out: PathLike, jobs: Sequence[CaseJob], cluster: ClusterOptions, 
     summary = merge_cases(out, complete, matching=matching, naming=naming,
                           roi_source=source, run_options=record,
                           summary_extra={"failed_cases": outcome_record(outcomes)},
-                          progress=progress)
+                          progress=progress, anatomy=anatomy)
     return CohortRun(summary=summary, outcomes=outcomes)
 
 
@@ -163,7 +164,8 @@ def segment_cohort(root: PathLike, out: PathLike, *, model: str = "deepsvg",
                    mu_data: PathLike | None = None, matching: str = "hungarian",
                    roi: str | PathLike = "gt", roi_run: PathLike | None = None,
                    figures: bool = True, progress: bool = True, naming: str = "deepgmm",
-                   cluster: ClusterOptions | None = None, **options: Any) -> CohortRun:
+                   cluster: ClusterOptions | None = None, anatomy: str = "lv",
+                   **options: Any) -> CohortRun:
     """:func:`deepgmm.pipeline.segment_dataset`, one case at a time (see the module).
 
     Args:
@@ -183,7 +185,7 @@ def segment_cohort(root: PathLike, out: PathLike, *, model: str = "deepsvg",
         raise InputError("a per-case run takes mu_data as a JSON file", params=("mu_data",))
     opts = _check_run(model, options, mu_data, caller="segment_cohort", selection=selection,
                       normalisation=normalisation, matching=matching, roi=roi,
-                      roi_run=roi_run)
+                      roi_run=roi_run, anatomy=anatomy)
     cluster.check()
     map_names(naming)
     source = parse_roi_option(roi, roi_run)
@@ -196,16 +198,16 @@ def segment_cohort(root: PathLike, out: PathLike, *, model: str = "deepsvg",
                          "normalisation": normalisation, "mu_data": _absolute(mu_data),
                          "matching": matching, "roi": roi_value,
                          "roi_run": _absolute(roi_run), "naming": naming,
-                         "figures": figures, **opts.as_dict()})
+                         "anatomy": anatomy, "figures": figures, **opts.as_dict()})
     jobs = [CaseJob(case_id=c, out=str(Path(out).resolve()), source=load,
                     selection=selection, crop_size=crop_size, normalisation=normalisation,
                     method=model, options=_method_values(opts), mu_data=_absolute(mu_data),
-                    matching=matching, figures=figures, naming=naming, record=record,
-                    threads=cluster.threads) for c in ids]
+                    matching=matching, figures=figures, naming=naming, anatomy=anatomy,
+                    record=record, threads=cluster.threads) for c in ids]
     return run_cohort(out, jobs, cluster, matching=matching, naming=naming,
                       roi_source=source.as_dict(),
                       run_options={**record, "root": root, "patients": patients},
-                      progress=progress)
+                      progress=progress, anatomy=anatomy)
 
 
 def predict_cohort(runs: Sequence[PathLike], root: PathLike, out: PathLike, *,
@@ -213,7 +215,7 @@ def predict_cohort(runs: Sequence[PathLike], root: PathLike, out: PathLike, *,
                    roi: str | PathLike = "gt", roi_run: PathLike | None = None,
                    figures: bool = True, progress: bool = True, naming: str = "deepgmm",
                    options: Mapping[str, Any] | None = None,
-                   cluster: ClusterOptions | None = None) -> CohortRun:
+                   cluster: ClusterOptions | None = None, anatomy: str = "lv") -> CohortRun:
     """``deepgmm predict`` one case at a time: trained networks ``runs`` applied to the
     cases ``patients`` below ``root`` (slices cut as in training).
 
@@ -244,7 +246,7 @@ def predict_cohort(runs: Sequence[PathLike], root: PathLike, out: PathLike, *,
         "runs": [_absolute(r) for r in runs], "selection": selection,
         "crop_size": crop_size, "normalisation": config["normalisation"], "roi": roi_value,
         "roi_run": _absolute(roi_run), "naming": naming, "figures": figures,
-        **predict_options,
+        "anatomy": anatomy, **predict_options,
         "precision": predict_options.get("precision") or config.get("precision")})
     load = {"kind": "dataset", "root": _absolute(root), "roi": roi_value,
             "roi_run": _absolute(roi_run), "sequences": list(sequences)}
@@ -253,12 +255,13 @@ def predict_cohort(runs: Sequence[PathLike], root: PathLike, out: PathLike, *,
                     normalisation=config["normalisation"], method="predict",
                     options=predict_options, runs=tuple(_absolute(r) for r in runs),
                     class_identity=class_identity, matching="none", figures=figures,
-                    naming=naming, record=record, threads=cluster.threads) for c in ids]
+                    naming=naming, anatomy=anatomy, record=record,
+                    threads=cluster.threads) for c in ids]
     return run_cohort(out, jobs, cluster, matching="none", naming=naming,
                       roi_source=source.as_dict(),
                       run_options={**record, "root": root, "ids": ids,
                                    "training_seed": config.get("seed")},
-                      progress=progress)
+                      progress=progress, anatomy=anatomy)
 
 
 def segment_case_cohort(images: Mapping[str, PathLike], roi: PathLike, out: PathLike, *,
@@ -268,7 +271,7 @@ def segment_case_cohort(images: Mapping[str, PathLike], roi: PathLike, out: Path
                         mu_data: PathLike | None = None, matching: str | None = None,
                         figures: bool = True, progress: bool = True,
                         naming: str = "deepgmm", cluster: ClusterOptions | None = None,
-                        **options: Any) -> CohortRun:
+                        anatomy: str = "lv", **options: Any) -> CohortRun:
     """:func:`deepgmm.pipeline.segment_case` as a per-case job (e.g. to run it on a GPU
     worker of a cluster with ``resources={"GPU": 1}``)."""
     from deepgmm.pipeline import _check_run
@@ -279,7 +282,7 @@ def segment_case_cohort(images: Mapping[str, PathLike], roi: PathLike, out: Path
     if matching is None:
         matching = "hungarian" if labels is not None else "none"
     opts = _check_run(model, options, mu_data, caller="segment_case", selection=selection,
-                      normalisation=normalisation, matching=matching)
+                      normalisation=normalisation, matching=matching, anatomy=anatomy)
     if matching != "none" and labels is None:
         raise InputError(f"matching {matching!r} needs ground truth: give labels, or use "
                          "matching 'none'", params=("matching", "labels"))
@@ -294,12 +297,13 @@ def segment_case_cohort(images: Mapping[str, PathLike], roi: PathLike, out: Path
     record = json_value({"model": model, **load, "case_id": case_id, "selection": selection,
                          "crop_size": crop_size, "normalisation": normalisation,
                          "mu_data": _absolute(mu_data), "matching": matching,
-                         "naming": naming, "figures": figures, **opts.as_dict()})
+                         "naming": naming, "anatomy": anatomy, "figures": figures,
+                         **opts.as_dict()})
     job = CaseJob(case_id=str(case_id), out=str(Path(out).resolve()), source=load,
                   selection=selection, crop_size=crop_size, normalisation=normalisation,
                   method=model, options=_method_values(opts), mu_data=_absolute(mu_data),
-                  matching=matching, figures=figures, naming=naming, record=record,
-                  threads=cluster.threads)
+                  matching=matching, figures=figures, naming=naming, anatomy=anatomy,
+                  record=record, threads=cluster.threads)
     return run_cohort(out, [job], cluster, matching=matching, naming=naming,
                       roi_source={"roi": "file", "roi_path": str(roi), "roi_skipped": []},
-                      run_options=record, progress=progress)
+                      run_options=record, progress=progress, anatomy=anatomy)

@@ -11,6 +11,25 @@ from deepgmm.errors import InputError
 if TYPE_CHECKING:
     from deepgmm.cohort import ClusterOptions, CohortRun
 
+# How label maps follow from the probabilities (deepgmm.anatomy, deepgmm.recipe).
+AnatomyOpt = Annotated[str | None, typer.Option(
+    "--anatomy", help="How label maps follow from the class probabilities: lv (one convex "
+    "blood pool inside a smooth wall: cavity pixels labelled as wall become blood, blood "
+    "outside the pool becomes wall, the wall classes are smoothed over 2 mm) or none (the "
+    "most likely class). Applies where the class order is known (μ_data with --lam or EM "
+    "from μ_data, or a --matching rule). Default: the --recipe's.")]
+RecipeOpt = Annotated[str, typer.Option(
+    "--recipe", help="deepgmm (anatomy lv) or published (the paper's method: anatomy "
+    "none). Options given explicitly win.")]
+
+
+def resolve_anatomy(recipe: str, anatomy: str | None) -> str:
+    """The anatomy rule of ``--anatomy``, or the ``--recipe``'s when it is not given."""
+    from deepgmm.recipe import resolve_anatomy as resolve
+
+    return resolve(recipe, anatomy)
+
+
 # Per-case runs (deepgmm.cohort): where the cases run and whether to resume.
 SchedulerOpt = Annotated[str | None, typer.Option(
     "--scheduler", help="Run every case as a task on the Dask scheduler at this address "

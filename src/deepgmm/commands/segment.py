@@ -11,6 +11,8 @@ import typer
 from deepgmm.cli import command
 from deepgmm.commands._options import (
     MULTI_VALUE_CONTEXT,
+    AnatomyOpt,
+    RecipeOpt,
     ResourcesOpt,
     ResumeOpt,
     SchedulerOpt,
@@ -20,6 +22,7 @@ from deepgmm.commands._options import (
     parse_named_files,
     patient_list,
     report_cohort,
+    resolve_anatomy,
 )
 
 RootArg = Annotated[Path, typer.Argument(help="Folder with <prefix>_<n>_{C0,DE,T2}.nii.gz "
@@ -193,6 +196,8 @@ def em_command(
     selection: SelectionOpt = "all-classes",
     crop_size: CropOpt = 160,
     normalisation: NormalisationOpt = "crop",
+    anatomy: AnatomyOpt = None,
+    recipe: RecipeOpt = "deepgmm",
     device: DeviceOpt = "auto",
     seed: SeedOpt = 33,
     figures: FiguresOpt = True,
@@ -218,7 +223,8 @@ def em_command(
     run = dict(patients=patient_list(ctx, patients), selection=selection,
                crop_size=crop_size, normalisation=normalisation, mu_data=mu_data,
                matching=matching, roi=roi, roi_run=roi_run, figures=figures,
-               progress=progress, naming=naming)
+               progress=progress, naming=naming,
+               anatomy=resolve_anatomy(recipe, anatomy))
     if cluster is None:
         summary = segment_dataset(root, out, model=model, **run, **options)
         print_summary(summary, out, figures)
@@ -263,6 +269,8 @@ def fit_command(
     selection: SelectionOpt = "all-classes",
     crop_size: CropOpt = 160,
     normalisation: NormalisationOpt = "crop",
+    anatomy: AnatomyOpt = None,
+    recipe: RecipeOpt = "deepgmm",
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     figures: FiguresOpt = True,
@@ -291,7 +299,8 @@ def fit_command(
     run = dict(patients=patient_list(ctx, patients), selection=selection,
                crop_size=crop_size, normalisation=normalisation, mu_data=mu_data,
                matching=matching, roi=roi, roi_run=roi_run, figures=figures,
-               progress=progress, naming=naming)
+               progress=progress, naming=naming,
+               anatomy=resolve_anatomy(recipe, anatomy))
     if cluster is None:
         summary = segment_dataset(root, out, model=model, init_run=init_run, **run,
                                   **options)
@@ -385,6 +394,8 @@ def segment_command(
         "with every class; needs --gt).")] = "roi",
     crop_size: CropOpt = 160,
     normalisation: NormalisationOpt = "crop",
+    anatomy: AnatomyOpt = None,
+    recipe: RecipeOpt = "deepgmm",
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     figures: FiguresOpt = True,
@@ -417,7 +428,8 @@ def segment_command(
     cluster = cluster_options(workers, scheduler, resources, threads, resume)
     run = dict(labels=labels, model=model, case_id=case_id, selection=selection,
                crop_size=crop_size, normalisation=normalisation, mu_data=mu_data,
-               matching=matching, figures=figures, progress=progress, naming=naming)
+               matching=matching, figures=figures, progress=progress, naming=naming,
+               anatomy=resolve_anatomy(recipe, anatomy))
     named = parse_named_files(images, "--image")
     if cluster is None:
         summary = segment_case(named, roi, out, roi_run=roi_run, **run, **options)

@@ -11,6 +11,8 @@ import typer
 from deepgmm.cli import command
 from deepgmm.commands._options import (
     MULTI_VALUE_CONTEXT,
+    AnatomyOpt,
+    RecipeOpt,
     ResourcesOpt,
     ResumeOpt,
     SchedulerOpt,
@@ -19,6 +21,7 @@ from deepgmm.commands._options import (
     cluster_options,
     patient_list,
     report_cohort,
+    resolve_anatomy,
 )
 
 RootArg = Annotated[Path, typer.Argument(help="Folder with <prefix>_<n>_{C0,DE,T2}.nii.gz "
@@ -239,6 +242,8 @@ def predict_command(
     naming: Annotated[str, typer.Option(
         "--naming", help="File names of the maps: deepgmm (<case>_seg.nii.gz, _prob) or "
         "bids (<case>_dseg.nii.gz, _probseg).")] = "deepgmm",
+    anatomy: AnatomyOpt = None,
+    recipe: RecipeOpt = "deepgmm",
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
     resources: ResourcesOpt = None,
@@ -262,6 +267,7 @@ def predict_command(
     options = PredictOptions(refine=refine, refine_lr=refine_lr, refine_lam=refine_lam,
                              tta=tta, chunk_size=chunk_size, device=device,
                              precision=precision)
+    rule = resolve_anatomy(recipe, anatomy)
     source = parse_roi_option(roi, roi_run)
     map_names(naming)
     configs = [read_config(r) for r in runs]
@@ -286,7 +292,8 @@ def predict_command(
 
         cohort = predict_cohort(runs, root, out, patients=ids, selection=selection, roi=roi,
                                 roi_run=roi_run, figures=figures, progress=progress,
-                                naming=naming, options=options.as_dict(), cluster=cluster)
+                                naming=naming, options=options.as_dict(), cluster=cluster,
+                                anatomy=rule)
         _print_predicted(cohort.summary, out, figures)
         report_cohort(cohort)
         return
@@ -299,9 +306,10 @@ def predict_command(
                                  figures=figures, progress=progress,
                                  class_identity=config["mu_data"] is not None
                                  and float(config["lam"]) > 0,
-                                 roi_source=source.as_dict(), naming=naming,
+                                 roi_source=source.as_dict(), naming=naming, anatomy=rule,
                                  run_options={
                                      "runs": runs, "ids": ids, "crop_size": config["crop_size"],
+                                     "anatomy": rule,
                                      "normalisation": config["normalisation"],
                                      "precision": precision or config.get("precision"),
                                      "training_seed": config.get("seed"),

@@ -112,6 +112,21 @@ def read_layout(out_dir: Path) -> tuple[bool, bool, MapNames]:
             names.pattern(names.seg_matched) in maps, names)
 
 
+def read_anatomy(out_dir: Path) -> str:
+    """The anatomy rule (:mod:`deepgmm.anatomy`) an output folder's label maps were made
+    with (``"none"`` for folders written before the rule existed)."""
+    import json
+
+    from deepgmm.anatomy import ANATOMY_RULES
+
+    try:
+        summary = json.loads((out_dir / SUMMARY_JSON).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return "none"
+    rule = summary.get("anatomy", "none") if isinstance(summary, dict) else "none"
+    return rule if rule in ANATOMY_RULES else "none"
+
+
 def _decode(data: np.ndarray, clusters: bool, source: str) -> np.ndarray:
     """``(S, X, Y)`` class indices of label-map values: MyoPS codes, or cluster numbers
     0..4 taken as class indices when ``clusters``."""
@@ -128,9 +143,11 @@ def _decode(data: np.ndarray, clusters: bool, source: str) -> np.ndarray:
 
 
 def _rematch(prob_path: Path, seg_shape: tuple[int, ...], seg_affine: np.ndarray,
-             z: np.ndarray, segmented: np.ndarray, truth: np.ndarray, rule: str) -> np.ndarray:
+             z: np.ndarray, segmented: np.ndarray, truth: np.ndarray, rule: str, *,
+             anatomy: str = "none", spacing: np.ndarray | None = None) -> np.ndarray:
     """``(S, X, Y)`` class indices after assigning the clusters of the saved probability
-    maps to the classes with ``rule``, inside ``segmented (S, X, Y)``."""
+    maps to the classes with ``rule``, inside ``segmented (S, X, Y)``, labelled under the
+    ``anatomy`` rule (spacing ``(S, 2)`` mm) as the run's own matched maps were."""
     import nibabel as nib
     import torch
 
@@ -156,13 +173,15 @@ def _rematch(prob_path: Path, seg_shape: tuple[int, ...], seg_affine: np.ndarray
     resp = torch.from_numpy(np.ascontiguousarray(maps))  # (S, 4, X, Y)
     region = torch.from_numpy(segmented)
     perm = match_clusters(resp, torch.from_numpy(truth), region, rule)
-    labels = apply_permutation(resp, perm).argmax(dim=1).numpy() + 1
-    return np.where(segmented, labels, 0)
+    from deepgmm.anatomy import apply_anatomy
+
+    return apply_anatomy(anatomy, apply_permutation(resp, perm).numpy(), segmented, spacing)
 
 
 def _case_metrics(seg_path: Path, gd_path: Path, case: str, slices: Sequence[int],
                   matching: str | None = None, *, clusters: bool = False,
-                  names: MapNames = NAMINGS["deepgmm"]) -> tuple[np.ndarray, np.ndarray]:
+                  names: MapNames = NAMINGS["deepgmm"], anatomy: str = "none",
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """``(S, 4)`` Dice and HD95 of one case's segmented slices of the label map
     ``seg_path`` (cluster numbers when ``clusters``, else MyoPS codes), the clusters
     re-assigned from the own probability map with ``matching`` when given."""
@@ -192,8 +211,10 @@ def _case_metrics(seg_path: Path, gd_path: Path, case: str, slices: Sequence[int
         if not prob_path.is_file():
             raise InputError(f"matching {matching!r} needs the probability map "
                              f"{str(prob_path)!r}, which is missing")
-        pred = _rematch(prob_path, seg.shape, seg.affine, z, pred > 0, truth, matching)
     spacing = np.broadcast_to(np.asarray(gd.zooms[:2], dtype=np.float64), (len(z), 2))
+    if matching is not None and matching != "none":
+        pred = _rematch(prob_path, seg.shape, seg.affine, z, pred > 0, truth, matching,
+                        anatomy=anatomy, spacing=spacing)
     return dice_per_class(pred, truth), hd95_per_class(pred, truth, spacing)
 
 
@@ -253,6 +274,7 @@ def evaluate_outputs(out_dir: str | os.PathLike[str], root: str | os.PathLike[st
     out = Path(out_dir)
     slices, method, written_rule = read_results(out)
     clusters, has_matched, names = read_layout(out)
+    anatomy = read_anatomy(out)
     if matching is not None:
         from deepgmm.evaluate.matching import check_rule
 
@@ -282,7 +304,8 @@ def evaluate_outputs(out_dir: str | os.PathLike[str], root: str | os.PathLike[st
             raise InputError(f"case {case} {why} {str(root)!r}: no ground truth to evaluate "
                              f"against")
         dice, hd = _case_metrics(seg_path, gd_path, case, zs, matching,
-                                 clusters=clusters and not use_matched, names=names)
+                                 clusters=clusters and not use_matched, names=names,
+                                 anatomy=anatomy)
         dice_parts.append(dice)
         hd_parts.append(hd)
         case_col += [case] * len(zs)

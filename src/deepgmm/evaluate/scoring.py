@@ -9,6 +9,11 @@ the matched maps and the metrics computed here do.
 - ``"hungarian"`` / ``"greedy"``: the clusters of every slice are assigned to the classes
   with the ground truth as an oracle (:func:`deepgmm.evaluate.matching.match_clusters`),
   and the relabelled maps are scored.
+
+Label maps come from the probabilities under an anatomy rule (:mod:`deepgmm.anatomy`):
+``"none"`` is the most likely class of each pixel; ``"lv"`` imposes one convex blood pool
+and a smooth wall, and applies wherever the channels are the classes in order (the matched
+maps, and the own maps when μ_data fixed the class order).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from deepgmm.anatomy import ANATOMY_RULES, apply_anatomy
 from deepgmm.errors import InputError
 from deepgmm.evaluate.matching import apply_permutation, check_rule, match_clusters
 from deepgmm.evaluate.metrics import assd_per_class, dice_per_class, hd95_per_class
@@ -53,6 +59,10 @@ class BatchScores:
 
     Attributes:
         matching: the rule used.
+        own_labels: ``(B, H, W)`` int64 label map of the fit as it came out: under the
+            anatomy rule when the class order is known, else the most likely cluster.
+        anatomy: the anatomy rule the own labels follow (``"none"`` where it could not
+            apply).
         perm: ``(B, K)`` cluster per class channel (identity for ``"none"``).
         matched_probs: ``(B, K, H, W)`` float32 class probabilities after matching, 0
             outside the ROI; None for ``"none"`` (the own maps are the scored ones).
@@ -66,6 +76,8 @@ class BatchScores:
     """
 
     matching: str
+    own_labels: np.ndarray
+    anatomy: str
     perm: np.ndarray
     matched_probs: np.ndarray | None
     matched_labels: np.ndarray | None
@@ -77,7 +89,8 @@ class BatchScores:
 
 def score_batch(resp: torch.Tensor | np.ndarray, roi: torch.Tensor | np.ndarray,
                 truth: torch.Tensor | np.ndarray | None, spacing: np.ndarray | None,
-                matching: str) -> BatchScores:
+                matching: str, *, anatomy: str = "none",
+                class_identity: bool = False) -> BatchScores:
     """Match (when asked) and score the responsibilities of a batch.
 
     Args:
@@ -87,6 +100,9 @@ def score_batch(resp: torch.Tensor | np.ndarray, roi: torch.Tensor | np.ndarray,
             ``"none"`` is then possible).
         spacing: ``(B, 2)`` in-plane spacing in mm for HD95 (None: 1 mm).
         matching: ``"hungarian"``, ``"greedy"`` or ``"none"``.
+        anatomy: ``"none"`` or ``"lv"`` (:mod:`deepgmm.anatomy`), for the matched labels and,
+            with ``class_identity``, the own labels.
+        class_identity: the components are the classes in order (μ_data fixed it).
 
     Returns:
         :class:`BatchScores`.
@@ -95,6 +111,9 @@ def score_batch(resp: torch.Tensor | np.ndarray, roi: torch.Tensor | np.ndarray,
         InputError: unknown rule, or a matching rule without ground truth.
     """
     check_rule(matching)
+    if anatomy not in ANATOMY_RULES:
+        raise InputError(f"anatomy must be one of {', '.join(ANATOMY_RULES)}, got "
+                         f"{anatomy!r}", params=("anatomy",))
     if matching != "none" and truth is None:
         raise InputError(f"matching {matching!r} needs ground-truth labels, but the input "
                          "has none; use matching 'none'")
@@ -102,17 +121,22 @@ def score_batch(resp: torch.Tensor | np.ndarray, roi: torch.Tensor | np.ndarray,
     resp_np = _numpy(resp).astype(np.float32, copy=False)
     truth_np = None if truth is None else _numpy(truth).astype(np.int64)
     perm = match_clusters(resp_np, truth_np, roi_np, matching)
-    own_labels = hard_labels(resp_np, roi_np)[1]
+    spacing_np = None if spacing is None else np.asarray(spacing, dtype=np.float64)
+    own_rule = anatomy if class_identity and resp_np.shape[1] == 4 else "none"
+    own_labels = apply_anatomy(own_rule, resp_np, roi_np, spacing_np)
     matched_probs = matched_labels = None
     scored = own_labels
     if matching != "none":
-        matched_probs, matched_labels = hard_labels(apply_permutation(resp_np, perm), roi_np)
+        matched_probs = hard_labels(apply_permutation(resp_np, perm), roi_np)[0]
+        matched_labels = apply_anatomy(anatomy, matched_probs, roi_np, spacing_np)
         scored = matched_labels
     dice = hd95 = assd = None
     if truth_np is not None:
         dice = dice_per_class(scored, truth_np)
         hd95 = hd95_per_class(scored, truth_np, spacing)
         assd = assd_per_class(scored, truth_np, spacing)
-    return BatchScores(matching=matching, perm=perm, matched_probs=matched_probs,
+    return BatchScores(matching=matching, own_labels=own_labels,
+                       anatomy=anatomy if matching != "none" else own_rule, perm=perm,
+                       matched_probs=matched_probs,
                        matched_labels=matched_labels, scored_labels=scored, dice=dice,
                        hd95=hd95, assd=assd)

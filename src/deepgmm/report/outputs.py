@@ -230,6 +230,7 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
                        roi_source: Mapping[str, Any] | None = None,
                        naming: str = "deepgmm",
                        run_options: Mapping[str, Any] | None = None,
+                       anatomy: str = "none",
                        summary_extra: Mapping[str, Any] | None = None,
                        before_commit: Callable[[Path], None] | None = None,
                        ) -> dict[str, Any]:
@@ -260,6 +261,10 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
         run_options: resolved options for ``run.json`` beyond the command's own (e.g. the
             method's options, a trained run's settings; ``precision`` and ``seed`` keys
             are recorded as such).
+        anatomy: how label maps come from the probabilities (:mod:`deepgmm.anatomy`):
+            ``"none"`` (most likely class) or ``"lv"`` (one convex blood pool, a smooth
+            wall), for the matched maps and, with ``class_identity``, the own maps; the
+            probability maps are written as fitted. Recorded in ``summary.json``.
         summary_extra: entries added to ``summary.json`` (e.g. a per-case run's
             ``failed_cases``).
         before_commit: called with the temporary folder once the maps, tables and figures
@@ -292,8 +297,10 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
     if spacing.shape != (n_b, 2):  # a hand-made batch without spacing: the volumes' zooms
         spacing = np.array([by_id[c].zooms[:2] for c in batch.case_ids], dtype=np.float64)
     resp = _numpy(result.responsibilities).astype(np.float32, copy=False)
-    own_probs, own_labels = hard_labels(resp, roi)
-    scores = score_batch(resp, roi, truth, spacing, matching)
+    own_probs = hard_labels(resp, roi)[0]
+    scores = score_batch(resp, roi, truth, spacing, matching, anatomy=anatomy,
+                         class_identity=class_identity)
+    own_labels = scores.own_labels
 
     nll = _numpy(result.nll).astype(np.float64).reshape(n_b)
     n_iter = _numpy(result.n_iter).astype(np.int64).reshape(n_b)
@@ -312,6 +319,7 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
                         hd95=scores.hd95, nll=nll, seconds=seconds, n_slices=n_b)
     summary["assd"] = class_means(scores.assd)[0]
     summary["class_order"] = "mu_data" if class_identity else "clusters"
+    summary["anatomy"] = scores.anatomy
     summary.update(roi_info)
     summary["maps"] = label_tables(class_identity, matching, names)
     summary["naming"] = names.scheme

@@ -1,0 +1,82 @@
+"""The anatomy rule end to end: `em` writes label maps under it by default, `--recipe
+published` gives the most likely class, `evaluate` re-matches under the run's rule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from deepgmm.anatomy import anatomical_labels
+from deepgmm.cli import app
+from deepgmm.data.myops import labels_to_classes
+
+CLASS_CODES = np.array([0, 500, 200, 1220, 2221])
+
+
+def _run(*args) -> None:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.fixture(scope="module")
+def mu(phantom_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("mu") / "mu.json"
+    _run("mu-data", phantom_root, "--out", path, "--patients", "103", "104", "--crop", "64")
+    return path
+
+
+def _em(root: Path, out: Path, mu: Path, *extra) -> dict:
+    _run("em", root, "--out", out, "--model", "em-svgmm", "--mu-data", mu, "--patients",
+         "101", "102", "--crop", "64", "--matching", "none", "--no-figures", "--no-progress",
+         *extra)
+    return json.loads((out / "summary.json").read_text())
+
+
+def _maps(out: Path, case: str) -> tuple[np.ndarray, np.ndarray]:
+    seg = np.asanyarray(nib.load(str(out / f"{case}_seg.nii.gz")).dataobj)
+    prob = np.asanyarray(nib.load(str(out / f"{case}_prob.nii.gz")).dataobj)
+    return seg, prob
+
+
+def test_default_maps_follow_the_lv_rule_and_published_the_argmax(phantom_root, mu,
+                                                                  tmp_path):
+    lv = _em(phantom_root, tmp_path / "lv", mu)
+    published = _em(phantom_root, tmp_path / "pub", mu, "--recipe", "published")
+    assert lv["anatomy"] == "lv" and published["anatomy"] == "none"
+    assert lv["class_order"] == published["class_order"] == "mu_data"
+    zooms = nib.load(str(tmp_path / "lv" / "101_seg.nii.gz")).header.get_zooms()[:2]
+    changed = 0
+    for case in ("101", "102"):
+        seg_lv, prob_lv = _maps(tmp_path / "lv", case)
+        seg_pub, prob_pub = _maps(tmp_path / "pub", case)
+        np.testing.assert_array_equal(prob_lv, prob_pub)  # the probabilities as fitted
+        inside = prob_pub.sum(axis=-1) > 0                 # (X, Y, Z) segmented pixels
+        np.testing.assert_array_equal(seg_pub, np.where(
+            inside, CLASS_CODES[prob_pub.argmax(axis=-1) + 1], 0))
+        for z in np.nonzero(inside.any(axis=(0, 1)))[0]:
+            expected = anatomical_labels(np.moveaxis(prob_lv[:, :, z], -1, 0)[None],
+                                         inside[None, :, :, z], np.array([zooms]))[0]
+            np.testing.assert_array_equal(seg_lv[:, :, z], CLASS_CODES[expected])
+            changed += int((seg_lv[:, :, z] != seg_pub[:, :, z]).sum())
+    assert changed > 0  # the rule did something on these slices
+
+
+def test_evaluate_rematches_under_the_runs_rule(phantom_root, mu, tmp_path):
+    out = tmp_path / "lv"
+    _run("em", phantom_root, "--out", out, "--model", "em-gmm", "--patients", "101", "102",
+         "--crop", "64", "--matching", "hungarian", "--no-figures", "--no-progress")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["anatomy"] == "lv"
+    res = CliRunner().invoke(app, ["evaluate", str(phantom_root), "--out", str(out), "--matching",
+                                   "hungarian"])
+    assert res.exit_code == 0, res.output
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    for name, value in summary["dice"].items():
+        assert evaluation["dice"][name] == pytest.approx(value, abs=1e-9), name
+    seg = np.asanyarray(nib.load(str(out / "101_seg_matched.nii.gz")).dataobj)
+    assert set(np.unique(labels_to_classes(seg))) <= {0, 1, 2, 3, 4}
