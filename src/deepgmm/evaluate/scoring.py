@@ -21,6 +21,7 @@ import torch
 from deepgmm.errors import InputError
 from deepgmm.evaluate.matching import apply_permutation, check_rule, match_clusters
 from deepgmm.evaluate.metrics import assd_per_class, dice_per_class, hd95_per_class
+from deepgmm.types import CLASS_NAMES
 
 __all__ = ["BatchScores", "hard_labels", "score_batch"]
 
@@ -77,7 +78,9 @@ class BatchScores:
 
 def score_batch(resp: torch.Tensor | np.ndarray, roi: torch.Tensor | np.ndarray,
                 truth: torch.Tensor | np.ndarray | None, spacing: np.ndarray | None,
-                matching: str) -> BatchScores:
+                matching: str, *,
+                metrics: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                ) -> BatchScores:
     """Match (when asked) and score the responsibilities of a batch.
 
     Args:
@@ -87,6 +90,10 @@ def score_batch(resp: torch.Tensor | np.ndarray, roi: torch.Tensor | np.ndarray,
             ``"none"`` is then possible).
         spacing: ``(B, 2)`` in-plane spacing in mm for HD95 (None: 1 mm).
         matching: ``"hungarian"``, ``"greedy"`` or ``"none"``.
+        metrics: the batch's ``(dice, hd95, assd)``, each ``(B, C)``, when they were
+            computed before from the same responsibilities, truth and matching (a per-case
+            run's merge joins its cases' own; every metric is per slice); they are used
+            as given instead of being computed again. Only the matching is redone.
 
     Returns:
         :class:`BatchScores`.
@@ -109,7 +116,13 @@ def score_batch(resp: torch.Tensor | np.ndarray, roi: torch.Tensor | np.ndarray,
         matched_probs, matched_labels = hard_labels(apply_permutation(resp_np, perm), roi_np)
         scored = matched_labels
     dice = hd95 = assd = None
-    if truth_np is not None:
+    if truth_np is not None and metrics is not None:
+        dice, hd95, assd = (np.asarray(m, dtype=np.float64) for m in metrics)
+        if not dice.shape == hd95.shape == assd.shape == (len(roi_np), len(CLASS_NAMES)):
+            raise InputError(f"precomputed metrics of shapes {dice.shape}, {hd95.shape}, "
+                             f"{assd.shape} do not fit the batch: expected (B, C) = "
+                             f"{(len(roi_np), len(CLASS_NAMES))}")
+    elif truth_np is not None:
         dice = dice_per_class(scored, truth_np)
         hd95 = hd95_per_class(scored, truth_np, spacing)
         assd = assd_per_class(scored, truth_np, spacing)
