@@ -319,3 +319,101 @@ def test_nnunet_dataset_json_errors(tmp_path: Path) -> None:
     (tmp_path / "imagesTs" / "a_0000.nii.gz").write_bytes(b"")
     with pytest.raises(InputError, match=r"case a: missing channel 1 \(T2\)"):
         discover_cases(tmp_path)
+
+
+REPLACED = "replaced the earlier output"
+
+
+def test_only_a_finished_output_is_announced_as_replaced(tiny_root: Path,
+                                                         tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    fresh = _em(tiny_root, out, "--resume")  # the merge replaces only the run's own cases/
+    assert fresh.exit_code == 0, fresh.output
+    assert REPLACED not in fresh.output and REPLACED not in fresh.stderr
+    again = _em(tiny_root, out, "--resume", "--seed", "7")  # every case and OUT replaced
+    assert again.exit_code == 0, again.output
+    assert again.stderr.count(REPLACED) == 1  # once, for OUT, not for each case folder
+    assert f"warning: {REPLACED} in {str(out)!r}" in again.stderr
+
+
+def test_an_interrupted_run_resumed_is_not_announced_as_replaced(
+        tiny_root: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    import deepgmm.cohort.case as case
+
+    real = case.segment_one_case
+
+    def interrupted(job):  # noqa: ANN001, ANN202
+        if job.case_id == "102":
+            raise RuntimeError("stopped while case 102 runs")
+        return real(job)
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(case, "segment_one_case", interrupted)
+    assert _em(tiny_root, out, "--resume").exit_code != 0
+    assert [p.name for p in out.iterdir()] == ["cases"]
+    monkeypatch.setattr(case, "segment_one_case", real)
+    resumed = _em(tiny_root, out, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert REPLACED not in resumed.stderr
+
+
+def test_the_merge_computes_and_writes_nothing_twice(tiny_root: Path, serial_em: Path,
+                                                     tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """Merging reuses the cases' scores and copies their maps, and gives the outputs a
+    write of the joined batch from scratch gives."""
+    import shutil
+
+    import deepgmm.data.nifti as nifti
+    import deepgmm.evaluate.scoring as scoring
+    import deepgmm.report.outputs as outputs
+    from deepgmm.cohort.case import SLICES_FILE, load_case_arrays
+    from deepgmm.cohort.merge import concat_batches, concat_results
+
+    out = tmp_path / "out"
+    shutil.copytree(serial_em, out)
+    calls: list[str] = []
+    for module, name in ((scoring, "hd95_per_class"), (scoring, "assd_per_class"),
+                         (nifti, "save_nifti")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _n=name, _f=real, **k: (
+            calls.append(_n), _f(*a, **k))[1])
+    resumed = _em(tiny_root, out, "--resume")  # every case complete: only the merge runs
+    assert resumed.exit_code == 0, resumed.output
+    assert "0 segmented, 3 complete from an earlier run (resumed)" in resumed.output
+    assert calls == []
+    _same_outputs(serial_em, out)
+
+    # the same as writing the joined arrays afresh (scores recomputed, maps written)
+    arrays = [load_case_arrays(out / "cases" / c / SLICES_FILE) for c in ("101", "102", "103")]
+    assert all(a[4] is not None and a[4][1].shape == (2, 4) for a in arrays)
+    record = json.loads((out / "run.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    fresh = tmp_path / "fresh"
+    outputs.write_segmentation(
+        fresh, [a[0] for a in arrays], concat_batches([a[1] for a in arrays]),
+        concat_results([a[2] for a in arrays]), matching="hungarian", figures=False,
+        progress=False, class_identity=False,
+        roi_source={k: summary[k] for k in ("roi", "roi_path", "roi_skipped")},
+        run_options=record["resolved"], summary_extra={"failed_cases": []},
+        anatomy=summary["anatomy"])
+    assert summary["anatomy"] == "lv"  # the default rule, recorded and applied alike
+    assert calls.count("hd95_per_class") == 1 and calls.count("save_nifti") == 12
+    _same_outputs(out, fresh)
+    sidecars = sorted(p.name for p in fresh.iterdir()
+                      if p.name.startswith(("101_", "102_", "103_"))
+                      and not p.name.endswith(".nii.gz"))
+    assert len(sidecars) == 3 * 2 * 4  # own and matched: .tsv .itksnap.txt .ctbl .json
+    for name in sidecars:
+        assert (out / name).read_bytes() == (fresh / name).read_bytes(), name
+
+
+def test_a_case_folder_has_no_report_until_asked(serial_em: Path, tmp_path: Path) -> None:
+    import shutil
+
+    case_dir = tmp_path / "101"
+    shutil.copytree(serial_em / "cases" / "101", case_dir)
+    assert not (case_dir / "report.html").exists()
+    assert (serial_em / "report.html").is_file()  # the merged report shows every case
+    result = CliRunner().invoke(app, ["report", str(case_dir)])
+    assert result.exit_code == 0, result.output
+    assert "101" in (case_dir / "report.html").read_text()

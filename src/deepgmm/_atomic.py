@@ -52,7 +52,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike[str], *,
-               keep: tuple[str, ...] = ()) -> Iterator[Path]:
+               keep: tuple[str, ...] = (), announce: bool = True) -> Iterator[Path]:
     """Yield a temporary folder beside ``target``; it replaces ``target`` on success.
 
     Used for outputs made of many files: nothing half-written is ever visible under the
@@ -62,6 +62,11 @@ def atomic_dir(target: str | os.PathLike[str], *,
     (:data:`deepgmm.output_paths.MANIFEST`) lists every file written into it.
     ``keep``: entries of the existing ``target`` (e.g. ``"cases"``) carried over into the
     new one unchanged (moved, not copied; moved back if the swap fails).
+
+    Replacing an earlier output is announced with a warning (``replaced the earlier output
+    in ...``) when ``announce`` is true and the existing ``target`` held anything besides
+    the ``keep`` entries: an empty folder, or one holding only a per-case run's
+    ``cases/`` (the run's own work in progress), was no earlier output.
 
     Raises:
         OutputError: the folder could not be written (naming ``target`` and why).
@@ -76,6 +81,7 @@ def atomic_dir(target: str | os.PathLike[str], *,
             os.chmod(tmp, 0o777 & ~user_umask())
             yield tmp
             if target.exists():
+                earlier = any(entry.name not in keep for entry in target.iterdir())
                 moved = [name for name in keep if (target / name).exists()
                          and not (tmp / name).exists()]
                 for name in moved:
@@ -93,7 +99,9 @@ def atomic_dir(target: str | os.PathLike[str], *,
                         os.replace(tmp / name, target / name)
                     raise
                 shutil.rmtree(old, ignore_errors=True)
-                warnings.warn(f"replaced the earlier output in {str(target)!r}", stacklevel=3)
+                if announce and earlier:
+                    warnings.warn(f"replaced the earlier output in {str(target)!r}",
+                                  stacklevel=3)
             else:
                 write_manifest(tmp)
                 os.replace(tmp, target)

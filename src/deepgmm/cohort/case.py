@@ -1,10 +1,13 @@
 """The unit of work of a per-case run: one case, from its files to ``OUT/cases/<case>/``.
 
 :func:`run_case` loads one case, cuts its slices, runs the method and writes the case's own
-output folder (the layout of :mod:`deepgmm.report.outputs`) atomically, together with
+output folder (the layout of :mod:`deepgmm.report.outputs`, without ``report.html``: the
+merged report shows the case, and ``deepgmm report OUT/cases/<case>`` renders one)
+atomically, together with
 
-- ``slices.safetensors``: the case's slices and the method's result (the arrays
-  :mod:`deepgmm.cohort.merge` joins into the cohort's outputs, so merging never refits);
+- ``slices.safetensors``: the case's slices, the method's result and, with ground truth,
+  the per-slice Dice / HD95 / ASSD (the arrays :mod:`deepgmm.cohort.merge` joins into the
+  cohort's outputs, so merging never refits nor computes a surface distance again);
 - ``manifest.json``: the options of the case and the SHA-256 of its input files, written
   last inside the temporary folder. A case is complete when its folder holds a manifest
   that equals the one the current options and inputs give (:func:`is_complete`), not
@@ -160,9 +163,17 @@ def is_complete(job: CaseJob) -> bool:
 
 
 # ----------------------------------------------------------------- the arrays of a case
+METRICS = ("dice", "hd95", "assd")
+"""The per-slice scores a case stores, ``(B, C)`` each, so that the merge need not
+compute them again."""
+
+
 def save_case_arrays(path: Path, volume: CaseVolume, batch: SliceBatch,
-                     result: SegmentationResult, class_identity: bool) -> None:
-    """Write the case's slices ``(B, ...)``, result and grid to one safetensors file."""
+                     result: SegmentationResult, class_identity: bool,
+                     metrics: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                     ) -> None:
+    """Write the case's slices ``(B, ...)``, result, grid and, with ground truth, its
+    ``metrics`` (dice, hd95, assd, ``(B, C)`` float64) to one safetensors file."""
     from safetensors.torch import save_file
 
     tensors = {
@@ -183,16 +194,24 @@ def save_case_arrays(path: Path, volume: CaseVolume, batch: SliceBatch,
     }
     if batch.labels is not None:
         tensors["labels"] = batch.labels.detach().cpu().contiguous()
+    if metrics is not None:
+        tensors.update({name: torch.from_numpy(np.array(m, dtype=np.float64))
+                        for name, m in zip(METRICS, metrics, strict=True)})
     metadata = {"case_id": volume.case_id, "sequences": json.dumps(list(batch.sequences)),
                 "method": result.method, "normalisation": str(batch.normalisation),
                 "source": volume.source, "class_identity": json.dumps(class_identity)}
     save_file(tensors, str(path), metadata=metadata)
 
 
-def load_case_arrays(path: Path) -> tuple[CaseVolume, SliceBatch, SegmentationResult, bool]:
+CaseArrays = tuple[CaseVolume, SliceBatch, SegmentationResult, bool,
+                   tuple[np.ndarray, np.ndarray, np.ndarray] | None]
+
+
+def load_case_arrays(path: Path) -> CaseArrays:
     """Read :func:`save_case_arrays`' file: the case's grid (a :class:`CaseVolume` whose
     ``image`` is a zero-memory placeholder of the right shape and whose ``roi`` is empty;
-    the merge needs only the grid), its slices, its result and its class identity."""
+    the merge needs only the grid), its slices, its result, its class identity and its
+    metrics (``None`` without ground truth or in a file written without them)."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as fh:
@@ -215,7 +234,9 @@ def load_case_arrays(path: Path) -> tuple[CaseVolume, SliceBatch, SegmentationRe
     result = SegmentationResult(responsibilities=t["responsibilities"], nll=t["nll"],
                                 n_iter=t["n_iter"], seconds=t["seconds"], means=t["means"],
                                 method=meta["method"])
-    return volume, batch, result, bool(json.loads(meta["class_identity"]))
+    metrics = (tuple(t[name].numpy() for name in METRICS)
+               if all(name in t for name in METRICS) else None)
+    return volume, batch, result, bool(json.loads(meta["class_identity"])), metrics  # type: ignore[return-value]
 
 
 # ------------------------------------------------------------------------ the unit of work
@@ -272,7 +293,7 @@ def segment_one_case(job: CaseJob) -> CaseOutcome:
         ``done``, or ``skipped`` when the case's ROI is empty.
     """
     from deepgmm.pipeline import prepare_slices
-    from deepgmm.report.outputs import write_segmentation
+    from deepgmm.report.outputs import score_slices, write_segmentation
 
     start = time.perf_counter()
     volume, roi_info = _load(job)
@@ -281,17 +302,23 @@ def segment_one_case(job: CaseJob) -> CaseOutcome:
     batch = prepare_slices([volume], selection=job.selection, crop_size=job.crop_size,
                            normalisation=job.normalisation)
     result, class_identity = _segment(job, batch)
+    scores = score_slices([volume], batch, result, job.matching, anatomy=job.anatomy,
+                          class_identity=class_identity)
+    metrics = None if scores.dice is None else (scores.dice, scores.hd95, scores.assd)
     stamp = manifest(job)
 
     def add_arrays_and_manifest(tmp: Path) -> None:
-        save_case_arrays(tmp / SLICES_FILE, volume, batch, result, class_identity)
+        save_case_arrays(tmp / SLICES_FILE, volume, batch, result, class_identity, metrics)
         (tmp / MANIFEST_JSON).write_text(json.dumps(stamp, indent=2) + "\n",
                                          encoding="utf-8")
 
+    # no report.html (the merged one shows the case; `deepgmm report OUT/cases/<case>`
+    # renders one) and no warning: replacing OUT is announced once, by the merge
     write_segmentation(job.case_dir, [volume], batch, result, matching=job.matching,
                        figures=job.figures, progress=False, class_identity=class_identity,
                        roi_source=roi_info, naming=job.naming, run_options=job.record,
-                       anatomy=job.anatomy, before_commit=add_arrays_and_manifest)
+                       anatomy=job.anatomy, before_commit=add_arrays_and_manifest,
+                       metrics=metrics, report=False, announce_replaced=False)
     return CaseOutcome(job.case_id, "done", seconds=time.perf_counter() - start)
 
 

@@ -4,8 +4,10 @@ The arrays each case stored (``slices.safetensors``) are concatenated in case or
 one batch and one result, and :func:`deepgmm.report.outputs.write_segmentation` writes
 ``OUT`` from them exactly as a one-process run writes it from its batch: the same maps,
 ``results.csv``, ``cases.csv``, ``summary.json`` (plus ``failed_cases``) and ``report.html``.
-Figures are not drawn again: each case's ``figures/`` PNGs are copied. ``OUT/cases/`` is
-kept. Nothing is refitted, so merging costs seconds.
+Nothing is computed twice: the cases' per-slice Dice / HD95 / ASSD are joined, not
+recomputed (every score is per slice), and each case's maps with their sidecars and its
+``figures/`` PNGs are copied from its folder (the bytes a new write would give), so the
+merge only matches, tabulates and renders the report. ``OUT/cases/`` is kept.
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ def merge_cases(out: Path, jobs: Sequence[CaseJob], *, matching: str, naming: st
     Returns:
         The merged summary.
     """
-    from deepgmm.report.outputs import write_segmentation
+    from deepgmm.report.naming import map_names
+    from deepgmm.report.outputs import case_map_files, write_segmentation
 
     if not jobs:
         raise InputError("no case was segmented: nothing to merge")
@@ -87,18 +90,32 @@ def merge_cases(out: Path, jobs: Sequence[CaseJob], *, matching: str, naming: st
     batches: list[SliceBatch] = []
     results: list[SegmentationResult] = []
     identities: set[bool] = set()
+    case_metrics: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = []
     for job in jobs:
-        volume, batch, result, class_identity = load_case_arrays(job.case_dir / SLICES_FILE)
+        volume, batch, result, class_identity, metrics = load_case_arrays(
+            job.case_dir / SLICES_FILE)
         volumes.append(volume)
         batches.append(batch)
         results.append(result)
         identities.add(class_identity)
+        case_metrics.append(metrics)
     if len(identities) != 1:
         raise InputError(f"the cases below {str(out / 'cases')!r} disagree on the class "
                          "order (some fixed by mu_data, some not); rerun without --resume")
-    return write_segmentation(out, volumes, concat_batches(batches), concat_results(results),
+    batch = concat_batches(batches)
+    joined = None
+    if batch.labels is not None and all(m is not None for m in case_metrics):
+        joined = tuple(np.concatenate([m[k] for m in case_metrics])  # type: ignore[index]
+                       for k in range(3))
+    names = map_names(naming)
+    matched = matching != "none"
+    maps_from = {job.case_id: job.case_dir for job in jobs
+                 if all((job.case_dir / name).is_file()
+                        for name in case_map_files(job.case_id, names, matched=matched))}
+    return write_segmentation(out, volumes, batch, concat_results(results),
                               matching=matching, figures=False, progress=progress,
                               class_identity=identities.pop(), roi_source=roi_source,
                               naming=naming, run_options=run_options,
                               summary_extra=summary_extra, anatomy=anatomy,
-                              before_commit=_copy_figures([j.case_dir for j in jobs]))
+                              before_commit=_copy_figures([j.case_dir for j in jobs]),
+                              metrics=joined, maps_from=maps_from)  # type: ignore[arg-type]

@@ -27,6 +27,7 @@ from deepgmm.anatomy import ANATOMY_RULES, apply_anatomy
 from deepgmm.errors import InputError
 from deepgmm.evaluate.matching import apply_permutation, check_rule, match_clusters
 from deepgmm.evaluate.metrics import assd_per_class, dice_per_class, hd95_per_class
+from deepgmm.types import CLASS_NAMES
 
 __all__ = ["BatchScores", "hard_labels", "score_batch"]
 
@@ -89,8 +90,9 @@ class BatchScores:
 
 def score_batch(resp: torch.Tensor | np.ndarray, roi: torch.Tensor | np.ndarray,
                 truth: torch.Tensor | np.ndarray | None, spacing: np.ndarray | None,
-                matching: str, *, anatomy: str = "none",
-                class_identity: bool = False) -> BatchScores:
+                matching: str, *, anatomy: str = "none", class_identity: bool = False,
+                metrics: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                ) -> BatchScores:
     """Match (when asked) and score the responsibilities of a batch.
 
     Args:
@@ -103,6 +105,11 @@ def score_batch(resp: torch.Tensor | np.ndarray, roi: torch.Tensor | np.ndarray,
         anatomy: ``"none"`` or ``"lv"`` (:mod:`deepgmm.anatomy`), for the matched labels and,
             with ``class_identity``, the own labels.
         class_identity: the components are the classes in order (μ_data fixed it).
+        metrics: the batch's ``(dice, hd95, assd)``, each ``(B, C)``, when they were
+            computed before from the same responsibilities, truth, matching and anatomy
+            rule (a per-case run's merge joins its cases' own; every metric is per slice);
+            they are used as given instead of being computed again. Only the matching is
+            redone.
 
     Returns:
         :class:`BatchScores`.
@@ -131,7 +138,13 @@ def score_batch(resp: torch.Tensor | np.ndarray, roi: torch.Tensor | np.ndarray,
         matched_labels = apply_anatomy(anatomy, matched_probs, roi_np, spacing_np)
         scored = matched_labels
     dice = hd95 = assd = None
-    if truth_np is not None:
+    if truth_np is not None and metrics is not None:
+        dice, hd95, assd = (np.asarray(m, dtype=np.float64) for m in metrics)
+        if not dice.shape == hd95.shape == assd.shape == (len(roi_np), len(CLASS_NAMES)):
+            raise InputError(f"precomputed metrics of shapes {dice.shape}, {hd95.shape}, "
+                             f"{assd.shape} do not fit the batch: expected (B, C) = "
+                             f"{(len(roi_np), len(CLASS_NAMES))}")
+    elif truth_np is not None:
         dice = dice_per_class(scored, truth_np)
         hd95 = hd95_per_class(scored, truth_np, spacing)
         assd = assd_per_class(scored, truth_np, spacing)

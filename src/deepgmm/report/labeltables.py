@@ -116,6 +116,19 @@ def slicer_ctbl(labels: Sequence[Label], name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def label_sidecar_names(map_name: str) -> list[str]:
+    """The sidecars :func:`write_label_sidecars` writes beside the label map ``map_name``:
+    ``<stem>.tsv``, ``<stem>.itksnap.txt``, ``<stem>.ctbl``."""
+    base = stem(map_name)
+    return [f"{base}.tsv", f"{base}.itksnap.txt", f"{base}.ctbl"]
+
+
+def probseg_sidecar_name(map_name: str) -> str:
+    """The sidecar :func:`write_probseg_sidecar` writes beside the probability map
+    ``map_name``: ``<stem>.json``."""
+    return f"{stem(map_name)}.json"
+
+
 def write_label_sidecars(map_path: Path, labels: Sequence[Label]) -> list[Path]:
     """Write ``<stem>.tsv``, ``<stem>.itksnap.txt`` and ``<stem>.ctbl`` beside the label
     map ``map_path`` (written directly: callers write into a temporary folder).
@@ -123,10 +136,9 @@ def write_label_sidecars(map_path: Path, labels: Sequence[Label]) -> list[Path]:
     Returns:
         The three paths.
     """
-    base = stem(map_path.name)
-    texts = {f"{base}.tsv": bids_tsv(labels),
-             f"{base}.itksnap.txt": itksnap_text(labels),
-             f"{base}.ctbl": slicer_ctbl(labels, f"{base}.ctbl")}
+    tsv, itksnap, ctbl = label_sidecar_names(map_path.name)
+    texts = {tsv: bids_tsv(labels), itksnap: itksnap_text(labels),
+             ctbl: slicer_ctbl(labels, ctbl)}
     paths = []
     for file_name, text in texts.items():
         path = map_path.with_name(file_name)
@@ -140,7 +152,7 @@ def write_probseg_sidecar(map_path: Path, channels: Sequence[str]) -> Path:
     probability map (written directly: callers write into a temporary folder)."""
     import json
 
-    path = map_path.with_name(f"{stem(map_path.name)}.json")
+    path = map_path.with_name(probseg_sidecar_name(map_path.name))
     path.write_text(json.dumps({"LabelMap": list(channels)}, indent=2) + "\n",
                     encoding="utf-8")
     return path

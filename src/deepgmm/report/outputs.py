@@ -47,6 +47,7 @@ All NIfTI files carry the input's affine (qform and sform) so they overlay the i
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ from tqdm.auto import tqdm
 from deepgmm._atomic import atomic_dir
 from deepgmm.errors import InputError
 from deepgmm.evaluate.matching import check_rule
-from deepgmm.evaluate.scoring import hard_labels, score_batch
+from deepgmm.evaluate.scoring import BatchScores, hard_labels, score_batch
 from deepgmm.output_paths import check_output_folder
 from deepgmm.report.clinical import CASE_COLUMNS, CASES_CSV, case_measures, csv_rows, json_measures
 from deepgmm.report.figures import entropy_map, slice_figure
@@ -66,7 +67,9 @@ from deepgmm.report.html import REPORT_HTML, render_report
 from deepgmm.report.labeltables import (
     bids_tsv,
     class_labels,
+    label_sidecar_names,
     map_labels,
+    probseg_sidecar_name,
     write_label_sidecars,
     write_probseg_sidecar,
 )
@@ -206,6 +209,19 @@ def _check_inputs(volumes: Sequence[CaseVolume], batch: SliceBatch,
     return by_id
 
 
+def case_map_files(case_id: str, names: MapNames, *, matched: bool) -> list[str]:
+    """The files :func:`write_segmentation` writes for one case: its own label and
+    probability maps, with ``matched`` the matched ones too, and each map's sidecars."""
+    suffixes = [(names.seg, names.prob)]
+    if matched:
+        suffixes.append((names.seg_matched, names.prob_matched))
+    files = []
+    for seg_suffix, prob_suffix in suffixes:
+        seg, prob = f"{case_id}{seg_suffix}", f"{case_id}{prob_suffix}"
+        files += [seg, prob, *label_sidecar_names(seg), probseg_sidecar_name(prob)]
+    return files
+
+
 def _volume_maps(labels: np.ndarray, probs: np.ndarray, rows: Sequence[int],
                  slices: Sequence[int], origins: np.ndarray, shape: tuple[int, int, int],
                  ) -> tuple[np.ndarray, np.ndarray]:
@@ -223,6 +239,32 @@ def _volume_maps(labels: np.ndarray, probs: np.ndarray, rows: Sequence[int],
     return seg, prob
 
 
+def score_slices(volumes: Sequence[CaseVolume], batch: SliceBatch,
+                 result: SegmentationResult, matching: str, *,
+                 metrics: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                 anatomy: str = "none", class_identity: bool = False) -> BatchScores:
+    """The evaluation :func:`write_segmentation` writes: ``result`` matched and scored
+    against ``batch.labels`` with the slices' spacing (the volumes' zooms for a hand-made
+    batch without one); ``metrics``, ``anatomy`` and ``class_identity`` as
+    :func:`deepgmm.evaluate.scoring.score_batch`'s (``metrics`` ignored without ground
+    truth).
+
+    Raises:
+        InputError: as :func:`write_segmentation` (inputs that do not belong together,
+            a diverged fit, matching without ground truth).
+    """
+    by_id = _check_inputs(volumes, batch, result)
+    roi = _numpy(batch.roi).astype(bool)
+    truth = None if batch.labels is None else _numpy(batch.labels).astype(np.int64)
+    spacing = np.asarray(batch.spacing, dtype=np.float64)
+    if spacing.shape != (len(batch), 2):  # a hand-made batch: the volumes' zooms
+        spacing = np.array([by_id[c].zooms[:2] for c in batch.case_ids], dtype=np.float64)
+    resp = _numpy(result.responsibilities).astype(np.float32, copy=False)
+    return score_batch(resp, roi, truth, spacing, matching, anatomy=anatomy,
+                       class_identity=class_identity,
+                       metrics=metrics if truth is not None else None)
+
+
 def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVolume],
                        batch: SliceBatch, result: SegmentationResult, *,
                        matching: str = "hungarian", figures: bool = True,
@@ -233,6 +275,9 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
                        anatomy: str = "none",
                        summary_extra: Mapping[str, Any] | None = None,
                        before_commit: Callable[[Path], None] | None = None,
+                       metrics: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                       maps_from: Mapping[str, Path] | None = None,
+                       report: bool = True, announce_replaced: bool = True,
                        ) -> dict[str, Any]:
     """Write the method's own maps, the matched maps (when asked), tables and figures.
 
@@ -271,6 +316,17 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
             are in it, before ``report.html`` is rendered and the folder renamed into place
             (a per-case run adds its arrays and manifest, or the merge its figures). An
             existing ``cases/`` folder of ``out_dir`` is kept.
+        metrics: the batch's ``(dice, hd95, assd)``, each ``(B, C)``, computed before
+            (:func:`deepgmm.evaluate.scoring.score_batch`'s ``metrics``); a per-case run's
+            merge passes its cases' own instead of computing them again.
+        maps_from: case id -> a folder where this case's maps and their sidecars were
+            already written from the same slices, result, matching, class order and
+            naming (a per-case run's case folders); they are copied from there, not
+            written again (the bytes are the same). Cases not listed are written.
+        report: render ``report.html`` (False: a per-case run's case folders, whose cases
+            the merged report shows; ``deepgmm report`` renders one on demand).
+        announce_replaced: warn when an earlier output is replaced (False: a per-case
+            run's case folders, whose replacement the merged output announces).
 
     Returns:
         The summary dict written to ``summary.json``.
@@ -293,13 +349,10 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
     roi = _numpy(batch.roi).astype(bool)
     truth = None if batch.labels is None else _numpy(batch.labels).astype(np.int64)
     n_b = len(batch)
-    spacing = np.asarray(batch.spacing, dtype=np.float64)
-    if spacing.shape != (n_b, 2):  # a hand-made batch without spacing: the volumes' zooms
-        spacing = np.array([by_id[c].zooms[:2] for c in batch.case_ids], dtype=np.float64)
     resp = _numpy(result.responsibilities).astype(np.float32, copy=False)
     own_probs = hard_labels(resp, roi)[0]
-    scores = score_batch(resp, roi, truth, spacing, matching, anatomy=anatomy,
-                         class_identity=class_identity)
+    scores = score_slices(volumes, batch, result, matching, metrics=metrics, anatomy=anatomy,
+                          class_identity=class_identity)
     own_labels = scores.own_labels
 
     nll = _numpy(result.nll).astype(np.float64).reshape(n_b)
@@ -338,10 +391,16 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
     origins = np.asarray(batch.crop_origins, dtype=np.int64).reshape(n_b, 2)
     image = _numpy(batch.image) if figures else None
     n_steps = len(case_order) + (n_b if figures else 0)
-    with atomic_dir(out, keep=(CASES_DIR,)) as tmp, tqdm(
+    matched = scores.matched_labels is not None and scores.matched_probs is not None
+    with atomic_dir(out, keep=(CASES_DIR,), announce=announce_replaced) as tmp, tqdm(
             total=n_steps, desc="writing outputs", unit="file", disable=not progress,
             leave=False) as bar:
         for cid in case_order:
+            if maps_from is not None and cid in maps_from:
+                for name in case_map_files(cid, names, matched=matched):
+                    shutil.copyfile(Path(maps_from[cid]) / name, tmp / name)
+                bar.update(1)
+                continue
             vol = by_id[cid]
             rows_b = [i for i, c in enumerate(batch.case_ids) if c == cid]
             zs = [int(batch.slice_indices[b]) for b in rows_b]
@@ -351,7 +410,7 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
             save_nifti(prob, vol.affine, prob_path)
             write_label_sidecars(seg_path, own_table)
             write_probseg_sidecar(prob_path, own_channels)
-            if scores.matched_labels is not None and scores.matched_probs is not None:
+            if matched:
                 seg, prob = _volume_maps(scores.matched_labels, scores.matched_probs, rows_b,
                                          zs, origins, vol.shape)
                 seg_path = tmp / f"{cid}{names.seg_matched}"
@@ -383,5 +442,6 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
                 bar.update(1)
         if before_commit is not None:
             before_commit(tmp)
-        render_report(tmp, tmp / REPORT_HTML, shown_as=out)
+        if report:
+            render_report(tmp, tmp / REPORT_HTML, shown_as=out)
     return summary
