@@ -16,6 +16,9 @@ Per fold of ``benchmarks/cv_quality.py``'s 5 folds by patient (``FOLDS``):
   ``em-svgmm-smooth4``), ``deepsvg`` / ``deepg`` (a network trained with the published
   recipe on the training fold's all-class slices, ground-truth ROI, as cv_quality's
   ``deepsvg`` / ``deepg``; the same network then segments the test slices of both ROIs);
+- ``<method>+lv``: the same fit (and the same cached network), the label maps made under
+  the LV anatomy rule of :mod:`deepgmm.anatomy` (the package's default) instead of each
+  pixel's most likely class;
 - score: per case, the 3-D Dice of scar and of edema ∪ scar (the challenge's two figures)
   between the predicted label volume (zero outside the segmented region and on slices not
   segmented) and the ground truth over every slice of the case; mean ± sd over cases.
@@ -26,7 +29,7 @@ is kept under ``--cache``/networks so that a stop loses nothing. A re-run skips 
 units; ``--report`` prints the table from the cache alone.
 
     PYTHONPATH=src .venv/bin/python benchmarks/challenge_protocol.py \\
-        [--methods em-svgmm deepsvg deepg] [--rois auto gt] [--folds 1 2 3 4 5] \\
+        [--methods em-svgmm deepsvg deepg deepsvg+lv ...] [--rois auto gt] [--folds 1 2 3 4 5] \\
         [--seeds 0] [--roi-runs /work/roi-runs/e40] [--cache /work/e2e-cache] \\
         [--root ../shared/data/myops2020] [--threads 1] [--markdown FILE]
     ... benchmarks/challenge_protocol.py --report [--markdown FILE]
@@ -77,6 +80,9 @@ METHODS: dict[str, str] = {
     "deepsvg": "deepSVG trained on the training fold, published recipe (cv_quality's deepsvg)",
     "deepg": "deepG trained on the training fold, published recipe (cv_quality's deepg)",
 }
+for _base in list(METHODS):  # <method>+lv: the same fits, label maps under the LV rule
+    METHODS[f"{_base}+lv"] = (f"{METHODS[_base]}; label maps under the LV anatomy rule "
+                              "(deepgmm.anatomy)")
 ROIS: tuple[str, ...] = ("auto", "gt")
 EM_SMOOTHING = 4.0
 DEFAULT_ROI_RUNS = Path("/work/roi-runs/e40")
@@ -100,7 +106,8 @@ def split_fold(patients: Sequence[str], fold: int,
 
 
 def predicted_volumes(batch: SliceBatch, probs: np.ndarray,
-                      shapes: Mapping[str, tuple[int, int, int]]) -> dict[str, np.ndarray]:
+                      shapes: Mapping[str, tuple[int, int, int]],
+                      anatomy: str = "none") -> dict[str, np.ndarray]:
     """Label volumes of the segmented slices, pasted back into each case's grid.
 
     Args:
@@ -108,13 +115,16 @@ def predicted_volumes(batch: SliceBatch, probs: np.ndarray,
         probs: ``(B, K, H, W)`` class probabilities, component k read as class k + 1.
         shapes: case id -> ``(X, Y, Z)`` of every case to score (cases without a segmented
             slice get an all-background volume).
+        anatomy: ``"none"`` (most likely class) or ``"lv"`` (:mod:`deepgmm.anatomy`).
 
     Returns:
         case id -> ``(X, Y, Z)`` uint8 class indices (0 outside the ROI and on slices not
         segmented).
     """
+    from deepgmm.anatomy import apply_anatomy
+
     roi = batch.roi.numpy()
-    labels = np.where(roi, np.asarray(probs).argmax(axis=1) + 1, 0).astype(np.uint8)
+    labels = apply_anatomy(anatomy, np.asarray(probs), roi, batch.spacing).astype(np.uint8)
     out = {case: np.zeros(shape, dtype=np.uint8) for case, shape in shapes.items()}
     for b, (case, z) in enumerate(zip(batch.case_ids, batch.slice_indices, strict=True)):
         if case in out:
@@ -373,6 +383,8 @@ def run_study(args: argparse.Namespace) -> None:
             if f != fold:
                 continue
             key = unit_key(method, roi, fold, seed)
+            base, plus, rule = method.partition("+")
+            rule = rule if plus else "none"
             t0 = time.perf_counter()
             try:
                 if roi not in tests:
@@ -384,14 +396,14 @@ def run_study(args: argparse.Namespace) -> None:
                 batch, skipped = tests[roi]
                 mu_seed = cv.mu_seed_for(seed)
                 mu = compute_mu_data(train, n_slices=cv.N_MU_SLICES, seed=mu_seed)
-                network, train_seconds = (None, 0.0) if method == "em-svgmm" else network_run(
-                    args.cache, method, fold, seed, train, mu, args.device, precision)
+                network, train_seconds = (None, 0.0) if base == "em-svgmm" else network_run(
+                    args.cache, base, fold, seed, train, mu, args.device, precision)
                 t1 = time.perf_counter()
                 shapes = {c: volumes[c].shape for c in test_ids}
                 pred = ({c: np.zeros(s, dtype=np.uint8) for c, s in shapes.items()}
                         if batch is None else predicted_volumes(
-                            batch, segment(method, batch, mu, seed, network, args.device),
-                            shapes))
+                            batch, segment(base, batch, mu, seed, network, args.device),
+                            shapes, anatomy=rule))
                 scores = {c: case_scores(pred[c], volumes[c].labels) for c in test_ids}
             except Exception:  # one failed unit must not stop the study; it is not cached
                 failed.append(key)

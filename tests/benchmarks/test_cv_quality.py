@@ -240,6 +240,29 @@ def test_cache_round_trip_and_mu_seed_rule(tmp_path, phantom_batch) -> None:
     assert [u.meta["train_seconds"] for u in cvq.load_units(tmp_path, "qda", 7)] == [1.0]
 
 
+def test_an_lv_name_relabels_the_entrys_units_under_the_anatomy_rule(tmp_path,
+                                                                     phantom_batch) -> None:
+    from deepgmm.anatomy import anatomical_labels
+
+    assert cvq.split_config("deepsvg+lv") == ("deepsvg", "lv")
+    assert cvq.split_config("deepsvg") == ("deepsvg", "none")
+    assert "deepsvg-roinorm+lv" in cvq.config_names()
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(4), size=(len(phantom_batch), *PHANTOM_CROP))
+    out = cvq.MethodOutput(probs=probs.transpose(0, 3, 1, 2).astype(np.float32),
+                           train_seconds=1.0, predict_seconds=0.1)
+    cvq.save_unit(tmp_path, cvq.unit_key("qda", 1, 0, 42), phantom_batch, out,
+                  {"train_seconds": 1.0})
+    plain, = cvq.load_units(tmp_path, "qda")
+    lv, = cvq.load_units(tmp_path, "qda+lv")
+    roi = phantom_batch.roi.numpy()
+    stored = out.probs.astype(np.float16)  # what the cache keeps
+    expected = anatomical_labels(stored, roi, phantom_batch.spacing)
+    np.testing.assert_array_equal(lv.pred, expected)
+    assert (lv.pred != plain.pred).any()
+    np.testing.assert_array_equal(lv.truth, plain.truth)
+
+
 def test_report_on_an_empty_cache_is_a_clear_error(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         cvq.main(["--report", "--cache", str(tmp_path)])
