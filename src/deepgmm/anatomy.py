@@ -35,7 +35,7 @@ from typing import Literal
 
 import numpy as np
 from scipy import ndimage
-from scipy.spatial import Delaunay, QhullError
+from scipy.spatial import ConvexHull, Delaunay, QhullError
 
 from deepgmm.errors import InputError
 from deepgmm.roi.postprocess import largest_component_per_slice
@@ -64,7 +64,7 @@ def convex_hull_mask(mask: np.ndarray) -> np.ndarray:
     if len(points) < 3:
         return mask.copy()
     try:
-        hull = Delaunay(points)
+        hull = Delaunay(points[ConvexHull(points).vertices])
     except QhullError:  # collinear
         return mask.copy()
     lo, hi = points.min(axis=0), points.max(axis=0) + 1
