@@ -95,6 +95,20 @@ def test_the_kernel_is_in_millimetres():
     assert (other != coarse).any()
 
 
+def test_spacing_follows_the_axes_of_the_slice():
+    rng = np.random.default_rng(2)
+    roi, _ = _ventricle()
+    probs = rng.dirichlet(np.ones(4), size=(N, N)).transpose(2, 0, 1)[None].astype(np.float32)
+    out = anatomical_labels(probs, roi[None], np.array([[1.0, 2.0]]), wall_sigma_mm=3.0)
+    transposed = anatomical_labels(probs.transpose(0, 1, 3, 2), roi.T[None],
+                                   np.array([[2.0, 1.0]]), wall_sigma_mm=3.0)
+    np.testing.assert_array_equal(out[0], transposed[0].T)
+    swapped = anatomical_labels(probs, roi[None], np.array([[2.0, 1.0]]), wall_sigma_mm=3.0)
+    assert (swapped != out).any()
+    with pytest.raises(InputError, match="spacing must be"):
+        anatomical_labels(probs, roi[None], np.ones((3, 2)))
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 19), st.integers(0, 19)), min_size=1, max_size=12))
 def test_convex_hull_matches_a_polygon_test_of_scipy_s_hull(points):

@@ -47,7 +47,8 @@ def test_default_maps_follow_the_lv_rule_and_published_the_argmax(phantom_root, 
                                                                   tmp_path):
     lv = _em(phantom_root, tmp_path / "lv", mu)
     published = _em(phantom_root, tmp_path / "pub", mu, "--recipe", "published")
-    assert lv["anatomy"] == "lv" and published["anatomy"] == "none"
+    assert lv["anatomy"] == lv["anatomy_own_maps"] == "lv"
+    assert published["anatomy"] == published["anatomy_own_maps"] == "none"
     assert lv["class_order"] == published["class_order"] == "mu_data"
     zooms = nib.load(str(tmp_path / "lv" / "101_seg.nii.gz")).header.get_zooms()[:2]
     changed = 0
@@ -80,3 +81,22 @@ def test_evaluate_rematches_under_the_runs_rule(phantom_root, mu, tmp_path):
         assert evaluation["dice"][name] == pytest.approx(value, abs=1e-9), name
     seg = np.asanyarray(nib.load(str(out / "101_seg_matched.nii.gz")).dataobj)
     assert set(np.unique(labels_to_classes(seg))) <= {0, 1, 2, 3, 4}
+
+
+def test_a_run_without_class_order_is_rematched_under_the_rule_it_asked_for(phantom_root,
+                                                                              tmp_path):
+    """Own maps of clusters cannot follow the rule; `evaluate --matching` can, and gives the
+    figures of a run matched in the first place."""
+    common = ("--model", "em-gmm", "--patients", "101", "102", "--crop", "64", "--no-figures",
+              "--no-progress")
+    _run("em", phantom_root, "--out", tmp_path / "matched", "--matching", "hungarian", *common)
+    _run("em", phantom_root, "--out", tmp_path / "clusters", "--matching", "none", *common)
+    clusters = json.loads((tmp_path / "clusters" / "summary.json").read_text())
+    assert clusters["anatomy"] == "lv" and clusters["anatomy_own_maps"] == "none"
+    res = CliRunner().invoke(app, ["evaluate", str(phantom_root), "--out",
+                                   str(tmp_path / "clusters"), "--matching", "hungarian"])
+    assert res.exit_code == 0, res.output
+    again = json.loads((tmp_path / "clusters" / "evaluation.json").read_text())["dice"]
+    matched = json.loads((tmp_path / "matched" / "summary.json").read_text())["dice"]
+    for name, value in matched.items():
+        assert again[name] == pytest.approx(value, abs=1e-9), name

@@ -10,8 +10,9 @@ wall, and edema and scar lie in the wall (MyoPS labels papillary muscles as bloo
 1. the pixels whose most likely class is blood form components; the largest one is the
    blood pool, grown to its convex hull (within the ROI) -- cavity pixels labelled as wall
    become blood;
-2. everything else in the ROI is wall: blood outside the pool (bright scar next to it, in
-   LGE) is relabelled as its most likely wall class;
+2. everything else in the ROI is wall: blood not connected to the pool (e.g. bright scar in
+   LGE separated from the cavity by healthy wall) is relabelled as its most likely wall
+   class; scar labelled blood that touches the cavity stays blood;
 3. inside the wall, each pixel takes the wall class (myocardium, edema, scar) whose
    probability is largest after Gaussian smoothing with ``wall_sigma_mm`` (the probability
    maps restricted to the ROI, smoothed in plane, in millimetres so that grids of any
@@ -136,8 +137,12 @@ def anatomical_labels(probs: np.ndarray, roi: np.ndarray, spacing: np.ndarray | 
         raise InputError(f"wall_sigma_mm must be a finite number >= 0, got {wall_sigma_mm}",
                          params=("wall_sigma_mm",))
     n_b = probs.shape[0]
-    spacing = (np.ones((n_b, 2)) if spacing is None
-               else np.asarray(spacing, dtype=np.float64).reshape(n_b, 2))
+    spacing = np.ones((n_b, 2)) if spacing is None else np.asarray(spacing, dtype=np.float64)
+    if spacing.shape == (2,):
+        spacing = np.broadcast_to(spacing, (n_b, 2))
+    if spacing.shape != (n_b, 2):
+        raise InputError(f"spacing must be (B, 2) = ({n_b}, 2) in mm, got shape "
+                         f"{spacing.shape}")
     if not np.all(np.isfinite(spacing) & (spacing > 0)):
         raise InputError(f"spacing must be positive, got {spacing.tolist()}")
     labels = np.where(roi, np.argmax(probs, axis=1) + 1, 0)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from deepgmm.anatomy import ANATOMY_RULES
 from deepgmm.errors import InputError
 from deepgmm.options import (
     NORMALISATIONS,
@@ -37,7 +38,7 @@ SELECTIONS: tuple[str, ...] = ("all-classes", "roi")
 PathLike = str | os.PathLike[str]
 
 RUN_CONSTRAINTS = {
-    "anatomy": [StrOptions({"lv", "none"})],
+    "anatomy": [StrOptions(dict.fromkeys(ANATOMY_RULES).keys())],
     "roi": [StrOptions({"gt", "auto"}), str, os.PathLike],
     "roi_run": [str, os.PathLike, None],
     "selection": [StrOptions(dict.fromkeys(SELECTIONS).keys())],

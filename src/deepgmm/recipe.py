@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from deepgmm.errors import InputError
 
-__all__ = ["RECIPES", "Recipe", "resolve_anatomy"]
+__all__ = ["RECIPES", "Recipe", "get_recipe", "resolve_anatomy"]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from deepgmm.types import CLASS_NAMES, CLASS_TO_MYOPS
 
 SUMMARY_KEYS = {"method", "n_slices", "matching", "dice", "dice_sd", "hd95", "nll",
                 "seconds_per_slice", "class_order", "maps", "roi", "naming",
-                "clinical", "assd", "anatomy"}
+                "clinical", "assd", "anatomy", "anatomy_own_maps"}
 MYOPS_VALUES = {"0": "background", "500": "blood", "200": "myocardium", "1220": "edema",
                 "2221": "scar"}
 CLASS_KEYS = {"blood", "myocardium", "edema", "scar"}

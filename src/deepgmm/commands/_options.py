@@ -14,10 +14,11 @@ if TYPE_CHECKING:
 # How label maps follow from the probabilities (deepgmm.anatomy, deepgmm.recipe).
 AnatomyOpt = Annotated[str | None, typer.Option(
     "--anatomy", help="How label maps follow from the class probabilities: lv (one convex "
-    "blood pool inside a smooth wall: cavity pixels labelled as wall become blood, blood "
-    "outside the pool becomes wall, the wall classes are smoothed over 2 mm) or none (the "
-    "most likely class). Applies where the class order is known (μ_data with --lam or EM "
-    "from μ_data, or a --matching rule). Default: the --recipe's.")]
+    "blood pool inside a smooth wall: cavity pixels labelled as wall become blood, blood not "
+    "connected to the cavity becomes wall, the wall classes are smoothed over 2 mm) or none "
+    "(the most likely class). lv applies where the class order is known (fixed by μ_data, "
+    "or clusters assigned by a --matching rule); elsewhere the map is the most likely "
+    "cluster. Default: the --recipe's.")]
 RecipeOpt = Annotated[str, typer.Option(
     "--recipe", help="deepgmm (anatomy lv) or published (the paper's method: anatomy "
     "none). Options given explicitly win.")]

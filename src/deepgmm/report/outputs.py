@@ -309,7 +309,10 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
         anatomy: how label maps come from the probabilities (:mod:`deepgmm.anatomy`):
             ``"none"`` (most likely class) or ``"lv"`` (one convex blood pool, a smooth
             wall), for the matched maps and, with ``class_identity``, the own maps; the
-            probability maps are written as fitted. Recorded in ``summary.json``.
+            probability maps are written as fitted. Recorded in ``summary.json``:
+            ``anatomy`` (the rule asked for: the matched maps, and any re-matching by
+            ``deepgmm evaluate``, follow it) and ``anatomy_own_maps`` (``"none"`` where the
+            class order is unknown).
         summary_extra: entries added to ``summary.json`` (e.g. a per-case run's
             ``failed_cases``).
         before_commit: called with the temporary folder once the maps, tables and figures
@@ -372,7 +375,8 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
                         hd95=scores.hd95, nll=nll, seconds=seconds, n_slices=n_b)
     summary["assd"] = class_means(scores.assd)[0]
     summary["class_order"] = "mu_data" if class_identity else "clusters"
-    summary["anatomy"] = scores.anatomy
+    summary["anatomy"] = anatomy  # the rule asked for (evaluate re-matches under it)
+    summary["anatomy_own_maps"] = anatomy if class_identity else "none"
     summary.update(roi_info)
     summary["maps"] = label_tables(class_identity, matching, names)
     summary["naming"] = names.scheme
