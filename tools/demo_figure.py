@@ -19,10 +19,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 
 from deepgmm.data.dataset import load_dataset
-from deepgmm.report.figures import CLASS_COLOURS, zoom_box
+from deepgmm.report.figures import CLASS_COLOURS, class_legend, zoom_box
 from deepgmm.types import CLASS_NAMES, MYOPS_CODES
 
 METHODS = (("em-svgmm", "EM-SVGMM (matched)", "_seg_matched.nii.gz"),
@@ -88,10 +87,7 @@ def main() -> None:
         for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])
-    handles = [Patch(facecolor=c, edgecolor="none", label=n)
-               for c, n in zip(CLASS_COLOURS[1:], CLASS_NAMES, strict=True)]
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8,
-               frameon=False)
+    class_legend(fig)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.08, wspace=0.04, hspace=0.3)
     args.png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.png, dpi=110, format="png")

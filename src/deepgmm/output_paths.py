@@ -41,6 +41,16 @@ WRITE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
 _SHOWN = 3  # how many offending files a message names
 
 
+def _check_nearest_parent(path: str | os.PathLike[str], target: Path, what: str) -> None:
+    """Refuse ``target`` when its nearest existing parent is a file, not a folder."""
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{what} {str(path)!r}: {str(parent)!r} is a file, not a "
+                                 "folder")
+            return
+
+
 def _resolved(path: PathLike) -> Path:
     return Path(path).expanduser().resolve()
 
@@ -88,12 +98,7 @@ def check_output_file(path: PathLike, inputs: Iterable[PathLike] = (), *,
     if target.is_dir():
         raise InputError(f"{what} {str(path)!r} is an existing folder; give a file name, "
                          f"e.g. {str(Path(path) / 'out.json')!r}")
-    for parent in target.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise InputError(f"{what} {str(path)!r}: {str(parent)!r} is a file, not a "
-                                 "folder")
-            break
+    _check_nearest_parent(path, target, what)
     return Path(path)
 
 
@@ -121,12 +126,7 @@ def check_output_folder(path: PathLike, inputs: Iterable[PathLike] = (), *,
     target = _check_not_input(path, inputs, what)
     if target.exists() and not target.is_dir():
         raise InputError(f"{what} {str(path)!r} exists and is a file, not a folder")
-    for parent in target.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise InputError(f"{what} {str(path)!r}: {str(parent)!r} is a file, not a "
-                                 "folder")
-            break
+    _check_nearest_parent(path, target, what)
     if replace and target.is_dir() and any(target.iterdir()):
         if manifest_kind(target) == "run":
             raise InputError(f"{what} {str(path)!r} is a training run folder; it is never "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +18,16 @@ from deepgmm.types import CLASS_NAMES
 CLASS_COLOURS: tuple[str, ...] = ("#000000", "#e41a1c", "#4daf4a", "#ffd92f", "#377eb8")
 """Colour of class index 0..4: background black, blood red, myocardium green, edema
 yellow, scar blue."""
+
+
+def class_legend(fig: Any) -> None:
+    """One row of class colour patches (blood .. scar) along the bottom of ``fig``."""
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor=c, edgecolor="none", label=n)
+               for c, n in zip(CLASS_COLOURS[1:], CLASS_NAMES, strict=True)]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8,
+               frameon=False)
 
 
 def zoom_box(masks: Sequence[np.ndarray], margin: float = 0.35,
@@ -73,7 +84,6 @@ def slice_figure(path: str | os.PathLike[str], image: np.ndarray, sequences: Seq
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import BoundaryNorm, ListedColormap
     from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
 
     image = np.asarray(image, dtype=np.float32)
     maps = [("prediction", np.asarray(pred))]
@@ -114,10 +124,7 @@ def slice_figure(path: str | os.PathLike[str], image: np.ndarray, sequences: Seq
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    handles = [Patch(facecolor=c, edgecolor="none", label=n)
-               for c, n in zip(CLASS_COLOURS[1:], CLASS_NAMES, strict=True)]
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8,
-               frameon=False)
+    class_legend(fig)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(left=0.01, right=0.99 if uncertainty is None else 0.96, top=0.82,
