@@ -512,8 +512,10 @@ class Unit:
     meta: dict[str, Any]
 
 
-LABEL_RULES = ("lv",)
-"""Suffixes ``+<rule>`` of a configuration name: its units labelled under that anatomy rule."""
+LABEL_RULES = ("lv", "fuse", "fuse+lv")
+"""Suffixes ``+<rule>`` of a configuration name: its cached units' class probabilities
+fused with the training fold's labelled class Gaussians (``fuse``,
+:mod:`deepgmm.mixture.fusion`) and / or labelled under the LV anatomy rule (``lv``)."""
 
 
 def split_config(name: str) -> tuple[str, str]:
@@ -543,30 +545,68 @@ def load_units(cache: Path, config: str, mu_seed: int | None = None,
                root: Path | None = None) -> list[Unit]:
     """Every cached unit of ``config`` whose μ_data seed follows the rule of ``mu_seed``; a
     ``+lv`` name relabels its entry's units under the anatomy rule (spacing from the unit,
-    or from the headers under ``root`` for older units)."""
+    or from the headers under ``root`` for older units); a ``+fuse`` name first fuses the
+    unit's probabilities with the class Gaussians of the fold's μ_data slices (the
+    training batch of that fold and normalisation, the unit's μ_data draw)."""
     from deepgmm.anatomy import anatomical_labels
 
     base, rule = split_config(config)
+    steps = set(rule.split("+"))
     spacing_of: dict[str, np.ndarray] | None = None
+    fuser = _Fuser(root or DEFAULT_ROOT) if "fuse" in steps else None
     units = []
     for path in sorted((cache / base).glob("fold*-seed*-mu*.json")):
         fold, seed, mu = parse_key(path.stem)
         if mu != mu_seed_for(seed, mu_seed) or not path.with_suffix(".npz").is_file():
             continue
+        meta = json.loads(path.read_text())
         with np.load(path.with_suffix(".npz")) as data:
             pred, truth = data["pred"].astype(np.int64), data["truth"].astype(np.int64)
-            if rule == "lv":
+            probs = data["probs"]
+            if fuser is not None:
+                probs = fuser.fuse(probs, fold, mu, str(meta.get("normalise", "crop")),
+                                   truth)
+                pred = np.where(data["roi"], probs.argmax(axis=1) + 1, 0).astype(np.int64)
+            if "lv" in steps:
                 if "spacing" in data:
                     spacing = data["spacing"]
                 else:
                     spacing_of = spacing_of or case_spacing(root or DEFAULT_ROOT)
                     spacing = np.stack([spacing_of[str(c)] for c in data["case_ids"]])
-                pred = anatomical_labels(data["probs"], data["roi"], spacing)
+                pred = anatomical_labels(probs, data["roi"], spacing)
             units.append(Unit(fold=fold, seed=seed, case_ids=data["case_ids"].astype(str),
                               slices=data["slices"], pred=pred, truth=truth,
-                              dice=dice_per_class(pred, truth), meta=json.loads(
-                                  path.read_text())))
+                              dice=dice_per_class(pred, truth), meta=meta))
     return units
+
+
+class _Fuser:
+    """Fusion of cached units with their fold's labelled class Gaussians: the fold batches
+    are made from the data under ``root`` once per (fold, normalisation)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._volumes: list[CaseVolume] | None = None
+        self._batches: dict[tuple[int, str], tuple[SliceBatch, SliceBatch]] = {}
+
+    def fuse(self, probs: np.ndarray, fold: int, mu_seed: int, normalise: str,
+             truth: np.ndarray) -> np.ndarray:
+        from deepgmm.data.dataset import load_dataset
+        from deepgmm.mixture.fusion import fit_class_gaussians, fuse_probabilities
+
+        if (fold, normalise) not in self._batches:
+            if self._volumes is None:
+                self._volumes = load_dataset(self.root)
+            self._batches[(fold, normalise)] = fold_batches(self._volumes, FOLDS[fold],
+                                                            normalise=normalise)
+        train, test = self._batches[(fold, normalise)]
+        if not np.array_equal(test.labels.numpy(), truth):
+            raise ValueError(f"fold {fold}: the data under {self.root} do not give the "
+                             "cached unit's slices")
+        gaussians = fit_class_gaussians(train, n_slices=N_MU_SLICES, seed=mu_seed)
+        fused = fuse_probabilities(torch.as_tensor(probs, dtype=torch.float32), test.image,
+                                   test.roi, gaussians)
+        return fused.numpy()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -103,6 +103,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch, phantom_root: Path) -> Recorder:
     rec.patch("deepgmm.fit.single", "fit_slices",
               lambda batch, model, **_: _fake_result(batch, model))
     rec.patch("deepgmm.fit.predict", "predict", lambda batch, **_: _fake_result(batch, "deepg"))
+    rec.patch("deepgmm.fit.predict", "fuse_result", lambda result, **_: result)
     rec.patch("deepgmm.fit.checkpoint", "read_config", lambda **_: {
         "sequences": ["C0", "DE", "T2"], "train_patients": ["104"], "crop_size": [64, 64],
         "normalisation": "crop", "mu_data": None, "lam": 1.0})
@@ -323,6 +324,7 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
         "out": shared_out["out"],
         "naming": shared_out["naming"],
         "anatomy": shared_out["anatomy"], "recipe": shared_out["recipe"],
+        "fusion": (["--fusion", "none"], [("fuse_result.fusion", "none")]),
     }
     predict = [{
         **predict_common,

@@ -101,6 +101,7 @@ CLI_OWN_DEFAULTS = {
     ("em", "model"): "em-gmm",
     ("fit", "model"): "deepsvg",
     ("fit", "min_iter"): None,  # 10, or --max-iter when that is smaller
+    ("predict", "fusion"): None,  # the --recipe's (deepgmm: labelled; the library: none)
 }
 
 

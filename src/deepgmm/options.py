@@ -466,6 +466,8 @@ class PredictOptions(MethodOptions):
         chunk_size: slices per forward pass.
         device: ``"auto"``, ``"cpu"``, ``"cuda[:i]"`` or a ``torch.device``.
         precision: ``"fp32"``, ``"bf16"`` or ``None`` (the precision trained in).
+        fusion: ``"labelled"`` (fuse with the run's labelled class Gaussians,
+            :mod:`deepgmm.mixture.fusion`) or ``"none"`` (the network's probabilities).
     """
 
     CONSTRAINTS: ClassVar[Constraints] = {
@@ -476,6 +478,7 @@ class PredictOptions(MethodOptions):
         "chunk_size": [_at_least(1)],
         "device": [DEVICE],
         "precision": [_one_of(PRECISIONS), None],
+        "fusion": [_one_of(("labelled", "none"))],
     }
 
     refine: int = 0
@@ -485,6 +488,7 @@ class PredictOptions(MethodOptions):
     chunk_size: int = 16
     device: str | torch.device = "auto"
     precision: Literal["fp32", "bf16"] | None = None
+    fusion: Literal["labelled", "none"] = "none"
 
     @classmethod
     def _check_relations(cls, params: Mapping[str, Any], caller: str) -> None:

@@ -6,14 +6,17 @@ found to help on top of the published method; ``published`` is the method of Sch
 a user did not give: ``--recipe published --anatomy lv`` is the published fit with the
 anatomy rule.
 
-========================  =====================  =======================
+========================  =====================  ==========================
 option                    ``deepgmm``            ``published``
-========================  =====================  =======================
+========================  =====================  ==========================
 ``anatomy`` (label maps)  ``lv``                 ``none`` (argmax)
-========================  =====================  =======================
+``fusion`` (``predict``)  ``labelled``           ``none`` (network output)
+========================  =====================  ==========================
 
 ``anatomy`` (:mod:`deepgmm.anatomy`) applies to every command that writes label maps
-(``segment``, ``em``, ``fit``, ``predict``, and ``evaluate`` when it re-matches).
+(``segment``, ``em``, ``fit``, ``predict``, and ``evaluate`` when it re-matches);
+``fusion`` (:mod:`deepgmm.mixture.fusion`) to the probabilities of trained networks
+(``predict``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 
 from deepgmm.errors import InputError
 
-__all__ = ["RECIPES", "Recipe", "get_recipe", "resolve_anatomy"]
+__all__ = ["RECIPES", "Recipe", "get_recipe", "resolve_anatomy", "resolve_fusion"]
 
 
 @dataclass(frozen=True)
@@ -31,11 +34,12 @@ class Recipe:
 
     name: str
     anatomy: str
+    fusion: str
 
 
 RECIPES: dict[str, Recipe] = {
-    "deepgmm": Recipe(name="deepgmm", anatomy="lv"),
-    "published": Recipe(name="published", anatomy="none"),
+    "deepgmm": Recipe(name="deepgmm", anatomy="lv", fusion="labelled"),
+    "published": Recipe(name="published", anatomy="none", fusion="none"),
 }
 
 
@@ -56,3 +60,15 @@ def resolve_anatomy(recipe: str, anatomy: str | None) -> str:
         raise InputError(f"anatomy must be one of {', '.join(ANATOMY_RULES)}, got {rule!r}",
                          params=("anatomy",))
     return rule
+
+
+def resolve_fusion(recipe: str, fusion: str | None) -> str:
+    """The fusion of a trained network's probabilities: ``fusion`` when given, else the
+    recipe's."""
+    from deepgmm.mixture.fusion import FUSIONS
+
+    value = get_recipe(recipe).fusion if fusion is None else fusion
+    if value not in FUSIONS:
+        raise InputError(f"fusion must be one of {', '.join(FUSIONS)}, got {value!r}",
+                         params=("fusion",))
+    return value

@@ -40,7 +40,8 @@ def test_ensemble_of_two_runs_is_the_mean_of_their_probabilities(runs, phantom_r
     for name, chosen in (("a", runs[:1]), ("b", runs[1:]), ("ab", runs)):
         out = tmp_path / name
         _invoke("predict", *chosen, phantom_root, "--out", out, "--patients", "102",
-                "--no-figures", "--no-progress", "--device", "cpu", "--anatomy", "none")
+                "--no-figures", "--no-progress", "--device", "cpu", "--anatomy", "none",
+                "--fusion", "none")
         outs.append(out)
     a, b, ab = (np.asanyarray(nib.load(str(o / "102_prob.nii.gz")).dataobj) for o in outs)
     assert not np.allclose(a, b)  # two seeds, two different networks

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -157,3 +158,43 @@ def test_slices_prepared_otherwise_refused(trained: tuple[Path, TrainResult],
                                          r"prepared otherwise than these: crop size \[64, 64\] "
                                          r"vs \[32, 32\]$"):
         predict(run, smaller, device="cpu", refine=1)
+
+
+def test_fusion_uses_the_runs_labelled_class_gaussians(batch: SliceBatch, trained) -> None:  # noqa: ANN001
+    import json
+
+    from deepgmm.mixture.fusion import ClassGaussians, fit_class_gaussians, fuse_probabilities
+
+    run, _ = trained
+    stored = json.loads((run / "config.json").read_text())["class_gaussians"]
+    half = SliceBatch(**{**batch.__dict__, "image": batch.image[:6], "roi": batch.roi[:6],
+                         "labels": batch.labels[:6], "case_ids": batch.case_ids[:6],
+                         "slice_indices": batch.slice_indices[:6]})
+    expected = fit_class_gaussians(half, seed=42)  # μ_data's draw of the training slices
+    np.testing.assert_allclose(stored["covariances"], expected.covariances, atol=1e-12)
+    plain = predict(run, batch, device="cpu")
+    fused = predict(run, batch, device="cpu", fusion="labelled")
+    ref = fuse_probabilities(plain.responsibilities, batch.image, batch.roi,
+                             ClassGaussians.from_dict(stored, 4, 3))
+    torch.testing.assert_close(fused.responsibilities, ref)
+    assert not torch.allclose(fused.responsibilities, plain.responsibilities, atol=1e-3)
+    # outside the ROI and the mixture's NLL / means: the network's
+    outside = ~batch.roi[:, None].expand_as(plain.responsibilities)
+    assert torch.equal(fused.responsibilities[outside], plain.responsibilities[outside])
+    assert torch.equal(fused.nll, plain.nll)
+    with pytest.raises(InputError, match="fusion"):
+        predict(run, batch, device="cpu", fusion="bayes")
+
+
+def test_fusion_without_labelled_gaussians_warns_and_keeps_the_network(
+        batch: SliceBatch, tmp_path: Path) -> None:
+    unlabelled = SliceBatch(**{**batch.__dict__, "labels": None})
+    mu = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 2.0], [0.0, 2.0, 0.0]])
+    run = tmp_path / "run"
+    train_network(unlabelled, model="deepg", lam=1.0, mu_data=mu, epochs=1, min_epochs=1,
+                  seed=0, depth=2, base_filters=4, device="cpu", progress=False,
+                  run_dir=run, augment=False)
+    plain = predict(run, batch, device="cpu")
+    with pytest.warns(UserWarning, match="stores no class Gaussians"):
+        fused = predict(run, batch, device="cpu", fusion="labelled")
+    assert torch.equal(fused.responsibilities, plain.responsibilities)

@@ -20,8 +20,12 @@ AnatomyOpt = Annotated[str | None, typer.Option(
     "or clusters assigned by a --matching rule); elsewhere the map is the most likely "
     "cluster. Default: the --recipe's.")]
 RecipeOpt = Annotated[str, typer.Option(
-    "--recipe", help="deepgmm (anatomy lv) or published (the paper's method: anatomy "
-    "none). Options given explicitly win.")]
+    "--recipe", help="deepgmm (anatomy lv; predict: fusion labelled) or published (the "
+    "paper's method: anatomy none, fusion none). Options given explicitly win.")]
+FusionOpt = Annotated[str | None, typer.Option(
+    "--fusion", help="labelled (multiply the network's class probabilities by the class "
+    "Gaussians of the labelled slices that gave the run its μ_data, stored by `deepgmm "
+    "train`) or none (the network's probabilities). Default: the --recipe's.")]
 
 
 def resolve_anatomy(recipe: str, anatomy: str | None) -> str:
@@ -29,6 +33,13 @@ def resolve_anatomy(recipe: str, anatomy: str | None) -> str:
     from deepgmm.recipe import resolve_anatomy as resolve
 
     return resolve(recipe, anatomy)
+
+
+def resolve_fusion(recipe: str, fusion: str | None) -> str:
+    """The fusion of ``--fusion``, or the ``--recipe``'s when it is not given."""
+    from deepgmm.recipe import resolve_fusion as resolve
+
+    return resolve(recipe, fusion)
 
 
 # Per-case runs (deepgmm.cohort): where the cases run and whether to resume.

@@ -326,13 +326,14 @@ def run_demo(out: Path, *, n_cases: int = DEMO_CASES, seed: int = 0,
                                     epochs=epochs,
                                     min_epochs=min(epochs, TrainOptions().min_epochs),
                                     seed=seed, run_dir=tmp, progress=progress,
-                                    **DEMO_TRAINING)
+                                    labelled_slices=DEMO_MU_SLICES, **DEMO_TRAINING)
             render_report(tmp, tmp / REPORT_HTML, shown_as=run_dir)
-        result = predict(run_dir, test)
+        result = predict(run_dir, test, fusion="labelled")  # the deepgmm recipe
         train_ids = [v.case_id for v in train_volumes]
         summaries["deepsvg"] = write_result(
             out / "deepsvg", test_volumes, test, result, matching="none",
             class_identity=True, progress=progress, run_options={"runs": [run_dir],
+                                                                 "fusion": "labelled",
                                                                  "training": {
                 "model": "deepsvg", "lam": 1.0, "mu_data": mu.tolist(), "epochs": epochs,
                 "train_patients": train_ids, **DEMO_TRAINING}})

@@ -12,6 +12,7 @@ from deepgmm.cli import command
 from deepgmm.commands._options import (
     MULTI_VALUE_CONTEXT,
     AnatomyOpt,
+    FusionOpt,
     RecipeOpt,
     ResourcesOpt,
     ResumeOpt,
@@ -22,6 +23,7 @@ from deepgmm.commands._options import (
     patient_list,
     report_cohort,
     resolve_anatomy,
+    resolve_fusion,
 )
 
 RootArg = Annotated[Path, typer.Argument(help="Folder with <prefix>_<n>_{C0,DE,T2}.nii.gz "
@@ -243,6 +245,7 @@ def predict_command(
         "--naming", help="File names of the maps: deepgmm (<case>_seg.nii.gz, _prob) or "
         "bids (<case>_dseg.nii.gz, _probseg).")] = "deepgmm",
     anatomy: AnatomyOpt = None,
+    fusion: FusionOpt = None,
     recipe: RecipeOpt = "deepgmm",
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
@@ -266,7 +269,7 @@ def predict_command(
 
     options = PredictOptions(refine=refine, refine_lr=refine_lr, refine_lam=refine_lam,
                              tta=tta, chunk_size=chunk_size, device=device,
-                             precision=precision)
+                             precision=precision, fusion=resolve_fusion(recipe, fusion))
     rule = resolve_anatomy(recipe, anatomy)
     source = parse_roi_option(roi, roi_run)
     map_names(naming)
@@ -310,6 +313,7 @@ def predict_command(
                                  run_options={
                                      "runs": runs, "ids": ids, "crop_size": config["crop_size"],
                                      "anatomy": rule,
+                                     "fusion": options.fusion,
                                      "normalisation": config["normalisation"],
                                      "precision": precision or config.get("precision"),
                                      "training_seed": config.get("seed"),

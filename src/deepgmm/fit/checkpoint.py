@@ -89,6 +89,9 @@ class RunConfig:
             (:class:`~deepgmm.data.class_prior.ClassPrior` ``to_dict``), or None.
         components_per_class: Gaussian components per class; the network has
             ``n_classes * components_per_class`` outputs.
+        class_gaussians: the labelled slices' class Gaussians that ``predict`` fuses with
+            the network's probabilities (:class:`~deepgmm.mixture.fusion.ClassGaussians`
+            ``to_dict``), or None (no ground truth in training).
     """
 
     model: str = _setting(required=True, resume=True)
@@ -127,6 +130,7 @@ class RunConfig:
     lam_weights: float = _setting(resume=True, old=1.0)
     class_prior: dict[str, Any] | None = _setting(resume=True, old=None)
     components_per_class: int = _setting(resume=True, old=1)
+    class_gaussians: dict[str, Any] | None = _setting(old=None)
 
     def to_json(self) -> dict[str, Any]:
         """The settings as a JSON-ready dict (field order)."""

@@ -75,9 +75,13 @@ def average_results(results: Sequence[SegmentationResult]) -> SegmentationResult
 def predict_ensemble(runs: Sequence[str | os.PathLike[str]], batch: SliceBatch,
                      **predict_options: Any) -> SegmentationResult:
     """Apply every run to ``batch`` with :func:`deepgmm.fit.predict.predict` and average
-    the class probabilities (:func:`average_results`)."""
+    the class probabilities (:func:`average_results`); ``fusion="labelled"`` fuses the
+    mean with the runs' labelled class Gaussians (:func:`deepgmm.fit.predict.fuse_result`)."""
     from deepgmm.fit.checkpoint import read_config
-    from deepgmm.fit.predict import predict
+    from deepgmm.fit.predict import fuse_result, predict
 
-    check_ensemble([read_config(r) for r in runs], runs)
-    return average_results([predict(r, batch, **predict_options) for r in runs])
+    configs = [read_config(r) for r in runs]
+    check_ensemble(configs, runs)
+    fusion = predict_options.pop("fusion", "none")
+    mean = average_results([predict(r, batch, **predict_options) for r in runs])
+    return fuse_result(mean, batch, configs, runs, fusion)

@@ -11,6 +11,12 @@ slices' ROI, as in training.
 (quarter turns and mirrors, :mod:`deepgmm.nets.tta`): 8 forward passes per slice instead of
 one.
 
+``fusion="labelled"`` multiplies the network's class probabilities by the class Gaussians
+of the slices whose labels gave the run its μ_data (stored by ``train`` in the run's
+``config.json``; :mod:`deepgmm.mixture.fusion`) and renormalises; ``"none"`` (the default
+here, and the published method) returns the network's probabilities. The ``deepgmm`` recipe
+of the command line fuses.
+
 ``refine=N`` continues per-slice fitting from the trained weights for N iterations
 (:func:`deepgmm.fit.single.fit_slices` with ``init_state``): every slice gets its own copy
 of the trained network, fine-tuned on that slice alone.
@@ -26,6 +32,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -52,7 +60,7 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
             device: str | torch.device = "auto", chunk_size: int = 16,
             refine_lr: float = DEFAULT_REFINE_LR, refine_lam: float | None = None,
             tta: bool = False, progress: bool = False,
-            precision: str | None = None) -> SegmentationResult:
+            precision: str | None = None, fusion: str = "none") -> SegmentationResult:
     """Apply a trained deepG / deepSVG network to a batch of slices.
 
     Args:
@@ -73,6 +81,9 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
         progress: show a progress bar during refinement.
         precision: ``"fp32"`` or ``"bf16"`` for the network's convolutions (see
             :mod:`deepgmm.fit.precision`); ``None``: the precision it was trained in.
+        fusion: ``"labelled"``: fuse the probabilities with the run's labelled class
+            Gaussians (a warning and no fusion for a run trained without ground truth);
+            ``"none"``: the network's probabilities.
 
     Returns:
         :class:`~deepgmm.types.SegmentationResult` with responsibilities ``(B, K, H, W)``,
@@ -90,7 +101,7 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
 
     PredictOptions.check({"refine": refine, "refine_lr": refine_lr, "refine_lam": refine_lam,
                           "tta": tta, "chunk_size": chunk_size, "device": device,
-                          "precision": precision}, caller="predict")
+                          "precision": precision, "fusion": fusion}, caller="predict")
     dev = resolve_device(device)
     if dev.type == "cpu":
         tune_cpu_allocator()
@@ -116,9 +127,10 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
                          f"{str(run_dir)!r} has {per_class} components per class",
                          params=("refine",))
     if refine > 0:
-        return _refine(ckpt.config, ckpt.model_state, batch, refine=refine, device=dev,
-                       lr=refine_lr, lam=refine_lam, progress=progress, precision=precision,
-                       source=source)
+        refined = _refine(ckpt.config, ckpt.model_state, batch, refine=refine, device=dev,
+                          lr=refine_lr, lam=refine_lam, progress=progress,
+                          precision=precision, source=source)
+        return fuse_result(refined, batch, [config], [run_dir], fusion)
 
     network = build_network(ckpt, device=dev).eval()
     network.check_input(network_input(batch.image[:1], batch.roi[:1], context))
@@ -146,11 +158,42 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
             mean_parts.append(class_params(mixture, per_class).means.cpu())
     seconds = time.perf_counter() - t0
     n = len(batch)
-    return SegmentationResult(
+    result = SegmentationResult(
         responsibilities=torch.cat(resp_parts), nll=torch.cat(nll_parts),
         n_iter=torch.zeros(n, dtype=torch.int64),
         seconds=torch.full((n,), seconds / n, dtype=torch.float64),
         means=torch.cat(mean_parts), method=model)
+    return fuse_result(result, batch, [config], [run_dir], fusion)
+
+
+def fuse_result(result: SegmentationResult, batch: SliceBatch,
+                configs: Sequence[Mapping[str, Any]], runs: Sequence[Any],
+                fusion: str) -> SegmentationResult:
+    """``result`` with its responsibilities fused with the class Gaussians of ``configs``'
+    runs (:func:`deepgmm.mixture.fusion.fuse_probabilities`; several runs: their
+    log-likelihoods averaged) when ``fusion == "labelled"``; as it is for ``"none"``, and
+    with a warning when a run has no class Gaussians (trained without ground truth). NLL
+    and means stay those of the network's mixture."""
+    from dataclasses import replace
+
+    from deepgmm.mixture.fusion import FUSIONS, ClassGaussians, fuse_probabilities
+
+    if fusion not in FUSIONS:
+        raise InputError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}",
+                         params=("fusion",))
+    if fusion == "none":
+        return result
+    missing = [str(r) for r, c in zip(runs, configs, strict=True)
+               if not c.get("class_gaussians")]
+    if missing:
+        warnings.warn(f"run {missing[0]!r} stores no class Gaussians of labelled slices "
+                      "(trained without ground truth, or before they were stored): its "
+                      "probabilities are not fused", stacklevel=3)
+        return result
+    k, m = int(result.responsibilities.shape[1]), len(batch.sequences)
+    models = [ClassGaussians.from_dict(c["class_gaussians"], k, m) for c in configs]
+    fused = fuse_probabilities(result.responsibilities, batch.image, batch.roi, models)
+    return replace(result, responsibilities=fused)
 
 
 def _refine(config: dict[str, Any], state: dict[str, torch.Tensor], batch: SliceBatch, *,

@@ -218,10 +218,12 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
             published loss).
         labelled_slices: how many slices carry their labels when ``label_weight > 0``, drawn
             as μ_data's slices are (with ``labelled_seed``), so with the defaults they are
-            the same slices.
-        labelled_seed: seed of the draw of the labelled slices (the cross-entropy's and,
-            for ``prior="all"`` from ground truth, the class prior's); μ_data's default
-            draw uses 42.
+            the same slices; the same draw gives the class Gaussians that ``predict``
+            fuses with the network's probabilities (stored in ``config.json`` when the
+            batch has ground truth; :mod:`deepgmm.mixture.fusion`).
+        labelled_seed: seed of the draw of the labelled slices (the cross-entropy's, the
+            class Gaussians' and, for ``prior="all"`` from ground truth, the class
+            prior's); μ_data's default draw uses 42.
         precision: ``"fp32"`` or ``"bf16"`` (the network's convolutions in bfloat16 under
             ``torch.autocast``; weights, optimiser and loss in float32; see
             :mod:`deepgmm.fit.precision`). Recorded in the checkpoint; prediction uses it
@@ -293,6 +295,7 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
     ckpt = _stored_run(run, batch, n_classes) if resume else None
     mu = _class_means(mu_data, ckpt, batch, lam, n_classes, dev)
     class_stats = _class_prior(prior, class_prior, ckpt, batch, n_classes, labelled_seed)
+    gaussians = _class_gaussians(batch, n_classes, labelled_slices, labelled_seed)
     param_prior = None if class_stats is None else ParameterPrior(
         log_variances=torch.as_tensor(class_stats.log_variances, dtype=torch.float32,
                                       device=dev),
@@ -317,7 +320,8 @@ def train_network(batch: SliceBatch, *, model: ModelName = "deepg", lam: float =
         train_slices=[[c, int(z)] for c, z in zip(batch.case_ids, batch.slice_indices,
                                                    strict=True)],
         package_version=__version__, torch_version=torch.__version__, device=str(dev),
-        class_prior=None if class_stats is None else class_stats.to_dict())
+        class_prior=None if class_stats is None else class_stats.to_dict(),
+        class_gaussians=None if gaussians is None else gaussians.to_dict())
     optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=weight_decay)
     done = _Progress() if ckpt is None else _restore(ckpt, config, network, optimizer)
     network.to(dev)
@@ -414,6 +418,22 @@ def _class_prior(prior: str, given: Any, ckpt: Checkpoint | None, batch: SliceBa
         raise InputError(f"prior 'all' from ground truth needs {len(CLASS_NAMES)} classes, "
                          f"got n_classes = {n_classes}")
     return compute_class_prior(batch, seed=seed)
+
+
+def _class_gaussians(batch: SliceBatch, n_classes: int, n_slices: int, seed: int) -> Any:
+    """The class Gaussians of the labelled slices that predict's fusion uses
+    (:mod:`deepgmm.mixture.fusion`; μ_data's draw: ``n_slices``, ``seed``), or ``None`` when
+    the batch has no ground truth, other than four classes, or a class too few labelled
+    pixels (predict then warns that it cannot fuse)."""
+    from deepgmm.mixture.fusion import fit_class_gaussians
+
+    if batch.labels is None or n_classes != len(CLASS_NAMES):
+        return None
+    try:
+        return fit_class_gaussians(batch, n_slices=n_slices, seed=seed)
+    except InputError as err:
+        logger.info("no class Gaussians for fusion: %s", err)
+        return None
 
 
 def _class_names(n_classes: int) -> list[str]:
