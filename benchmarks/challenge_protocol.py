@@ -18,7 +18,9 @@ Per fold of ``benchmarks/cv_quality.py``'s 5 folds by patient (``FOLDS``):
   ``deepsvg`` / ``deepg``; the same network then segments the test slices of both ROIs);
 - ``<method>+lv``: the same fit (and the same cached network), the label maps made under
   the LV anatomy rule of :mod:`deepgmm.anatomy` (the package's default) instead of each
-  pixel's most likely class;
+  pixel's most likely class; ``<method>+fuse+lv``: the probabilities first fused with the
+  class Gaussians of the training fold's μ_data slices (:mod:`deepgmm.mixture.fusion`, the
+  default of ``deepgmm predict``);
 - score: per case, the 3-D Dice of scar and of edema ∪ scar (the challenge's two figures)
   between the predicted label volume (zero outside the segmented region and on slices not
   segmented) and the ground truth over every slice of the case; mean ± sd over cases.
@@ -83,6 +85,10 @@ METHODS: dict[str, str] = {
 for _base in list(METHODS):  # <method>+lv: the same fits, label maps under the LV rule
     METHODS[f"{_base}+lv"] = (f"{METHODS[_base]}; label maps under the LV anatomy rule "
                               "(deepgmm.anatomy)")
+    METHODS[f"{_base}+fuse+lv"] = (f"{METHODS[_base]}; probabilities fused with the class "
+                                   "Gaussians of the training fold's μ_data slices "
+                                   "(deepgmm.mixture.fusion), label maps under the LV "
+                                   "anatomy rule")
 ROIS: tuple[str, ...] = ("auto", "gt")
 EM_SMOOTHING = 4.0
 DEFAULT_ROI_RUNS = Path("/work/roi-runs/e40")
@@ -338,6 +344,16 @@ def segment(method: str, batch: SliceBatch, mu: np.ndarray, seed: int, network: 
     return out.responsibilities.numpy().astype(np.float32)
 
 
+def fuse(probs: np.ndarray, batch: SliceBatch, train: SliceBatch, mu_seed: int) -> np.ndarray:
+    """``probs`` fused with the class Gaussians of the training batch's μ_data slices (the
+    same draw as μ_data; :mod:`deepgmm.mixture.fusion`)."""
+    from deepgmm.mixture.fusion import fit_class_gaussians, fuse_probabilities
+
+    gaussians = fit_class_gaussians(train, n_slices=cv.N_MU_SLICES, seed=mu_seed)
+    return fuse_probabilities(torch.as_tensor(probs), batch.image, batch.roi,
+                              gaussians).numpy()
+
+
 def cut_or_skip(vols: list, skipped: list[str]) -> list:
     """The volumes whose ROI slices can be cut into :data:`CROP` crops; the others (an ROI
     reaching beyond the crop, e.g. a false detection far from the ventricle) are appended to
@@ -383,8 +399,8 @@ def run_study(args: argparse.Namespace) -> None:
             if f != fold:
                 continue
             key = unit_key(method, roi, fold, seed)
-            base, plus, rule = method.partition("+")
-            rule = rule if plus else "none"
+            base, _, rule = method.partition("+")
+            steps = set(rule.split("+"))
             t0 = time.perf_counter()
             try:
                 if roi not in tests:
@@ -400,10 +416,14 @@ def run_study(args: argparse.Namespace) -> None:
                     args.cache, base, fold, seed, train, mu, args.device, precision)
                 t1 = time.perf_counter()
                 shapes = {c: volumes[c].shape for c in test_ids}
-                pred = ({c: np.zeros(s, dtype=np.uint8) for c, s in shapes.items()}
-                        if batch is None else predicted_volumes(
-                            batch, segment(base, batch, mu, seed, network, args.device),
-                            shapes, anatomy=rule))
+                if batch is None:
+                    pred = {c: np.zeros(s, dtype=np.uint8) for c, s in shapes.items()}
+                else:
+                    probs = segment(base, batch, mu, seed, network, args.device)
+                    if "fuse" in steps:
+                        probs = fuse(probs, batch, train, mu_seed)
+                    pred = predicted_volumes(batch, probs, shapes,
+                                             anatomy="lv" if "lv" in steps else "none")
                 scores = {c: case_scores(pred[c], volumes[c].labels) for c in test_ids}
             except Exception:  # one failed unit must not stop the study; it is not cached
                 failed.append(key)

@@ -587,19 +587,21 @@ class _Fuser:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._volumes: list[CaseVolume] | None = None
-        self._batches: dict[tuple[int, str], tuple[SliceBatch, SliceBatch]] = {}
+        self._batches: dict[tuple[int, str, tuple[int, int]],
+                            tuple[SliceBatch, SliceBatch]] = {}
 
     def fuse(self, probs: np.ndarray, fold: int, mu_seed: int, normalise: str,
              truth: np.ndarray) -> np.ndarray:
         from deepgmm.data.dataset import load_dataset
         from deepgmm.mixture.fusion import fit_class_gaussians, fuse_probabilities
 
-        if (fold, normalise) not in self._batches:
+        crop = (int(truth.shape[-2]), int(truth.shape[-1]))  # the unit's crop size
+        if (fold, normalise, crop) not in self._batches:
             if self._volumes is None:
                 self._volumes = load_dataset(self.root)
-            self._batches[(fold, normalise)] = fold_batches(self._volumes, FOLDS[fold],
-                                                            normalise=normalise)
-        train, test = self._batches[(fold, normalise)]
+            self._batches[(fold, normalise, crop)] = fold_batches(
+                self._volumes, FOLDS[fold], normalise=normalise, crop_size=crop)
+        train, test = self._batches[(fold, normalise, crop)]
         if not np.array_equal(test.labels.numpy(), truth):
             raise ValueError(f"fold {fold}: the data under {self.root} do not give the "
                              "cached unit's slices")

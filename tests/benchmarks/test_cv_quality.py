@@ -314,3 +314,30 @@ def test_roi_normalised_entry_gets_roi_normalised_slices_and_mu_data(phantom_vol
     crop_train = make_batch([v for v in phantom_volumes if v.case_id != "104"],
                             crop_size=PHANTOM_CROP, require_labels=True)
     assert not np.allclose(fold.mu_data, compute_mu_data(crop_train, 10, seed=43))
+
+
+def test_a_fuse_name_fuses_with_the_training_folds_class_gaussians(tmp_path, phantom_root,
+                                                                   phantom_volumes,
+                                                                   monkeypatch) -> None:
+    import torch
+
+    from deepgmm.anatomy import anatomical_labels
+    from deepgmm.mixture.fusion import fit_class_gaussians, fuse_probabilities
+
+    assert cvq.split_config("deepsvg+fuse+lv") == ("deepsvg", "fuse+lv")
+    assert "deepsvg-roinorm+fuse+lv" in cvq.config_names()
+    monkeypatch.setattr(cvq, "FOLDS", {1: ("102",)})
+    train, test = cvq.fold_batches(phantom_volumes, ["102"], crop_size=PHANTOM_CROP)
+    rng = np.random.default_rng(2)
+    probs = rng.dirichlet(np.ones(4), size=(len(test), *PHANTOM_CROP)).transpose(0, 3, 1, 2)
+    out = cvq.MethodOutput(probs=probs.astype(np.float32), train_seconds=1.0,
+                           predict_seconds=0.1)
+    cvq.save_unit(tmp_path, cvq.unit_key("qda", 1, 0, 42), test, out,
+                  {"train_seconds": 1.0, "normalise": "crop"})
+    fused, = cvq.load_units(tmp_path, "qda+fuse+lv", root=phantom_root)
+    gaussians = fit_class_gaussians(train, n_slices=cvq.N_MU_SLICES, seed=42)  # μ_data's draw
+    stored = torch.as_tensor(out.probs.astype(np.float16).astype(np.float32))
+    expected = anatomical_labels(
+        fuse_probabilities(stored, test.image, test.roi, gaussians).numpy(),
+        test.roi.numpy(), test.spacing)
+    np.testing.assert_array_equal(fused.pred, expected)

@@ -62,6 +62,8 @@ class RoiSettings:
             changes during training.
         threshold: LV probability above which a voxel is in the ROI.
         min_area_mm2: a slice whose LV is smaller is left empty.
+        opening_mm: radius of the disc each slice's mask is opened with, removing thin
+            protrusions (:mod:`deepgmm.roi.postprocess`; 0: none).
         checkpoint_every: write a checkpoint every this many epochs (and after the last).
     """
 
@@ -77,6 +79,7 @@ class RoiSettings:
     augment: bool = True
     threshold: float = 0.5
     min_area_mm2: float = 100.0
+    opening_mm: float = 10.0
     checkpoint_every: int = 5
 
 
@@ -93,6 +96,7 @@ ROI_SETTINGS_CONSTRAINTS: dict[str, list[Any]] = {
     "augment": ["boolean"],
     "threshold": [Interval(Real, 0, 1, closed="neither")],
     "min_area_mm2": [Interval(Real, 0, None, closed="left")],
+    "opening_mm": [Interval(Real, 0, None, closed="left")],
     "checkpoint_every": [Interval(Integral, 1, None, closed="left")],
 }
 """Constraint table of :class:`RoiSettings` (:func:`deepgmm.params.check_params` format)."""

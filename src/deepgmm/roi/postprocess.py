@@ -7,7 +7,12 @@ off that belong to it):
 1. threshold the probability (``> threshold``);
 2. keep the largest 8-connected component of the slice;
 3. fill its holes (background not connected to the slice's border);
-4. leave the slice empty where that component is smaller than ``min_area_mm2``: the LV is
+4. open it with a disc of ``opening_mm`` radius and keep the largest component again: a
+   filled LV cross-section is a compact disc-like region at least twice that wide away
+   from the apex, so what an opening removes are thin protrusions (into the outflow tract,
+   the atrium or the right ventricle) that the network joined to it. A slice that the
+   opening would empty keeps its mask of step 3 (a small apical section is not lost);
+5. leave the slice empty where that component is smaller than ``min_area_mm2``: the LV is
    absent there (beyond the apex, above the base) and what remains is a false positive.
 
 MONAI's ``KeepLargestConnectedComponent`` needs scikit-image (not a dependency of this
@@ -31,6 +36,8 @@ from deepgmm.errors import InputError
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_MIN_AREA_MM2 = 100.0
 """Smallest LV cross-section kept (a disc of about 11 mm across); smaller is "no LV"."""
+DEFAULT_OPENING_MM = 10.0
+"""Radius of the disc the mask of each slice is opened with (0: no opening)."""
 
 
 def _in_plane_structure(connectivity: int) -> np.ndarray:
@@ -76,6 +83,28 @@ def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(mask, structure=_in_plane_structure(1))
 
 
+def in_plane_disc(radius_mm: float, zooms: Sequence[float]) -> np.ndarray:
+    """``(2a + 1, 2b + 1, 1)`` bool disc of ``radius_mm`` on a grid of spacing ``zooms``
+    (dx, dy) mm: a structuring element acting within each slice."""
+    half = [int(np.floor(radius_mm / float(z))) for z in zooms[:2]]
+    x, y = np.ogrid[-half[0]:half[0] + 1, -half[1]:half[1] + 1]
+    disc = (x * float(zooms[0])) ** 2 + (y * float(zooms[1])) ** 2 <= radius_mm ** 2
+    return disc[:, :, None]
+
+
+def open_per_slice(mask: np.ndarray, zooms: Sequence[float], radius_mm: float) -> np.ndarray:
+    """Open every slice of ``(X, Y, Z)`` ``mask`` with a disc of ``radius_mm`` and keep its
+    largest component; a slice the opening empties keeps ``mask`` (module docstring, step 4).
+    ``radius_mm <= 0`` returns ``mask``."""
+    mask = _check_mask(mask)
+    if radius_mm <= 0:
+        return mask.copy()
+    opened = largest_component_per_slice(
+        ndimage.binary_opening(mask, structure=in_plane_disc(radius_mm, zooms)))
+    emptied = mask.any(axis=(0, 1)) & ~opened.any(axis=(0, 1))  # (Z,)
+    return np.where(emptied[None, None, :], mask, opened)
+
+
 def clear_small_slices(mask: np.ndarray, zooms: Sequence[float], min_area_mm2: float,
                        ) -> np.ndarray:
     """Empty every slice of ``(X, Y, Z)`` ``mask`` whose area is below ``min_area_mm2``."""
@@ -86,14 +115,17 @@ def clear_small_slices(mask: np.ndarray, zooms: Sequence[float], min_area_mm2: f
 
 def probabilities_to_mask(probabilities: np.ndarray, zooms: Sequence[float], *,
                           threshold: float = DEFAULT_THRESHOLD,
-                          min_area_mm2: float = DEFAULT_MIN_AREA_MM2) -> np.ndarray:
-    """The ROI mask of a case: threshold, largest component, holes filled, small slices empty.
+                          min_area_mm2: float = DEFAULT_MIN_AREA_MM2,
+                          opening_mm: float = DEFAULT_OPENING_MM) -> np.ndarray:
+    """The ROI mask of a case: threshold, largest component, holes filled, opened, small
+    slices empty.
 
     Args:
         probabilities: ``(X, Y, Z)`` LV probability on the input grid.
         zooms: voxel spacing in mm, ``(dx, dy, ...)``.
         threshold: probability above which a voxel is LV.
         min_area_mm2: a slice whose largest component is smaller is left empty.
+        opening_mm: radius of the opening disc (0: none).
 
     Returns:
         ``(X, Y, Z)`` bool mask.
@@ -103,4 +135,5 @@ def probabilities_to_mask(probabilities: np.ndarray, zooms: Sequence[float], *,
         raise InputError(f"probabilities must be (X, Y, Z), got shape {probabilities.shape}")
     mask = largest_component_per_slice(probabilities > threshold)
     mask = fill_holes_per_slice(mask)
+    mask = open_per_slice(mask, zooms, opening_mm)
     return clear_small_slices(mask, zooms, min_area_mm2)

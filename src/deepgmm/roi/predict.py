@@ -3,9 +3,10 @@
 A case goes onto the network grid (:mod:`deepgmm.roi.geometry`), the network gives the LV
 probability of every window pixel, the probabilities go back onto the input grid (bilinear)
 and :func:`deepgmm.roi.postprocess.probabilities_to_mask` makes the mask with the run's
-threshold and smallest LV area. :func:`predict_folder` writes ``<case>_roi.nii.gz`` (uint8,
-1 = ROI) with the geometry (affine, qform and sform) of the case's first sequence, plus
-``roi_summary.json``; a case where no LV is found is reported, warned about and skipped.
+threshold, opening radius and smallest LV area. :func:`predict_folder` writes
+``<case>_roi.nii.gz`` (uint8, 1 = ROI) with the geometry (affine, qform and sform) of the
+case's first sequence, plus ``roi_summary.json``; a case where no LV is found is reported,
+warned about and skipped.
 
 Shapes: an image is ``(M, X, Y, Z)``, masks and probabilities ``(X, Y, Z)``.
 """
@@ -26,7 +27,7 @@ import torch
 from deepgmm.errors import InputError
 from deepgmm.roi.geometry import image_to_network, network_to_input, slice_grid
 from deepgmm.roi.model import RoiModel, check_sequences, load_roi_run
-from deepgmm.roi.postprocess import probabilities_to_mask
+from deepgmm.roi.postprocess import DEFAULT_OPENING_MM, probabilities_to_mask
 
 PathLike = str | os.PathLike[str]
 
@@ -73,7 +74,9 @@ def predict_mask(model: RoiModel, image: np.ndarray, zooms: Sequence[float]) -> 
     probabilities = predict_probabilities(model, image, zooms)
     return probabilities_to_mask(probabilities, zooms,
                                  threshold=float(model.config["threshold"]),
-                                 min_area_mm2=float(model.config["min_area_mm2"]))
+                                 min_area_mm2=float(model.config["min_area_mm2"]),
+                                 opening_mm=float(model.config.get(
+                                     "opening_mm", DEFAULT_OPENING_MM)))
 
 
 @dataclass
