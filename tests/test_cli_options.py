@@ -104,6 +104,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch, phantom_root: Path) -> Recorder:
               lambda batch, model, **_: _fake_result(batch, model))
     rec.patch("deepgmm.fit.predict", "predict", lambda batch, **_: _fake_result(batch, "deepg"))
     rec.patch("deepgmm.fit.predict", "fuse_result", lambda result, **_: result)
+    rec.patch("deepgmm.pipeline", "fuse_labelled", call_real=True)
     rec.patch("deepgmm.fit.checkpoint", "read_config", lambda **_: {
         "sequences": ["C0", "DE", "T2"], "train_patients": ["104"], "crop_size": [64, 64],
         "normalisation": "crop", "mu_data": None, "lam": 1.0})
@@ -202,6 +203,7 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
         # is tested in tests/test_anatomy_cli.py
         "anatomy": (["--anatomy", "lv"], [("write_segmentation.anatomy", "lv")]),
         "recipe": (["--recipe", "published"], [("write_segmentation.anatomy", "lv")]),
+        "fusion": (["--fusion", "none"], [("fuse_labelled.fusion", "none")]),
     }
     em = {
         **shared_data, **shared_out, **shared_roi,
@@ -256,7 +258,7 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
         "out": shared_out["out"], "figures": shared_out["figures"],
         "matching": shared_out["matching"], "normalisation": shared_data["normalisation"],
         "naming": shared_out["naming"], "anatomy": shared_out["anatomy"],
-        "recipe": shared_out["recipe"],
+        "recipe": shared_out["recipe"], "fusion": shared_out["fusion"],
         "crop_size": shared_data["crop_size"],
         "images": (["--image", f"C0={files['C0']}", "--image", f"DE={files['DE']}"],
                    [("load_explicit.images", {"C0": str(files["C0"]), "DE": str(files["DE"])})]),

@@ -64,3 +64,70 @@ def test_predict_fuses_by_default_and_published_does_not(phantom_root, run, tmp_
         got = fused[crop].transpose(2, 0, 1)
         roi = batch.roi[b].numpy()
         np.testing.assert_allclose(got[:, roi], ref[0].numpy()[:, roi], atol=2e-4)
+
+
+def test_em_fuses_with_the_mu_data_files_class_gaussians(phantom_root, tmp_path):
+    from deepgmm.mixture.fusion import fit_class_gaussians, read_class_gaussians
+
+    mu = tmp_path / "mu.json"
+    _run("mu-data", phantom_root, "--out", mu, "--patients", "103", "104", "--crop", "64")
+    stored = read_class_gaussians(mu, 3)
+    batch = make_batch(load_dataset(phantom_root, ["103", "104"]), crop_size=(64, 64),
+                       require_labels=True)
+    expected = fit_class_gaussians(batch, n_slices=10, seed=42)  # mu-data's defaults
+    np.testing.assert_allclose(stored.covariances, expected.covariances, atol=1e-12)
+
+    def em(name, *extra):
+        out = tmp_path / name
+        _run("em", phantom_root, "--out", out, "--model", "em-svgmm", "--mu-data", mu,
+             "--patients", "102", "--crop", "64", "--matching", "none", "--no-figures",
+             "--no-progress", *extra)
+        prob = np.asanyarray(nib.load(str(out / "102_prob.nii.gz")).dataobj)
+        return prob, json.loads((out / "run.json").read_text())
+
+    fused, rec = em("default")
+    plain, rec_none = em("none", "--fusion", "none")
+    published, _ = em("published", "--recipe", "published")
+    assert json.dumps(rec).count('"fusion": "labelled"') >= 1
+    assert '"fusion": "labelled"' not in json.dumps(rec_none)
+    np.testing.assert_array_equal(published, plain)
+    batch = make_batch(load_dataset(phantom_root, ["102"]), crop_size=(64, 64))
+    for b, z in enumerate(batch.slice_indices):
+        x0, y0 = (int(v) for v in batch.crop_origins[b])
+        crop = (slice(x0, x0 + 64), slice(y0, y0 + 64), int(z))
+        net = torch.as_tensor(plain[crop].transpose(2, 0, 1)[None].copy())
+        ref = fuse_probabilities(net, batch.image[b:b + 1], batch.roi[b:b + 1], stored)
+        roi = batch.roi[b].numpy()
+        np.testing.assert_allclose(fused[crop].transpose(2, 0, 1)[:, roi],
+                                   ref[0].numpy()[:, roi], atol=2e-4)
+    # without class Gaussians in the file (an older file, or hand-written means): no fusion
+    doc = json.loads(mu.read_text())
+    del doc["class_gaussians"]
+    mu.write_text(json.dumps(doc))
+    older, rec_old = em("older")
+    np.testing.assert_array_equal(older, plain)
+    assert '"fusion": "labelled"' not in json.dumps(rec_old)
+
+
+def test_a_per_case_run_fuses_too(phantom_root, tmp_path):
+    from deepgmm.mixture.fusion import read_class_gaussians
+
+    pytest.importorskip("distributed")
+    mu = tmp_path / "mu.json"
+    _run("mu-data", phantom_root, "--out", mu, "--patients", "103", "104", "--crop", "64")
+    common = ["--model", "em-svgmm", "--mu-data", mu, "--patients", "101", "102", "--crop",
+              "64", "--matching", "none", "--no-figures", "--no-progress", "--resume"]
+    _run("em", phantom_root, "--out", tmp_path / "fused", *common)
+    _run("em", phantom_root, "--out", tmp_path / "none", *common, "--fusion", "none")
+    gaussians = read_class_gaussians(mu, 3)
+    batch = make_batch(load_dataset(phantom_root, ["101", "102"]), crop_size=(64, 64))
+    maps = {(d, c): np.asanyarray(nib.load(str(tmp_path / d / f"{c}_prob.nii.gz")).dataobj)
+            for d in ("fused", "none") for c in ("101", "102")}
+    for b, (case, z) in enumerate(zip(batch.case_ids, batch.slice_indices, strict=True)):
+        x0, y0 = (int(v) for v in batch.crop_origins[b])
+        crop = (slice(x0, x0 + 64), slice(y0, y0 + 64), int(z))
+        plain = torch.as_tensor(maps["none", case][crop].transpose(2, 0, 1)[None].copy())
+        ref = fuse_probabilities(plain, batch.image[b:b + 1], batch.roi[b:b + 1], gaussians)
+        roi = batch.roi[b].numpy()
+        np.testing.assert_allclose(maps["fused", case][crop].transpose(2, 0, 1)[:, roi],
+                                   ref[0].numpy()[:, roi], atol=2e-4)

@@ -39,6 +39,7 @@ PathLike = str | os.PathLike[str]
 
 RUN_CONSTRAINTS = {
     "anatomy": [StrOptions(dict.fromkeys(ANATOMY_RULES).keys())],
+    "fusion": [StrOptions({"labelled", "none"})],
     "roi": [StrOptions({"gt", "auto"}), str, os.PathLike],
     "roi_run": [str, os.PathLike, None],
     "selection": [StrOptions(dict.fromkeys(SELECTIONS).keys())],
@@ -176,6 +177,25 @@ def _input_paths(*values: object) -> list[Path]:
     return [Path(v) for v in values if isinstance(v, str | os.PathLike)]
 
 
+def fuse_labelled(result: SegmentationResult, batch: SliceBatch, mu_data: object,
+                  fusion: str, class_identity: bool) -> tuple[SegmentationResult, str]:
+    """``(result, applied)``: ``result``'s probabilities fused with the class Gaussians of
+    the μ_data file's labelled slices (:mod:`deepgmm.mixture.fusion`) and ``"labelled"``
+    when ``fusion`` asks for it, the class order is μ_data's (``class_identity``) and the
+    file carries them (``deepgmm mu-data`` writes them); else ``result`` and ``"none"``."""
+    if fusion == "none" or not class_identity or not isinstance(mu_data, str | os.PathLike):
+        return result, "none"
+    from dataclasses import replace
+
+    from deepgmm.mixture.fusion import fuse_probabilities, read_class_gaussians
+
+    gaussians = read_class_gaussians(mu_data, len(batch.sequences))
+    if gaussians is None:
+        return result, "none"
+    fused = fuse_probabilities(result.responsibilities, batch.image, batch.roi, gaussians)
+    return replace(result, responsibilities=fused), "labelled"
+
+
 def fixes_class_order(model: str, mu_data: object, options: Mapping[str, Any]) -> bool:
     """Whether μ_data gives the components class identity: it sets the EM initial means,
     and it pulls the deep methods' means only with ``lam > 0``."""
@@ -191,7 +211,7 @@ def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
                     roi_run: PathLike | None = None, figures: bool = True,
                     progress: bool = True, naming: str = "deepgmm",
                     init_run: PathLike | None = None, anatomy: str = "lv",
-                    **options: Any) -> dict[str, Any]:
+                    fusion: str = "labelled", **options: Any) -> dict[str, Any]:
     """Segment the cases below ``root`` (MyoPS layout) and write the outputs to ``out``.
 
     Args:
@@ -217,6 +237,9 @@ def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
         anatomy: how the label maps follow from the probabilities (:mod:`deepgmm.anatomy`):
             ``"lv"`` (one convex blood pool, a smooth wall; where the class order is known)
             or ``"none"`` (the most likely class, as published).
+        fusion: ``"labelled"``: where μ_data fixes the class order and its file carries the
+            labelled slices' class Gaussians (``deepgmm mu-data``), the probabilities are
+            fused with them (:mod:`deepgmm.mixture.fusion`); ``"none"``: as fitted.
         **options: the model's options (:mod:`deepgmm.options`: e.g. ``lam``, ``max_iter``,
             ``seed``); one the model does not take is refused.
 
@@ -234,7 +257,7 @@ def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
 
     opts = _check_run(model, options, mu_data, caller="segment_dataset", selection=selection,
                       normalisation=normalisation, matching=matching, roi=roi,
-                      roi_run=roi_run, anatomy=anatomy)
+                      roi_run=roi_run, anatomy=anatomy, fusion=fusion)
     if init_run is not None and not isinstance(opts, FitOptions):
         raise InputError(f"init_run applies to deepg / deepsvg, not {model}",
                          params=("init_run",))
@@ -257,17 +280,18 @@ def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
             "base_filters": opts.base_filters}).state
     result = run_method(batch, model, mu_data=mu, options=opts, progress=progress,
                         init_state=init_state)
+    identity = fixes_class_order(model, mu, opts.as_dict())
+    result, fused = fuse_labelled(result, batch, mu_data, fusion, identity)
     run_options = {"model": model, "root": root, "patients": patients,
                    "selection": selection, "crop_size": crop_size,
                    "normalisation": normalisation,
                    "mu_data": mu_data if not isinstance(mu_data, np.ndarray) else "array",
                    "matching": matching, "roi": roi, "roi_run": roi_run, "naming": naming,
-                   "anatomy": anatomy,
+                   "anatomy": anatomy, "fusion": fused,
                    **({"init_run": init_run} if init_run is not None else {}),
                    **opts.as_dict()}
     return write_result(out, volumes, batch, result, matching=matching, figures=figures,
-                        progress=progress,
-                        class_identity=fixes_class_order(model, mu, opts.as_dict()),
+                        progress=progress, class_identity=identity,
                         roi_source=source.as_dict(), naming=naming,
                         run_options=run_options, anatomy=anatomy)
 
@@ -279,7 +303,8 @@ def segment_case(images: Mapping[str, PathLike], roi: str | PathLike, out: PathL
                  crop_size: int | tuple[int, int] = 160, normalisation: str = "crop",
                  mu_data: PathLike | np.ndarray | None = None, matching: str | None = None,
                  figures: bool = True, progress: bool = True, naming: str = "deepgmm",
-                 anatomy: str = "lv", **options: Any) -> dict[str, Any]:
+                 anatomy: str = "lv", fusion: str = "labelled",
+                 **options: Any) -> dict[str, Any]:
     """Segment one case of any co-registered sequences given explicitly.
 
     Args:
@@ -292,7 +317,7 @@ def segment_case(images: Mapping[str, PathLike], roi: str | PathLike, out: PathL
         roi_run: the ROI run folder (``deepgmm roi train``) for ``roi="auto"``.
         matching: defaults to ``"hungarian"`` with labels and ``"none"`` without.
         model, case_id, selection, crop_size, normalisation, mu_data, figures, progress,
-        anatomy, **options: as :func:`segment_dataset`.
+        anatomy, fusion, **options: as :func:`segment_dataset`.
 
     Returns:
         The summary written to ``out/summary.json``.
@@ -304,7 +329,7 @@ def segment_case(images: Mapping[str, PathLike], roi: str | PathLike, out: PathL
         matching = "hungarian" if labels is not None else "none"
     opts = _check_run(model, options, mu_data, caller="segment_case", selection=selection,
                       normalisation=normalisation, matching=matching, roi=roi,
-                      roi_run=roi_run, anatomy=anatomy)
+                      roi_run=roi_run, anatomy=anatomy, fusion=fusion)
     if matching != "none" and labels is None:
         raise InputError(f"matching {matching!r} needs ground truth: give labels, or use "
                          "matching 'none'", params=("matching", "labels"))
@@ -323,15 +348,16 @@ def segment_case(images: Mapping[str, PathLike], roi: str | PathLike, out: PathL
                            normalisation=normalisation)
     mu = load_mu(mu_data, batch.sequences, batch=batch)
     result = run_method(batch, model, mu_data=mu, options=opts, progress=progress)
+    identity = fixes_class_order(model, mu, opts.as_dict())
+    result, fused = fuse_labelled(result, batch, mu_data, fusion, identity)
     run_options = {"model": model, "images": dict(images), "roi": roi, "roi_run": roi_run,
                    "labels": labels, "case_id": case_id, "selection": selection,
                    "crop_size": crop_size,
                    "normalisation": normalisation,
                    "mu_data": mu_data if not isinstance(mu_data, np.ndarray) else "array",
                    "matching": matching, "naming": naming, "anatomy": anatomy,
-                   **opts.as_dict()}
+                   "fusion": fused, **opts.as_dict()}
     return write_result(out, [volume], batch, result, matching=matching, figures=figures,
-                        progress=progress,
-                        class_identity=fixes_class_order(model, mu, opts.as_dict()),
+                        progress=progress, class_identity=identity,
                         roi_source=source.as_dict(),
                         naming=naming, run_options=run_options, anatomy=anatomy)

@@ -10,13 +10,14 @@ anatomy rule.
 option                    ``deepgmm``            ``published``
 ========================  =====================  ==========================
 ``anatomy`` (label maps)  ``lv``                 ``none`` (argmax)
-``fusion`` (``predict``)  ``labelled``           ``none`` (network output)
+``fusion``                ``labelled``           ``none`` (as fitted)
 ========================  =====================  ==========================
 
 ``anatomy`` (:mod:`deepgmm.anatomy`) applies to every command that writes label maps
 (``segment``, ``em``, ``fit``, ``predict``, and ``evaluate`` when it re-matches);
 ``fusion`` (:mod:`deepgmm.mixture.fusion`) to the probabilities of trained networks
-(``predict``).
+(``predict``) and, with a μ_data file from ``deepgmm mu-data``, of ``em``, ``fit`` and
+``segment``.
 """
 
 from __future__ import annotations

@@ -68,6 +68,8 @@ class CaseJob:
         class_identity: ``predict`` only: whether the network's classes are in order.
         matching, figures, naming, anatomy: as
             :func:`deepgmm.report.outputs.write_segmentation`.
+        fusion: ``em`` / ``fit`` methods: fuse with the μ_data file's class Gaussians
+            (:func:`deepgmm.pipeline.fuse_labelled`; ``predict`` has it in ``options``).
         record: the resolved options written to the case's ``run.json`` and compared by
             ``--resume`` (JSON values).
         threads: torch CPU threads while the case runs.
@@ -88,6 +90,7 @@ class CaseJob:
     figures: bool = True
     naming: str = "deepgmm"
     anatomy: str = "lv"
+    fusion: str = "none"
     record: dict[str, Any] = field(default_factory=dict)
     threads: int = 1
 
@@ -278,12 +281,13 @@ def _segment(job: CaseJob, batch: SliceBatch) -> tuple[SegmentationResult, bool]
         return (predict_ensemble(list(job.runs), batch, progress=False, **job.options),
                 job.class_identity)
     from deepgmm.options import method_options
-    from deepgmm.pipeline import fixes_class_order, load_mu, run_method
+    from deepgmm.pipeline import fixes_class_order, fuse_labelled, load_mu, run_method
 
     opts = method_options(job.method, job.options, caller="run_case")
     mu = load_mu(job.mu_data, batch.sequences, batch=batch)
     result = run_method(batch, job.method, mu_data=mu, options=opts, progress=False)
-    return result, fixes_class_order(job.method, mu, opts.as_dict())
+    identity = fixes_class_order(job.method, mu, opts.as_dict())
+    return fuse_labelled(result, batch, job.mu_data, job.fusion, identity)[0], identity
 
 
 def segment_one_case(job: CaseJob) -> CaseOutcome:

@@ -165,7 +165,7 @@ def segment_cohort(root: PathLike, out: PathLike, *, model: str = "deepsvg",
                    roi: str | PathLike = "gt", roi_run: PathLike | None = None,
                    figures: bool = True, progress: bool = True, naming: str = "deepgmm",
                    cluster: ClusterOptions | None = None, anatomy: str = "lv",
-                   **options: Any) -> CohortRun:
+                   fusion: str = "labelled", **options: Any) -> CohortRun:
     """:func:`deepgmm.pipeline.segment_dataset`, one case at a time (see the module).
 
     Args:
@@ -185,7 +185,7 @@ def segment_cohort(root: PathLike, out: PathLike, *, model: str = "deepsvg",
         raise InputError("a per-case run takes mu_data as a JSON file", params=("mu_data",))
     opts = _check_run(model, options, mu_data, caller="segment_cohort", selection=selection,
                       normalisation=normalisation, matching=matching, roi=roi,
-                      roi_run=roi_run, anatomy=anatomy)
+                      roi_run=roi_run, anatomy=anatomy, fusion=fusion)
     cluster.check()
     map_names(naming)
     source = parse_roi_option(roi, roi_run)
@@ -198,12 +198,13 @@ def segment_cohort(root: PathLike, out: PathLike, *, model: str = "deepsvg",
                          "normalisation": normalisation, "mu_data": _absolute(mu_data),
                          "matching": matching, "roi": roi_value,
                          "roi_run": _absolute(roi_run), "naming": naming,
-                         "anatomy": anatomy, "figures": figures, **opts.as_dict()})
+                         "anatomy": anatomy, "fusion": fusion, "figures": figures,
+                         **opts.as_dict()})
     jobs = [CaseJob(case_id=c, out=str(Path(out).resolve()), source=load,
                     selection=selection, crop_size=crop_size, normalisation=normalisation,
                     method=model, options=_method_values(opts), mu_data=_absolute(mu_data),
                     matching=matching, figures=figures, naming=naming, anatomy=anatomy,
-                    record=record, threads=cluster.threads) for c in ids]
+                    fusion=fusion, record=record, threads=cluster.threads) for c in ids]
     return run_cohort(out, jobs, cluster, matching=matching, naming=naming,
                       roi_source=source.as_dict(),
                       run_options={**record, "root": root, "patients": patients},
@@ -271,7 +272,8 @@ def segment_case_cohort(images: Mapping[str, PathLike], roi: PathLike, out: Path
                         mu_data: PathLike | None = None, matching: str | None = None,
                         figures: bool = True, progress: bool = True,
                         naming: str = "deepgmm", cluster: ClusterOptions | None = None,
-                        anatomy: str = "lv", **options: Any) -> CohortRun:
+                        anatomy: str = "lv", fusion: str = "labelled",
+                        **options: Any) -> CohortRun:
     """:func:`deepgmm.pipeline.segment_case` as a per-case job (e.g. to run it on a GPU
     worker of a cluster with ``resources={"GPU": 1}``)."""
     from deepgmm.pipeline import _check_run
@@ -282,7 +284,8 @@ def segment_case_cohort(images: Mapping[str, PathLike], roi: PathLike, out: Path
     if matching is None:
         matching = "hungarian" if labels is not None else "none"
     opts = _check_run(model, options, mu_data, caller="segment_case", selection=selection,
-                      normalisation=normalisation, matching=matching, anatomy=anatomy)
+                      normalisation=normalisation, matching=matching, anatomy=anatomy,
+                      fusion=fusion)
     if matching != "none" and labels is None:
         raise InputError(f"matching {matching!r} needs ground truth: give labels, or use "
                          "matching 'none'", params=("matching", "labels"))
@@ -297,13 +300,13 @@ def segment_case_cohort(images: Mapping[str, PathLike], roi: PathLike, out: Path
     record = json_value({"model": model, **load, "case_id": case_id, "selection": selection,
                          "crop_size": crop_size, "normalisation": normalisation,
                          "mu_data": _absolute(mu_data), "matching": matching,
-                         "naming": naming, "anatomy": anatomy, "figures": figures,
-                         **opts.as_dict()})
+                         "naming": naming, "anatomy": anatomy, "fusion": fusion,
+                         "figures": figures, **opts.as_dict()})
     job = CaseJob(case_id=str(case_id), out=str(Path(out).resolve()), source=load,
                   selection=selection, crop_size=crop_size, normalisation=normalisation,
                   method=model, options=_method_values(opts), mu_data=_absolute(mu_data),
                   matching=matching, figures=figures, naming=naming, anatomy=anatomy,
-                  record=record, threads=cluster.threads)
+                  fusion=fusion, record=record, threads=cluster.threads)
     return run_cohort(out, [job], cluster, matching=matching, naming=naming,
                       roi_source={"roi": "file", "roi_path": str(roi), "roi_skipped": []},
                       run_options=record, progress=progress, anatomy=anatomy)

@@ -20,12 +20,13 @@ AnatomyOpt = Annotated[str | None, typer.Option(
     "or clusters assigned by a --matching rule); elsewhere the map is the most likely "
     "cluster. Default: the --recipe's.")]
 RecipeOpt = Annotated[str, typer.Option(
-    "--recipe", help="deepgmm (anatomy lv; predict: fusion labelled) or published (the "
-    "paper's method: anatomy none, fusion none). Options given explicitly win.")]
+    "--recipe", help="deepgmm (anatomy lv, fusion labelled) or published (the paper's "
+    "method: anatomy none, fusion none). Options given explicitly win.")]
 FusionOpt = Annotated[str | None, typer.Option(
-    "--fusion", help="labelled (multiply the network's class probabilities by the class "
-    "Gaussians of the labelled slices that gave the run its μ_data, stored by `deepgmm "
-    "train`) or none (the network's probabilities). Default: the --recipe's.")]
+    "--fusion", help="labelled (multiply the class probabilities by the class Gaussians of "
+    "the labelled slices behind μ_data, which `deepgmm train` stores in the run and `deepgmm "
+    "mu-data` in the file; where μ_data fixes the class order) or none (as fitted). "
+    "Default: the --recipe's.")]
 
 
 def resolve_anatomy(recipe: str, anatomy: str | None) -> str:

@@ -192,6 +192,7 @@ def mu_data_command(
     from deepgmm.data.dataset import load_dataset
     from deepgmm.data.mu_data import compute_mu_data, save_mu_data
     from deepgmm.data.slices import make_batch
+    from deepgmm.mixture.fusion import fit_class_gaussians
     from deepgmm.output_paths import check_output_file
     from deepgmm.types import CLASS_NAMES
 
@@ -208,8 +209,13 @@ def mu_data_command(
     batch = make_batch(volumes, selection=selection, crop_size=(crop_size, crop_size),
                        normalisation=normalisation, require_labels=True)
     mu = compute_mu_data(batch, n_slices=n_slices, seed=seed)
+    try:  # the same slices' class Gaussians, for --fusion labelled (deepgmm.mixture.fusion)
+        gaussians = fit_class_gaussians(batch, n_slices=n_slices, seed=seed).to_dict()
+    except InputError as err:
+        typer.echo(f"note: no class Gaussians stored ({err}): --fusion will not apply")
+        gaussians = None
     path = save_mu_data(mu, batch.sequences, path, crop_size=batch.crop_size,
-                        normalisation=batch.normalisation)
+                        normalisation=batch.normalisation, class_gaussians=gaussians)
     typer.echo(f"μ_data from {min(n_slices, len(batch))} of {len(batch)} slices "
                f"({len(volumes)} patients), seed {seed}:")
     typer.echo(f"{'class':<12}" + "".join(f"{s:>9}" for s in batch.sequences))

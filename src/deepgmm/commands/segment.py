@@ -12,6 +12,7 @@ from deepgmm.cli import command
 from deepgmm.commands._options import (
     MULTI_VALUE_CONTEXT,
     AnatomyOpt,
+    FusionOpt,
     RecipeOpt,
     ResourcesOpt,
     ResumeOpt,
@@ -23,6 +24,7 @@ from deepgmm.commands._options import (
     patient_list,
     report_cohort,
     resolve_anatomy,
+    resolve_fusion,
 )
 
 RootArg = Annotated[Path, typer.Argument(help="Folder with <prefix>_<n>_{C0,DE,T2}.nii.gz "
@@ -197,6 +199,7 @@ def em_command(
     crop_size: CropOpt = 160,
     normalisation: NormalisationOpt = "crop",
     anatomy: AnatomyOpt = None,
+    fusion: FusionOpt = None,
     recipe: RecipeOpt = "deepgmm",
     device: DeviceOpt = "auto",
     seed: SeedOpt = 33,
@@ -224,7 +227,8 @@ def em_command(
                crop_size=crop_size, normalisation=normalisation, mu_data=mu_data,
                matching=matching, roi=roi, roi_run=roi_run, figures=figures,
                progress=progress, naming=naming,
-               anatomy=resolve_anatomy(recipe, anatomy))
+               anatomy=resolve_anatomy(recipe, anatomy),
+               fusion=resolve_fusion(recipe, fusion))
     if cluster is None:
         summary = segment_dataset(root, out, model=model, **run, **options)
         print_summary(summary, out, figures)
@@ -270,6 +274,7 @@ def fit_command(
     crop_size: CropOpt = 160,
     normalisation: NormalisationOpt = "crop",
     anatomy: AnatomyOpt = None,
+    fusion: FusionOpt = None,
     recipe: RecipeOpt = "deepgmm",
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
@@ -300,7 +305,8 @@ def fit_command(
                crop_size=crop_size, normalisation=normalisation, mu_data=mu_data,
                matching=matching, roi=roi, roi_run=roi_run, figures=figures,
                progress=progress, naming=naming,
-               anatomy=resolve_anatomy(recipe, anatomy))
+               anatomy=resolve_anatomy(recipe, anatomy),
+               fusion=resolve_fusion(recipe, fusion))
     if cluster is None:
         summary = segment_dataset(root, out, model=model, init_run=init_run, **run,
                                   **options)
@@ -395,6 +401,7 @@ def segment_command(
     crop_size: CropOpt = 160,
     normalisation: NormalisationOpt = "crop",
     anatomy: AnatomyOpt = None,
+    fusion: FusionOpt = None,
     recipe: RecipeOpt = "deepgmm",
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
@@ -429,7 +436,8 @@ def segment_command(
     run = dict(labels=labels, model=model, case_id=case_id, selection=selection,
                crop_size=crop_size, normalisation=normalisation, mu_data=mu_data,
                matching=matching, figures=figures, progress=progress, naming=naming,
-               anatomy=resolve_anatomy(recipe, anatomy))
+               anatomy=resolve_anatomy(recipe, anatomy),
+               fusion=resolve_fusion(recipe, fusion))
     named = parse_named_files(images, "--image")
     if cluster is None:
         summary = segment_case(named, roi, out, roi_run=roi_run, **run, **options)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +128,8 @@ def compute_mu_data(batch: SliceBatch, n_slices: int = 10, seed: int = 42) -> np
 
 def save_mu_data(mu: np.ndarray, sequences: Sequence[str], path: PathLike, *,
                  crop_size: Sequence[int] | None = None,
-                 normalisation: str | None = None) -> Path:
+                 normalisation: str | None = None,
+                 class_gaussians: Mapping[str, Any] | None = None) -> Path:
     """Write μ_data ``(K, M)`` as JSON (atomically) with class and sequence names.
 
     Args:
@@ -137,6 +138,9 @@ def save_mu_data(mu: np.ndarray, sequences: Sequence[str], path: PathLike, *,
         path: the JSON file.
         crop_size: ``(H, W)`` of the slices the means come from (``SliceBatch.crop_size``).
         normalisation: their normalisation (``SliceBatch.normalisation``).
+        class_gaussians: the same slices' class Gaussians
+            (:class:`deepgmm.mixture.fusion.ClassGaussians` ``to_dict``), kept for the
+            fusion of ``em`` / ``fit`` / ``segment`` (``--fusion labelled``).
 
     Raises:
         InputError: wrong shape, non-finite values, or a name count that does not match.
@@ -150,6 +154,8 @@ def save_mu_data(mu: np.ndarray, sequences: Sequence[str], path: PathLike, *,
         doc["crop_size"] = [int(s) for s in crop_size]
     if normalisation is not None:
         doc["normalisation"] = str(normalisation)
+    if class_gaussians is not None:
+        doc["class_gaussians"] = dict(class_gaussians)
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(doc, indent=2) + "\n")

@@ -21,8 +21,10 @@ which ``predict`` checks through the run's normalisation.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,7 +36,7 @@ from deepgmm.mixture.gaussian import log_gaussian_full
 from deepgmm.types import CLASS_NAMES, SliceBatch
 
 __all__ = ["FUSIONS", "PROB_FLOOR", "ClassGaussians", "fit_class_gaussians",
-           "fuse_probabilities"]
+           "fuse_probabilities", "read_class_gaussians"]
 
 FUSIONS: tuple[str, ...] = ("labelled", "none")
 """``labelled``: fuse with the labelled slices' class Gaussians; ``none``: the network's
@@ -176,3 +178,23 @@ def fuse_probabilities(probs: torch.Tensor, image: torch.Tensor, roi: torch.Tens
     fused = torch.softmax(log_post, dim=1)
     inside = roi.to(torch.bool)[:, None]
     return torch.where(inside, fused, probs.to(torch.float64)).to(probs.dtype)
+
+
+def read_class_gaussians(path: str | os.PathLike[str], n_sequences: int,
+                         ) -> ClassGaussians | None:
+    """The class Gaussians a μ_data file of ``deepgmm mu-data`` carries (written beside the
+    means from the same labelled slices), or ``None`` for a file without them.
+
+    Raises:
+        InputError: an unreadable file, or class Gaussians of the wrong shape.
+    """
+    import json
+
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"μ_data file {str(path)!r} cannot be read: {err}") from err
+    stored = doc.get("class_gaussians") if isinstance(doc, dict) else None
+    if stored is None:
+        return None
+    return ClassGaussians.from_dict(stored, len(CLASS_NAMES), n_sequences)
