@@ -189,6 +189,31 @@ def test_make_batch_roi_outside_crop():
         make_batch([_volume()], crop_size=(4, 4))
 
 
+def test_make_batch_recentres_on_the_bounding_box_when_the_roi_would_be_cut():
+    # middle ROI slice (index 1 of 0..2) centred at x 20; slice 2's ROI runs from x 6 to 27
+    roi = np.zeros((40, 24, 3), dtype=bool)
+    roi[16:25, 8:16, 0] = True
+    roi[16:25, 8:16, 1] = True
+    roi[6:28, 8:16, 2] = True
+    image = np.random.default_rng(0).normal(size=(2, 40, 24, 3)).astype(np.float32)
+    vol = CaseVolume(case_id="9", sequences=("A", "B"), image=image, roi=roi, labels=None,
+                     affine=np.eye(4), zooms=(1.0, 1.0, 5.0))
+    assert crop_center(vol) == (20, 12)
+    batch = make_batch([vol], selection="roi", crop_size=(22, 16))
+    # the centre of mass crop (x 9..30) cuts slice 2's x 6..8; its bounding box's (6..27) fits
+    assert batch.crop_origins[0].tolist() == [6, 4]
+    assert int(batch.roi.sum()) == int(roi.sum())
+    # the same crop for every slice of the case
+    np.testing.assert_array_equal(batch.roi[2].numpy(), roi[6:28, 4:20, 2])
+    np.testing.assert_array_equal(batch.roi[0].numpy(), roi[6:28, 4:20, 0])
+    # where not even the bounding box fits (21 rows: x 7..27), the error stays
+    with pytest.raises(InputError, match="case 9, slice 2: 8 ROI voxel"):
+        make_batch([vol], selection="roi", crop_size=(21, 16))
+    # a ROI that fits around its centre of mass keeps that crop
+    assert make_batch([vol], selection={"9": [0, 1]},
+                      crop_size=(22, 16)).crop_origins[0].tolist() == [9, 4]
+
+
 def test_make_batch_bad_options_and_mismatched_sequences():
     with pytest.raises(InputError, match="normalisation must be one of crop, roi"):
         make_batch([_volume()], normalisation="global")

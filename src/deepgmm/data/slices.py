@@ -3,7 +3,10 @@
 Shapes: a volume is ``(M, X, Y, Z)`` (slices along Z); a batch is ``(B, M, H, W)`` where
 ``(H, W)`` is the crop size. The crop of a case is centred on the centre of mass of the ROI
 in the case's middle ROI slice (the middle one of the slices whose ROI is not empty), the
-same crop for every slice of the case. Where the crop leaves the image it is zero-padded.
+same crop for every slice of the case; where that crop would cut off part of the ROI of a
+selected slice (an ROI that differs much between slices), it is centred on the middle of the
+bounding box of the selected slices' ROI instead. Where the crop leaves the image it is
+zero-padded.
 """
 
 from __future__ import annotations
@@ -245,6 +248,13 @@ def make_batch(volumes: Sequence[CaseVolume], *,
                              f"interest is empty in a selected slice")
         roi_c = crop(roi_z, origin, (h, w), fill=False)
         lost = roi_z.sum(axis=(1, 2)) - roi_c.sum(axis=(1, 2))
+        if lost.any():  # centre the crop on the ROI's bounding box instead
+            xs, ys = np.nonzero(roi_z.any(axis=(0, 2))), np.nonzero(roi_z.any(axis=(0, 1)))
+            cx = (int(xs[0][0]) + int(xs[0][-1]) + 1) // 2
+            cy = (int(ys[0][0]) + int(ys[0][-1]) + 1) // 2
+            origin = (cx - h // 2, cy - w // 2)
+            roi_c = crop(roi_z, origin, (h, w), fill=False)
+            lost = roi_z.sum(axis=(1, 2)) - roi_c.sum(axis=(1, 2))
         if lost.any():
             s = int(np.flatnonzero(lost)[0])
             raise InputError(f"case {vol.case_id}, slice {zs[s]}: {int(lost[s])} ROI voxel(s) "
