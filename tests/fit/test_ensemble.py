@@ -62,3 +62,12 @@ def test_runs_that_differ_are_refused():
         check_ensemble([base, {**base, "sequences": ["C0", "T2", "DE"]}], ["r1", "r2"])
     with pytest.raises(InputError, match="without μ_data"):
         check_ensemble([base, {**base, "lam": 0.0}], ["r1", "r2"])
+
+
+def test_loose_patient_ids_after_root_are_a_clear_error(runs, phantom_root, tmp_path):
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["predict", str(runs[0]), str(phantom_root), "--out",
+                                   str(out), "--patients", "101", "102"])
+    assert res.exit_code == 2
+    assert "give several --patients as one comma list (--patients 101,102)" in res.output
+    assert not out.exists()

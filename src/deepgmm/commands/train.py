@@ -273,6 +273,12 @@ def predict_command(
     rule = resolve_anatomy(recipe, anatomy)
     source = parse_roi_option(roi, roi_run)
     map_names(naming)
+    if patients and not root.exists():  # `--patients 101 102`: 102 became ROOT, ROOT a RUN
+        from deepgmm.errors import InputError
+
+        raise InputError(f"ROOT {str(root)!r} does not exist; after RUN... ROOT, give several "
+                         f"--patients as one comma list (--patients "
+                         f"{','.join([*patients, str(root)])})", params=("patients",))
     configs = [read_config(r) for r in runs]
     check_output_folder(out, [root, *runs, roi_run])
     check_ensemble(configs, runs)
