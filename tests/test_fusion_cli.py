@@ -49,6 +49,13 @@ def test_predict_fuses_by_default_and_published_does_not(phantom_root, run, tmp_
     assert record["resolved"]["fusion"] == "labelled"
     assert record_none["resolved"]["fusion"] == "none"
     assert record_pub["resolved"]["fusion"] == "none"
+    maps = {d: json.loads((tmp_path / d / "summary.json").read_text())["maps"]
+            for d in ("default", "pub")}
+    assert maps["default"]["<case>_prob.nii.gz"]["labels"] == (
+        "fused with labelled class Gaussians")
+    assert maps["default"]["<case>_seg.nii.gz"]["labels"] == "anatomy rule lv"
+    assert maps["pub"]["<case>_prob.nii.gz"]["labels"] == "as fitted"
+    assert maps["pub"]["<case>_seg.nii.gz"]["labels"] == "as fitted"
     np.testing.assert_array_equal(published, plain)
     assert not np.allclose(fused, plain, atol=1e-3)
     # the default's map is the fusion of the network's probabilities with the run's class

@@ -319,7 +319,9 @@ def predict_command(
                                  run_options={
                                      "runs": runs, "ids": ids, "crop_size": config["crop_size"],
                                      "anatomy": rule,
-                                     "fusion": options.fusion,
+                                     "fusion": options.fusion if all(
+                                         c.get("class_gaussians") for c in configs)
+                                     else "none",
                                      "normalisation": config["normalisation"],
                                      "precision": precision or config.get("precision"),
                                      "training_seed": config.get("seed"),

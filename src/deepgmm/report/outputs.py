@@ -118,13 +118,18 @@ def own_labels_to_values(labels: np.ndarray, class_identity: bool) -> np.ndarray
 
 
 def label_tables(class_identity: bool, matching: str,
-                 names: MapNames = NAMINGS["deepgmm"]) -> dict[str, Any]:
+                 names: MapNames = NAMINGS["deepgmm"], *, anatomy: str = "none",
+                 fused: bool = False) -> dict[str, Any]:
     """The ``maps`` entry of ``summary.json``: what every written map holds.
 
     Args:
         class_identity: whether the own components are the classes in order (μ_data).
         matching: the rule of the matched maps (``"none"``: no matched maps).
         names: the naming scheme of the maps.
+        anatomy: the rule the own label maps follow (``"lv"``: ``"anatomy rule lv"``;
+            ``"none"``: ``"as fitted"``, each pixel's most likely component).
+        fused: the own probabilities were fused with the labelled class Gaussians
+            (``"fused with labelled class Gaussians"``; else ``"as fitted"``).
 
     Returns:
         file pattern -> ``{"labels": "as fitted" | rule, "values" | "channels": ...}``;
@@ -137,8 +142,10 @@ def label_tables(class_identity: bool, matching: str,
     own_values = codes if class_identity else {"0": "background", **{
         str(i): name for i, name in enumerate(clusters, start=1)}}
     maps: dict[str, Any] = {
-        names.pattern(names.seg): {"labels": "as fitted", "values": own_values},
-        names.pattern(names.prob): {"labels": "as fitted",
+        names.pattern(names.seg): {"labels": "anatomy rule lv" if anatomy == "lv"
+                                   else "as fitted", "values": own_values},
+        names.pattern(names.prob): {"labels": "fused with labelled class Gaussians"
+                                    if fused else "as fitted",
                                  "channels": list(CLASS_NAMES) if class_identity
                                  else clusters},
     }
@@ -378,7 +385,9 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
     summary["anatomy"] = anatomy  # the rule asked for (evaluate re-matches under it)
     summary["anatomy_own_maps"] = anatomy if class_identity else "none"
     summary.update(roi_info)
-    summary["maps"] = label_tables(class_identity, matching, names)
+    summary["maps"] = label_tables(
+        class_identity, matching, names, anatomy=summary["anatomy_own_maps"],
+        fused=class_identity and (run_options or {}).get("fusion") == "labelled")
     summary["naming"] = names.scheme
     summary.update(summary_extra or {})
     scored_as = (f"matched ({matching})" if matching != "none" else
