@@ -310,6 +310,9 @@ def _routes(root: Path, tmp: Path, files: dict[str, Path]) -> dict[str, list[dic
         "crop_size": (["--crop", "64"], [("make_batch.crop_size", (64, 64))]),
         "normalisation": (["--normalisation", "roi"],
                           [(f"make_batch.{NORMALISATION}", "roi")]),
+        # an explicit --normalisation wins over the recipe's (published: crop); the recipe
+        # alone is tested in tests/fit/test_train_cli.py
+        "recipe": (["--recipe", "published"], [(f"make_batch.{NORMALISATION}", "roi")]),
         "base_filters": (["--base-filters", "8"], [("train_network.base_filters", 8)]),
         "depth": (["--depth", "2"], [("train_network.depth", 2)]),
         "sequences": (["--sequences", "C0,DE"], [("load_dataset.sequences", ("C0", "DE"))]),

@@ -11,22 +11,29 @@ option                    ``deepgmm``            ``published``
 ========================  =====================  ==========================
 ``anatomy`` (label maps)  ``lv``                 ``none`` (argmax)
 ``fusion``                ``labelled``           ``none`` (as fitted)
+``normalisation``         ``roi``                ``crop``
+(``train``)
 ========================  =====================  ==========================
 
 ``anatomy`` (:mod:`deepgmm.anatomy`) applies to every command that writes label maps
 (``segment``, ``em``, ``fit``, ``predict``, and ``evaluate`` when it re-matches);
 ``fusion`` (:mod:`deepgmm.mixture.fusion`) to the probabilities of trained networks
 (``predict``) and, with a μ_data file from ``deepgmm mu-data``, of ``em``, ``fit`` and
-``segment``.
+``segment``; ``normalisation`` to the slices ``train`` learns from (z-scored over the ROI
+or over the crop; ``predict`` follows the run), unless ``--mu-data`` names a file, whose
+normalisation it then takes.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from deepgmm.errors import InputError
 
-__all__ = ["RECIPES", "Recipe", "get_recipe", "resolve_anatomy", "resolve_fusion"]
+__all__ = ["RECIPES", "Recipe", "get_recipe", "resolve_anatomy", "resolve_fusion",
+           "resolve_normalisation"]
 
 
 @dataclass(frozen=True)
@@ -36,11 +43,13 @@ class Recipe:
     name: str
     anatomy: str
     fusion: str
+    normalisation: str
 
 
 RECIPES: dict[str, Recipe] = {
-    "deepgmm": Recipe(name="deepgmm", anatomy="lv", fusion="labelled"),
-    "published": Recipe(name="published", anatomy="none", fusion="none"),
+    "deepgmm": Recipe(name="deepgmm", anatomy="lv", fusion="labelled", normalisation="roi"),
+    "published": Recipe(name="published", anatomy="none", fusion="none",
+                        normalisation="crop"),
 }
 
 
@@ -73,3 +82,26 @@ def resolve_fusion(recipe: str, fusion: str | None) -> str:
         raise InputError(f"fusion must be one of {', '.join(FUSIONS)}, got {value!r}",
                          params=("fusion",))
     return value
+
+
+def resolve_normalisation(recipe: str, normalisation: str | None,
+                          mu_file: str | os.PathLike[str] | None = None,
+                          stored: str | None = None) -> str:
+    """The normalisation of ``train``'s slices: ``normalisation`` when given, else the one
+    a resumed run stored (``stored``), else the μ_data file's (so its means fit the
+    slices), else the recipe's."""
+    import json
+
+    from deepgmm.data.slices import NORMALISATIONS
+
+    value = normalisation or stored
+    if value is None and mu_file is not None:
+        try:
+            value = json.loads(Path(mu_file).read_text()).get("normalisation")
+        except (OSError, ValueError, AttributeError):
+            value = None  # load_mu_data reports an unreadable file
+    value = value or get_recipe(recipe).normalisation
+    if value not in NORMALISATIONS:
+        raise InputError(f"normalisation must be one of {', '.join(NORMALISATIONS)}, got "
+                         f"{value!r}", params=("normalisation",))
+    return str(value)

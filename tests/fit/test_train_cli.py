@@ -106,3 +106,26 @@ def test_default_split() -> None:
     assert len(train) == 20 and not {"109", "114", "117", "120", "122"} & set(train)
     assert default_train_patients(["101", "102"]) == ["101", "102"]
     assert default_train_patients(["109"]) == ["109"]
+
+
+def test_normalisation_follows_the_recipe_the_mu_data_file_and_a_resumed_run(
+        run: Path, phantom_root: Path, tmp_path: Path) -> None:
+    assert json.loads((run / "config.json").read_text())["normalisation"] == "roi"
+
+    def train(out: Path, *extra: str) -> str:
+        res = CliRunner().invoke(app, ["train", str(phantom_root), "--out", str(out),
+                                       "--model", "deepg", "--train-patients", "101",
+                                       *TINY, *extra])
+        assert res.exit_code == 0, res.output
+        return json.loads((out / "config.json").read_text())["normalisation"]
+
+    assert train(tmp_path / "pub", "--recipe", "published") == "crop"
+    mu = tmp_path / "mu.json"
+    res = CliRunner().invoke(app, ["mu-data", str(phantom_root), "--out", str(mu),
+                                   "--patients", "101", "--crop", "64"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(mu.read_text())["normalisation"] == "crop"  # mu-data's default
+    assert train(tmp_path / "mu", "--mu-data", str(mu)) == "crop"  # the file's, not roi
+    # a resumed run keeps what it was trained with
+    assert train(tmp_path / "pub", "--recipe", "deepgmm", "--resume") == (
+        "crop")

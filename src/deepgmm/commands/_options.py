@@ -20,8 +20,9 @@ AnatomyOpt = Annotated[str | None, typer.Option(
     "or clusters assigned by a --matching rule); elsewhere the map is the most likely "
     "cluster. Default: the --recipe's.")]
 RecipeOpt = Annotated[str, typer.Option(
-    "--recipe", help="deepgmm (anatomy lv, fusion labelled) or published (the paper's "
-    "method: anatomy none, fusion none). Options given explicitly win.")]
+    "--recipe", help="deepgmm (anatomy lv, fusion labelled; train: normalisation roi) or "
+    "published (the paper's method: anatomy none, fusion none; train: normalisation crop). "
+    "Options given explicitly win.")]
 FusionOpt = Annotated[str | None, typer.Option(
     "--fusion", help="labelled (multiply the class probabilities by the class Gaussians of "
     "the labelled slices behind μ_data, which `deepgmm train` stores in the run and `deepgmm "

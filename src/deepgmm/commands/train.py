@@ -125,9 +125,10 @@ def train_command(
         "noise, with the published probabilities.")] = True,
     crop_size: Annotated[int, typer.Option("--crop", help="Square crop size around the "
                                            "ROI.")] = 160,
-    normalisation: Annotated[str, typer.Option(
+    normalisation: Annotated[str | None, typer.Option(
         "--normalisation", help="Z-score each slice and sequence over the crop or over the "
-        "roi (recorded; predict uses it).")] = "crop",
+        "roi (recorded; predict uses it). Default: a resumed run's, else the --mu-data "
+        "file's, else the --recipe's (deepgmm: roi, published: crop).")] = None,
     base_filters: Annotated[int, typer.Option("--base-filters", help="U-Net channels of "
                                               "the first level.")] = 32,
     depth: Annotated[int, typer.Option("--depth", help="U-Net down-sampling steps.")] = 4,
@@ -142,6 +143,7 @@ def train_command(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from "
                                          "its last saved epoch.")] = False,
     progress: ProgressOpt = True,
+    recipe: RecipeOpt = "deepgmm",
 ) -> None:
     """Train one deepG / deepSVG U-Net on the all-class slices of many cases."""
     from deepgmm.data.dataset import load_dataset
@@ -171,6 +173,13 @@ def train_command(
     if resume and not has_checkpoint(run_dir):
         warnings.warn(f"{str(run_dir)!r} holds no checkpoint to resume; training starts "
                       "afresh", stacklevel=2)
+    from deepgmm.fit.checkpoint import read_config
+    from deepgmm.recipe import resolve_normalisation
+
+    normalisation = resolve_normalisation(
+        recipe, normalisation, mu_data,
+        read_config(run_dir).get("normalisation") if resume and has_checkpoint(run_dir)
+        else None)
     seqs = _sequences(sequences)
     ids = patient_list(ctx, train_patients, flag="--train-patients")
     if ids is None:
