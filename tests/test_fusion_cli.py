@@ -62,7 +62,8 @@ def test_predict_fuses_by_default_and_published_does_not(phantom_root, run, tmp_
     # Gaussians: recompute it from the written network map, on each slice's crop
     config = json.loads((run / "config.json").read_text())
     gaussians = ClassGaussians.from_dict(config["class_gaussians"], 4, 3)
-    batch = make_batch(load_dataset(phantom_root, ["102"]), crop_size=(64, 64))
+    batch = make_batch(load_dataset(phantom_root, ["102"]), crop_size=(64, 64),
+                       normalisation=config["normalisation"])  # as predict prepares them
     for b, z in enumerate(batch.slice_indices):
         x0, y0 = (int(v) for v in batch.crop_origins[b])
         crop = (slice(x0, x0 + 64), slice(y0, y0 + 64), int(z))
