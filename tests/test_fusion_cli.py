@@ -56,6 +56,9 @@ def test_predict_fuses_by_default_and_published_does_not(phantom_root, run, tmp_
     assert maps["default"]["<case>_seg.nii.gz"]["labels"] == "anatomy rule lv"
     assert maps["pub"]["<case>_prob.nii.gz"]["labels"] == "as fitted"
     assert maps["pub"]["<case>_seg.nii.gz"]["labels"] == "as fitted"
+    report = (tmp_path / "default" / "report.html").read_text()
+    assert "<code>&lt;case&gt;_prob.nii.gz</code>\nfused with labelled class Gaussians" in report
+    assert "anatomy rule lv" in report
     np.testing.assert_array_equal(published, plain)
     assert not np.allclose(fused, plain, atol=1e-3)
     # the default's map is the fusion of the network's probabilities with the run's class
