@@ -101,3 +101,14 @@ def test_a_run_without_class_order_is_rematched_under_the_rule_it_asked_for(phan
     matched = json.loads((tmp_path / "matched" / "summary.json").read_text())["dice"]
     for name, value in matched.items():
         assert again[name] == pytest.approx(value, abs=1e-9), name
+
+
+def test_an_explicit_rule_without_class_order_warns(phantom_root, tmp_path):
+    common = ["em", phantom_root, "--model", "em-svgmm", "--patients", "101", "--crop", "64",
+              "--matching", "none", "--no-figures", "--no-progress"]
+    res = CliRunner().invoke(app, [str(a) for a in [*common, "--out", tmp_path / "a",
+                                                    "--anatomy", "lv"]])
+    assert res.exit_code == 0, res.output
+    assert "--anatomy lv applies where the class order is known" in res.output
+    res = CliRunner().invoke(app, [str(a) for a in [*common, "--out", tmp_path / "b"]])
+    assert res.exit_code == 0 and "applies where the class order" not in res.output

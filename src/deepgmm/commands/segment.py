@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -168,6 +169,16 @@ def default_min_iter(min_iter: int | None, max_iter: int) -> int:
     return min(FitOptions.min_iter, max_iter) if max_iter >= 0 else FitOptions.min_iter
 
 
+def warn_rule_without_order(anatomy: str | None, ordered: bool, matching: str) -> None:
+    """Warn when ``--anatomy lv`` was asked for but cannot apply: no class order (no μ_data,
+    or lam 0) and no --matching rule, so the label maps are the most likely clusters."""
+    if anatomy == "lv" and not ordered and matching == "none":
+        warnings.warn("--anatomy lv applies where the class order is known (--mu-data, and "
+                      "--lam > 0 for deepg / deepsvg) or a --matching rule assigns the "
+                      "clusters; here the label maps are each pixel's most likely cluster",
+                      stacklevel=2)
+
+
 def em_init(init: str | None, mu_data: Path | None) -> str:
     """``--init``, defaulting to ``mu_data`` when ``--mu-data`` is given, else ``kmeans``."""
     if init is not None:
@@ -218,6 +229,7 @@ def em_command(
     from deepgmm.pipeline import segment_dataset
 
     options_class(model, caller="em", models=EM_MODELS)
+    warn_rule_without_order(anatomy, mu_data is not None, matching)
     options = given(covariance=covariance, init=em_init(init, mu_data), tol=tol,
                     max_iter=max_iter, var_floor=var_floor, n_kmeans_init=n_kmeans_init,
                     gmm_tol=gmm_tol, gmm_max_iter=gmm_max_iter, smoothing=smoothing,
@@ -292,6 +304,7 @@ def fit_command(
     from deepgmm.pipeline import segment_dataset
 
     options_class(model, caller="fit", models=DEEP_MODELS)
+    warn_rule_without_order(anatomy, mu_data is not None and lam > 0, matching)
     options = {"lam": lam, "tol": tol, "min_iter": default_min_iter(min_iter, max_iter),
                "max_iter": max_iter, "lr": lr,
                "weight_decay": weight_decay, "clip_norm": clip_norm_option(clip_norm),
