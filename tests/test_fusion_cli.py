@@ -142,3 +142,24 @@ def test_a_per_case_run_fuses_too(phantom_root, tmp_path):
         roi = batch.roi[b].numpy()
         np.testing.assert_allclose(maps["fused", case][crop].transpose(2, 0, 1)[:, roi],
                                    ref[0].numpy()[:, roi], atol=2e-4)
+
+
+def test_segment_one_case_fuses_with_the_mu_data_file(phantom_root, tmp_path):
+    mu = tmp_path / "mu.json"
+    _run("mu-data", phantom_root, "--out", mu, "--patients", "103", "104", "--crop", "64")
+    gt = nib.load(next(phantom_root.rglob("*_102_gd.nii.gz")))
+    roi = np.isin(np.asarray(gt.dataobj), [200, 500, 1220, 2221]).astype(np.uint8)
+    nib.save(nib.Nifti1Image(roi, gt.affine), tmp_path / "roi.nii.gz")
+    images = [a for s in ("C0", "DE", "T2")
+              for a in ("--image", f"{s}={next(phantom_root.rglob(f'*_102_{s}.*'))}")]
+    labels = {}
+    for name, extra in (("fused", []), ("none", ["--fusion", "none"])):
+        _run("segment", *images, "--roi", tmp_path / "roi.nii.gz", "--model", "em-svgmm",
+             "--mu-data", mu, "--crop", "64", "--no-progress", "--no-figures", "--out",
+             tmp_path / name, *extra)
+        maps = json.loads((tmp_path / name / "summary.json").read_text())["maps"]
+        labels[name] = maps["<case>_prob.nii.gz"]["labels"]
+    assert labels == {"fused": "fused with labelled class Gaussians", "none": "as fitted"}
+    fused, plain = (np.asanyarray(nib.load(str(tmp_path / n / "case_prob.nii.gz")).dataobj)
+                    for n in ("fused", "none"))
+    assert not np.allclose(fused, plain, atol=1e-3)
