@@ -718,6 +718,7 @@ class Summary:
     n_units: int
     precision: str
     latest: str = ""  # when the last of its units finished
+    slice_keys: list[tuple[str, int]] = field(default_factory=list)  # (case, slice) of rows
 
 
 def summarise(config: str, units: Sequence[Unit],
@@ -756,7 +757,8 @@ def summarise(config: str, units: Sequence[Unit],
                    case_3d=case_3d,  # type: ignore[arg-type]
                    train_seconds=float(np.mean([u.meta["train_seconds"] for u in chosen])),
                    n_units=len(chosen), precision="/".join(p for p in precision if p),
-                   latest=max(str(u.meta.get("finished", "")) for u in chosen))
+                   latest=max(str(u.meta.get("finished", "")) for u in chosen),
+                   slice_keys=order)
 
 
 def compare(a: Summary, b: Summary) -> dict[str, Paired]:
@@ -840,6 +842,37 @@ def compare_table(a: Summary, b: Summary, *, markdown: bool = False) -> str:
              f"(Wilcoxon signed-rank)")
     return title + "\n\n" + _table(["class", "mean difference", "patients A > B", "p",
                                     "p < 0.05"], rows, markdown) + "\n"
+
+
+def gap_closed(baseline: Summary, candidate: Summary, reference: Summary,
+               ) -> tuple[int, np.ndarray]:
+    """On the slices all three score: ``(n_slices, (4, K))``, the rows being the baseline's,
+    the candidate's and the reference's mean Dice and the share of the gap between baseline
+    and reference that the candidate closes, ``(c - b) / (r - b)``."""
+    common = set(baseline.slice_keys) & set(candidate.slice_keys) & set(reference.slice_keys)
+    if not common:
+        raise ValueError("the three configurations share no scored slice")
+
+    def mean(s: Summary) -> np.ndarray:
+        rows = [i for i, k in enumerate(s.slice_keys) if k in common]
+        return np.nanmean(s.slice_dice[rows], axis=0)
+
+    b, c, r = mean(baseline), mean(candidate), mean(reference)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = (c - b) / (r - b)
+    return len(common), np.stack([b, c, r, share])
+
+
+def gap_table(baseline: Summary, candidate: Summary, reference: Summary, *,
+              markdown: bool = False) -> str:
+    """:func:`gap_closed` as a table, one column per class."""
+    n, values = gap_closed(baseline, candidate, reference)
+    names = [f"{s.config} ({_status(s)})" for s in (baseline, candidate, reference)]
+    rows = [[name, *(f"{v:.3f}" for v in row)] for name, row in zip(names, values[:3],
+                                                                     strict=True)]
+    rows.append(["share of the gap closed", *(f"{100 * v:.0f} %" for v in values[3])])
+    title = f"On the {n} slices all three score (mean Dice per class)"
+    return title + "\n\n" + _table(["", *CLASS_NAMES], rows, markdown) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -984,6 +1017,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--markdown", type=Path, default=None,
                         help="with --report or --compare: also write the tables as Markdown")
     parser.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None)
+    parser.add_argument("--gap", nargs=3, metavar=("BASELINE", "CANDIDATE", "REFERENCE"),
+                        default=None, help="the share of the gap between BASELINE and "
+                        "REFERENCE that CANDIDATE closes, on the slices all three score")
     parser.add_argument("--n-boot", type=int, default=2000)
     parser.add_argument("--list", action="store_true", help="list the configurations")
     args = parser.parse_args(argv)
@@ -1012,6 +1048,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.markdown:
             write_markdown(args.markdown, compare_table(
                 found[args.compare[0]], found[args.compare[1]], markdown=True))
+        return
+    if args.gap:
+        unknown = [c for c in args.gap if c not in config_names()]
+        if unknown:
+            _fail(f"--gap: unknown configuration(s) {', '.join(unknown)}")
+        found = {s.config: s for s in summaries_from_cache(args.cache, args.gap,
+                                                            args.mu_seed, args.root)}
+        missing = [c for c in args.gap if c not in found]
+        if missing:
+            _fail(f"--gap: nothing cached for {', '.join(missing)} in {args.cache}")
+        chosen = [found[c] for c in args.gap]
+        print(gap_table(*chosen))
+        if args.markdown:
+            write_markdown(args.markdown, gap_table(*chosen, markdown=True))
         return
     if args.report:
         if not args.cache.is_dir():

@@ -341,3 +341,25 @@ def test_a_fuse_name_fuses_with_the_training_folds_class_gaussians(tmp_path, pha
         fuse_probabilities(stored, test.image, test.roi, gaussians).numpy(),
         test.roi.numpy(), test.spacing)
     np.testing.assert_array_equal(fused.pred, expected)
+
+
+def test_gap_closed_on_the_common_slices_by_hand() -> None:
+    def summary(name: str, keys: list, dice: list) -> object:
+        d = np.asarray(dice, dtype=float)
+        return cvq.Summary(config=name, seeds=[0], partial=False, n_slices=len(keys),
+                           slice_dice=d, patients=np.array([k[0] for k in keys]),
+                           seed_means=d.mean(axis=0, keepdims=True), case_3d={},
+                           train_seconds=0.0, n_units=1, precision="fp32",
+                           slice_keys=keys)
+
+    keys = [("101", 0), ("101", 1), ("102", 0)]
+    base = summary("b", keys, [[0.5] * 4, [0.7] * 4, [0.0] * 4])
+    cand = summary("c", keys, [[0.6] * 4, [0.8] * 4, [1.0] * 4])
+    ref = summary("r", keys[:2], [[0.9] * 4, [0.9] * 4])  # only the first two slices
+    n, values = cvq.gap_closed(base, cand, ref)
+    assert n == 2  # slice ("102", 0) is not scored by the reference
+    # baseline 0.6, candidate 0.7, reference 0.9: a third of the gap closed
+    np.testing.assert_allclose(values, [[0.6] * 4, [0.7] * 4, [0.9] * 4, [1 / 3] * 4])
+    assert "33 %" in cvq.gap_table(base, cand, ref)
+    with pytest.raises(ValueError, match="no scored slice"):
+        cvq.gap_closed(base, cand, summary("x", [("109", 3)], [[1.0] * 4]))
