@@ -443,6 +443,9 @@ def segment_command(
                     channels_last=channels_last, covariance=covariance, init=init,
                     var_floor=var_floor, n_kmeans_init=n_kmeans_init, gmm_tol=gmm_tol,
                     gmm_max_iter=gmm_max_iter, smoothing=smoothing, seed=seed, device=device)
+    warn_rule_without_order(
+        anatomy, mu_data is not None and (model.startswith("em-") or (lam or 0.0) > 0),
+        matching or ("hungarian" if labels is not None else "none"))
     if "clip_norm" in options:
         options["clip_norm"] = clip_norm_option(options["clip_norm"])
     cluster = cluster_options(workers, scheduler, resources, threads, resume)
