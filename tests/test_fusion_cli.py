@@ -130,6 +130,9 @@ def test_a_per_case_run_fuses_too(phantom_root, tmp_path):
               "64", "--matching", "none", "--no-figures", "--no-progress", "--resume"]
     _run("em", phantom_root, "--out", tmp_path / "fused", *common)
     _run("em", phantom_root, "--out", tmp_path / "none", *common, "--fusion", "none")
+    summary = json.loads((tmp_path / "fused" / "summary.json").read_text())
+    assert summary["maps"]["<case>_prob.nii.gz"]["labels"] == (
+        "fused with labelled class Gaussians")
     gaussians = read_class_gaussians(mu, 3)
     batch = make_batch(load_dataset(phantom_root, ["101", "102"]), crop_size=(64, 64))
     maps = {(d, c): np.asanyarray(nib.load(str(tmp_path / d / f"{c}_prob.nii.gz")).dataobj)
@@ -143,6 +146,15 @@ def test_a_per_case_run_fuses_too(phantom_root, tmp_path):
         np.testing.assert_allclose(maps["fused", case][crop].transpose(2, 0, 1)[:, roi],
                                    ref[0].numpy()[:, roi], atol=2e-4)
 
+    # a μ_data file without class Gaussians: nothing fused, and the records say so
+    doc = json.loads(mu.read_text())
+    del doc["class_gaussians"]
+    mu.write_text(json.dumps(doc))
+    _run("em", phantom_root, "--out", tmp_path / "older", *common)
+    older = json.loads((tmp_path / "older" / "summary.json").read_text())
+    assert older["maps"]["<case>_prob.nii.gz"]["labels"] == "as fitted"
+    assert json.loads((tmp_path / "older" / "run.json").read_text())["resolved"][
+        "fusion"] == "none"
 
 def test_segment_one_case_fuses_with_the_mu_data_file(phantom_root, tmp_path):
     mu = tmp_path / "mu.json"

@@ -177,6 +177,23 @@ def _input_paths(*values: object) -> list[Path]:
     return [Path(v) for v in values if isinstance(v, str | os.PathLike)]
 
 
+def fusion_applied(fusion: str, mu_data: object, model: str,
+                   options: Mapping[str, Any]) -> str:
+    """``"labelled"`` when ``fusion`` asks for it, μ_data fixes the class order
+    (:func:`fixes_class_order`) and the μ_data file carries class Gaussians; else
+    ``"none"``: what :func:`fuse_labelled` will do, known before any fit (for records)."""
+    import json
+
+    if fusion == "none" or not isinstance(mu_data, str | os.PathLike) \
+            or not fixes_class_order(model, mu_data, options):
+        return "none"
+    try:
+        doc = json.loads(Path(mu_data).read_text())
+    except (OSError, ValueError):
+        return "none"  # load_mu_data reports an unreadable file
+    return "labelled" if isinstance(doc, dict) and doc.get("class_gaussians") else "none"
+
+
 def fuse_labelled(result: SegmentationResult, batch: SliceBatch, mu_data: object,
                   fusion: str, class_identity: bool) -> tuple[SegmentationResult, str]:
     """``(result, applied)``: ``result``'s probabilities fused with the class Gaussians of

@@ -198,3 +198,17 @@ def test_fusion_without_labelled_gaussians_warns_and_keeps_the_network(
     with pytest.warns(UserWarning, match="stores no class Gaussians"):
         fused = predict(run, batch, device="cpu", fusion="labelled")
     assert torch.equal(fused.responsibilities, plain.responsibilities)
+
+
+def test_fusion_is_refused_for_a_run_without_class_order(batch: SliceBatch,
+                                                          tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train_network(batch, model="deepg", lam=0.0, epochs=1, min_epochs=1, seed=0, depth=2,
+                  base_filters=4, device="cpu", progress=False, run_dir=run, augment=False)
+    import json
+
+    assert json.loads((run / "config.json").read_text())["class_gaussians"] is not None
+    plain = predict(run, batch, device="cpu")
+    with pytest.warns(UserWarning, match="lam 0"):
+        fused = predict(run, batch, device="cpu", fusion="labelled")
+    assert torch.equal(fused.responsibilities, plain.responsibilities)

@@ -175,7 +175,7 @@ def segment_cohort(root: PathLike, out: PathLike, *, model: str = "deepsvg",
     Returns:
         The merged summary and every case's outcome.
     """
-    from deepgmm.pipeline import _check_run
+    from deepgmm.pipeline import _check_run, fusion_applied
     from deepgmm.report.naming import map_names
     from deepgmm.report.outputs import check_output_dir
     from deepgmm.roi.source import parse_roi_option
@@ -186,6 +186,7 @@ def segment_cohort(root: PathLike, out: PathLike, *, model: str = "deepsvg",
     opts = _check_run(model, options, mu_data, caller="segment_cohort", selection=selection,
                       normalisation=normalisation, matching=matching, roi=roi,
                       roi_run=roi_run, anatomy=anatomy, fusion=fusion)
+    applied = fusion_applied(fusion, mu_data, model, opts.as_dict())
     cluster.check()
     map_names(naming)
     source = parse_roi_option(roi, roi_run)
@@ -198,13 +199,13 @@ def segment_cohort(root: PathLike, out: PathLike, *, model: str = "deepsvg",
                          "normalisation": normalisation, "mu_data": _absolute(mu_data),
                          "matching": matching, "roi": roi_value,
                          "roi_run": _absolute(roi_run), "naming": naming,
-                         "anatomy": anatomy, "fusion": fusion, "figures": figures,
+                         "anatomy": anatomy, "fusion": applied, "figures": figures,
                          **opts.as_dict()})
     jobs = [CaseJob(case_id=c, out=str(Path(out).resolve()), source=load,
                     selection=selection, crop_size=crop_size, normalisation=normalisation,
                     method=model, options=_method_values(opts), mu_data=_absolute(mu_data),
                     matching=matching, figures=figures, naming=naming, anatomy=anatomy,
-                    fusion=fusion, record=record, threads=cluster.threads) for c in ids]
+                    fusion=applied, record=record, threads=cluster.threads) for c in ids]
     return run_cohort(out, jobs, cluster, matching=matching, naming=naming,
                       roi_source=source.as_dict(),
                       run_options={**record, "root": root, "patients": patients},
@@ -225,6 +226,7 @@ def predict_cohort(runs: Sequence[PathLike], root: PathLike, out: PathLike, *,
     """
     from deepgmm.fit.checkpoint import read_config
     from deepgmm.fit.ensemble import check_ensemble
+    from deepgmm.fit.predict import fusion_applies
     from deepgmm.options import PredictOptions
     from deepgmm.report.naming import map_names
     from deepgmm.report.outputs import check_output_dir
@@ -248,6 +250,7 @@ def predict_cohort(runs: Sequence[PathLike], root: PathLike, out: PathLike, *,
         "crop_size": crop_size, "normalisation": config["normalisation"], "roi": roi_value,
         "roi_run": _absolute(roi_run), "naming": naming, "figures": figures,
         "anatomy": anatomy, **predict_options,
+        "fusion": predict_options["fusion"] if fusion_applies(configs) else "none",
         "precision": predict_options.get("precision") or config.get("precision")})
     load = {"kind": "dataset", "root": _absolute(root), "roi": roi_value,
             "roi_run": _absolute(roi_run), "sequences": list(sequences)}
@@ -276,7 +279,7 @@ def segment_case_cohort(images: Mapping[str, PathLike], roi: PathLike, out: Path
                         **options: Any) -> CohortRun:
     """:func:`deepgmm.pipeline.segment_case` as a per-case job (e.g. to run it on a GPU
     worker of a cluster with ``resources={"GPU": 1}``)."""
-    from deepgmm.pipeline import _check_run
+    from deepgmm.pipeline import _check_run, fusion_applied
     from deepgmm.report.naming import map_names
     from deepgmm.report.outputs import check_output_dir
 
@@ -286,6 +289,7 @@ def segment_case_cohort(images: Mapping[str, PathLike], roi: PathLike, out: Path
     opts = _check_run(model, options, mu_data, caller="segment_case", selection=selection,
                       normalisation=normalisation, matching=matching, anatomy=anatomy,
                       fusion=fusion)
+    applied = fusion_applied(fusion, mu_data, model, opts.as_dict())
     if matching != "none" and labels is None:
         raise InputError(f"matching {matching!r} needs ground truth: give labels, or use "
                          "matching 'none'", params=("matching", "labels"))
@@ -300,13 +304,13 @@ def segment_case_cohort(images: Mapping[str, PathLike], roi: PathLike, out: Path
     record = json_value({"model": model, **load, "case_id": case_id, "selection": selection,
                          "crop_size": crop_size, "normalisation": normalisation,
                          "mu_data": _absolute(mu_data), "matching": matching,
-                         "naming": naming, "anatomy": anatomy, "fusion": fusion,
+                         "naming": naming, "anatomy": anatomy, "fusion": applied,
                          "figures": figures, **opts.as_dict()})
     job = CaseJob(case_id=str(case_id), out=str(Path(out).resolve()), source=load,
                   selection=selection, crop_size=crop_size, normalisation=normalisation,
                   method=model, options=_method_values(opts), mu_data=_absolute(mu_data),
                   matching=matching, figures=figures, naming=naming, anatomy=anatomy,
-                  fusion=fusion, record=record, threads=cluster.threads)
+                  fusion=applied, record=record, threads=cluster.threads)
     return run_cohort(out, [job], cluster, matching=matching, naming=naming,
                       roi_source={"roi": "file", "roi_path": str(roi), "roi_skipped": []},
                       run_options=record, progress=progress, anatomy=anatomy)

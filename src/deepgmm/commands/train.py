@@ -270,6 +270,7 @@ def predict_command(
     from deepgmm.data.slices import make_batch
     from deepgmm.fit.checkpoint import read_config
     from deepgmm.fit.ensemble import check_ensemble, predict_ensemble
+    from deepgmm.fit.predict import fusion_applies
     from deepgmm.options import PredictOptions
     from deepgmm.output_paths import check_output_folder
     from deepgmm.report.naming import map_names
@@ -328,9 +329,8 @@ def predict_command(
                                  run_options={
                                      "runs": runs, "ids": ids, "crop_size": config["crop_size"],
                                      "anatomy": rule,
-                                     "fusion": options.fusion if all(
-                                         c.get("class_gaussians") for c in configs)
-                                     else "none",
+                                     "fusion": options.fusion
+                                     if fusion_applies(configs) else "none",
                                      "normalisation": config["normalisation"],
                                      "precision": precision or config.get("precision"),
                                      "training_seed": config.get("seed"),

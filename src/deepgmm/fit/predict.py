@@ -166,6 +166,13 @@ def predict(run_dir: str | os.PathLike[str], batch: SliceBatch, *, refine: int =
     return fuse_result(result, batch, [config], [run_dir], fusion)
 
 
+def fusion_applies(configs: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the runs of ``configs`` can be fused: each stores class Gaussians and has
+    its class order fixed by μ_data (``lam > 0``); otherwise channel k need not be class k."""
+    return all(c.get("class_gaussians") and c.get("mu_data") is not None
+               and float(c.get("lam", 0.0)) > 0 for c in configs)
+
+
 def fuse_result(result: SegmentationResult, batch: SliceBatch,
                 configs: Sequence[Mapping[str, Any]], runs: Sequence[Any],
                 fusion: str) -> SegmentationResult:
@@ -189,6 +196,11 @@ def fuse_result(result: SegmentationResult, batch: SliceBatch,
         warnings.warn(f"run {missing[0]!r} stores no class Gaussians of labelled slices "
                       "(trained without ground truth, or before they were stored): its "
                       "probabilities are not fused", stacklevel=3)
+        return result
+    if not fusion_applies(configs):
+        warnings.warn("a run was trained without μ_data (lam 0), so its channels are "
+                      "clusters in no fixed order: its probabilities are not fused",
+                      stacklevel=3)
         return result
     k, m = int(result.responsibilities.shape[1]), len(batch.sequences)
     models = [ClassGaussians.from_dict(c["class_gaussians"], k, m) for c in configs]
