@@ -870,7 +870,7 @@ def gap_table(baseline: Summary, candidate: Summary, reference: Summary, *,
     names = [f"{s.config} ({_status(s)})" for s in (baseline, candidate, reference)]
     rows = [[name, *(f"{v:.3f}" for v in row)] for name, row in zip(names, values[:3],
                                                                      strict=True)]
-    rows.append(["share of the gap closed", *(f"{100 * v:.0f} %" for v in values[3])])
+    rows.append(["share of the gap closed", *(f"{100 * v:.1f} %" for v in values[3])])
     title = f"On the {n} slices all three score (mean Dice per class)"
     return title + "\n\n" + _table(["", *CLASS_NAMES], rows, markdown) + "\n"
 

@@ -360,6 +360,6 @@ def test_gap_closed_on_the_common_slices_by_hand() -> None:
     assert n == 2  # slice ("102", 0) is not scored by the reference
     # baseline 0.6, candidate 0.7, reference 0.9: a third of the gap closed
     np.testing.assert_allclose(values, [[0.6] * 4, [0.7] * 4, [0.9] * 4, [1 / 3] * 4])
-    assert "33 %" in cvq.gap_table(base, cand, ref)
+    assert "33.3 %" in cvq.gap_table(base, cand, ref)
     with pytest.raises(ValueError, match="no scored slice"):
         cvq.gap_closed(base, cand, summary("x", [("109", 3)], [[1.0] * 4]))
