@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from deepgmm.data.mu_data import compute_mu_data, draw_slices
+from deepgmm.data.mu_data import compute_mu_data, draw_slices, drawn_class_masks
 from deepgmm.errors import InputError
 from deepgmm.mixture.likelihood import DEFAULT_VAR_FLOOR
-from deepgmm.types import CLASS_NAMES, SliceBatch
+from deepgmm.types import SliceBatch
 
 
 @dataclass(frozen=True)
@@ -100,13 +100,8 @@ def compute_class_prior(batch: SliceBatch, n_slices: int = 10, seed: int = 42, *
         InputError: no labels, ``n_slices < 1``, or a class absent from every drawn slice.
     """
     means = compute_mu_data(batch, n_slices=n_slices, seed=seed)  # checks labels, classes
-    chosen = draw_slices(len(batch), n_slices, seed)
-    image = batch.image[chosen].double().numpy()  # (S, M, H, W)
-    labels = batch.labels[chosen].numpy()  # type: ignore[union-attr]  # (S, H, W)
-    roi = batch.roi[chosen].numpy().astype(bool)  # (S, H, W)
-    k = len(CLASS_NAMES)
-    onehot = ((labels[:, None] == np.arange(1, k + 1)[None, :, None, None])
-              & roi[:, None]).astype(np.float64)  # (S, K, H, W)
+    image, onehot = drawn_class_masks(batch, n_slices, seed)  # (S, M, H, W), (S, K, H, W)
+    roi = batch.roi[draw_slices(len(batch), n_slices, seed)].numpy()  # (S, H, W)
     counts = onehot.sum(axis=(2, 3))  # (S, K)
     safe = np.maximum(counts, 1.0)[..., None]  # (S, K, 1)
     first = np.einsum("skhw,smhw->skm", onehot, image) / safe  # (S, K, M)

@@ -85,6 +85,21 @@ def draw_slices(n_total: int, n_slices: int = 10, seed: int = 42) -> np.ndarray:
                                                       replace=False))
 
 
+def drawn_class_masks(batch: SliceBatch, n_slices: int = 10, seed: int = 42,
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """The slices of μ_data's draw (:func:`draw_slices`): their image ``(S, M, H, W)`` and
+    the one-hot ``(S, K, H, W)`` of their labelled ROI pixels, both float64 (for the
+    statistics beyond the means: :mod:`deepgmm.data.class_prior`,
+    :mod:`deepgmm.mixture.fusion`). The batch must have labels."""
+    chosen = draw_slices(len(batch), n_slices, seed)
+    image = batch.image[chosen].double().numpy()
+    labels = batch.labels[chosen].numpy()  # type: ignore[union-attr]
+    roi = batch.roi[chosen].numpy().astype(bool)
+    onehot = ((labels[:, None] == np.arange(1, len(CLASS_NAMES) + 1)[None, :, None, None])
+              & roi[:, None]).astype(np.float64)
+    return image, onehot
+
+
 def compute_mu_data(batch: SliceBatch, n_slices: int = 10, seed: int = 42) -> np.ndarray:
     """Class-wise mean normalised intensity over ``n_slices`` random labelled slices.
 

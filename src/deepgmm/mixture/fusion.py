@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from deepgmm.data.mu_data import compute_mu_data, draw_slices
+from deepgmm.data.mu_data import compute_mu_data, drawn_class_masks
 from deepgmm.errors import InputError
 from deepgmm.mixture.gaussian import log_gaussian_full
 from deepgmm.types import CLASS_NAMES, SliceBatch
@@ -119,18 +119,13 @@ def fit_class_gaussians(batch: SliceBatch, n_slices: int = 10, seed: int = 42, *
             a class with fewer pixels than sequences + 1 (no covariance).
     """
     compute_mu_data(batch, n_slices=n_slices, seed=seed)  # checks labels and classes
-    chosen = draw_slices(len(batch), n_slices, seed)
-    image = batch.image[chosen].double().numpy()  # (S, M, H, W)
-    labels = batch.labels[chosen].numpy()  # type: ignore[union-attr]  # (S, H, W)
-    roi = batch.roi[chosen].numpy().astype(bool)
-    k, m = len(CLASS_NAMES), image.shape[1]
-    onehot = ((labels[:, None] == np.arange(1, k + 1)[None, :, None, None])
-              & roi[:, None]).astype(np.float64)  # (S, K, H, W)
+    image, onehot = drawn_class_masks(batch, n_slices, seed)  # (S, M, H, W), (S, K, H, W)
+    m = image.shape[1]
     counts = onehot.sum(axis=(0, 2, 3))  # (K,)
     if (counts < m + 1).any():
         few = [CLASS_NAMES[i] for i in np.flatnonzero(counts < m + 1)]
         raise InputError(f"class Gaussians need at least {m + 1} labelled pixels per class; "
-                         f"{', '.join(few)} have fewer in the {len(chosen)} drawn slices")
+                         f"{', '.join(few)} have fewer in the {len(image)} drawn slices")
     means = np.einsum("skhw,smhw->km", onehot, image) / counts[:, None]  # (K, M)
     second = np.einsum("skhw,smhw,sphw->kmp", onehot, image, image) / counts[:, None, None]
     cov = second - np.einsum("km,kp->kmp", means, means) + ridge * np.eye(m)[None]
