@@ -20,7 +20,8 @@ Per fold of ``benchmarks/cv_quality.py``'s 5 folds by patient (``FOLDS``):
   the LV anatomy rule of :mod:`deepgmm.anatomy` (the package's default) instead of each
   pixel's most likely class; ``<method>+fuse+lv``: the probabilities first fused with the
   class Gaussians of the training fold's μ_data slices (:mod:`deepgmm.mixture.fusion`, the
-  default of ``deepgmm predict``);
+  default of ``deepgmm predict``); ``<method>+fuse+lv-dice``: fused, and the wall labelled
+  for the largest expected Dice (:mod:`deepgmm.decision`, the default rule ``lv-dice``);
 - score: per case, the 3-D Dice of scar and of edema ∪ scar (the challenge's two figures)
   between the predicted label volume (zero outside the segmented region and on slices not
   segmented) and the ground truth over every slice of the case; mean ± sd over cases.
@@ -89,6 +90,10 @@ for _base in list(METHODS):  # <method>+lv: the same fits, label maps under the 
                                    "Gaussians of the training fold's μ_data slices "
                                    "(deepgmm.mixture.fusion), label maps under the LV "
                                    "anatomy rule")
+    METHODS[f"{_base}+fuse+lv-dice"] = (f"{METHODS[_base]}; fused, label maps under the LV "
+                                        "anatomy rule with the wall labelled for the "
+                                        "largest expected Dice (deepgmm.decision; the "
+                                        "package's default)")
 ROIS: tuple[str, ...] = ("auto", "gt")
 EM_SMOOTHING = 4.0
 DEFAULT_ROI_RUNS = Path("/work/roi-runs/e40")
@@ -121,7 +126,8 @@ def predicted_volumes(batch: SliceBatch, probs: np.ndarray,
         probs: ``(B, K, H, W)`` class probabilities, component k read as class k + 1.
         shapes: case id -> ``(X, Y, Z)`` of every case to score (cases without a segmented
             slice get an all-background volume).
-        anatomy: ``"none"`` (most likely class) or ``"lv"`` (:mod:`deepgmm.anatomy`).
+        anatomy: ``"none"`` (most likely class), ``"lv"`` or ``"lv-dice"``
+            (:mod:`deepgmm.anatomy`).
 
     Returns:
         case id -> ``(X, Y, Z)`` uint8 class indices (0 outside the ROI and on slices not
@@ -422,8 +428,8 @@ def run_study(args: argparse.Namespace) -> None:
                     probs = segment(base, batch, mu, seed, network, args.device)
                     if "fuse" in steps:
                         probs = fuse(probs, batch, train, mu_seed)
-                    pred = predicted_volumes(batch, probs, shapes,
-                                             anatomy="lv" if "lv" in steps else "none")
+                    anatomy = next((r for r in ("lv", "lv-dice") if r in steps), "none")
+                    pred = predicted_volumes(batch, probs, shapes, anatomy=anatomy)
                 scores = {c: case_scores(pred[c], volumes[c].labels) for c in test_ids}
             except Exception:  # one failed unit must not stop the study; it is not cached
                 failed.append(key)

@@ -12,7 +12,10 @@ seed=mu_seed)`` on the training batch normalised as the configuration's slices a
 Configurations are the named entries of ``REGISTRY``; a new lever is a new entry. A name
 ``<entry>+lv`` is the entry's cached class probabilities labelled under the LV anatomy rule
 (:mod:`deepgmm.anatomy`: one convex blood pool, the wall classes smoothed over 2 mm) instead
-of the most likely class: no training of its own, the same units. Each
+of the most likely class: no training of its own, the same units; ``+lv-dice`` labels that
+wall for the largest expected Dice (:mod:`deepgmm.decision`), ``+fuse`` first fuses the
+probabilities with the fold's labelled class Gaussians, ``+fuse+lv`` / ``+fuse+lv-dice``
+both. Each
 finished (configuration, fold, seed) unit is cached under ``--cache`` (class probabilities
 and label maps as compressed ``.npz``, timing and settings as ``.json``, both written
 atomically); a re-run skips finished units, ``--report`` prints the tables from the cache
@@ -512,10 +515,12 @@ class Unit:
     meta: dict[str, Any]
 
 
-LABEL_RULES = ("lv", "fuse", "fuse+lv")
+LABEL_RULES = ("lv", "lv-dice", "fuse", "fuse+lv", "fuse+lv-dice")
 """Suffixes ``+<rule>`` of a configuration name: its cached units' class probabilities
 fused with the training fold's labelled class Gaussians (``fuse``,
-:mod:`deepgmm.mixture.fusion`) and / or labelled under the LV anatomy rule (``lv``)."""
+:mod:`deepgmm.mixture.fusion`) and / or labelled under an LV anatomy rule (``lv``: the most
+likely wall class; ``lv-dice``: the wall labelled for the largest expected Dice,
+:mod:`deepgmm.decision`)."""
 
 
 def split_config(name: str) -> tuple[str, str]:
@@ -545,10 +550,11 @@ def load_units(cache: Path, config: str, mu_seed: int | None = None,
                root: Path | None = None) -> list[Unit]:
     """Every cached unit of ``config`` whose μ_data seed follows the rule of ``mu_seed``; a
     ``+lv`` name relabels its entry's units under the anatomy rule (spacing from the unit,
-    or from the headers under ``root`` for older units); a ``+fuse`` name first fuses the
+    or from the headers under ``root`` for older units; ``+lv-dice`` likewise under the
+    rule ``lv-dice``); a ``+fuse`` name first fuses the
     unit's probabilities with the class Gaussians of the fold's μ_data slices (the
     training batch of that fold and normalisation, the unit's μ_data draw)."""
-    from deepgmm.anatomy import anatomical_labels
+    from deepgmm.anatomy import apply_anatomy
 
     base, rule = split_config(config)
     steps = set(rule.split("+"))
@@ -567,13 +573,14 @@ def load_units(cache: Path, config: str, mu_seed: int | None = None,
                 probs = fuser.fuse(probs, fold, mu, str(meta.get("normalise", "crop")),
                                    truth)
                 pred = np.where(data["roi"], probs.argmax(axis=1) + 1, 0).astype(np.int64)
-            if "lv" in steps:
+            anatomy = next((r for r in ("lv", "lv-dice") if r in steps), None)
+            if anatomy is not None:
                 if "spacing" in data:
                     spacing = data["spacing"]
                 else:
                     spacing_of = spacing_of or case_spacing(root or DEFAULT_ROOT)
                     spacing = np.stack([spacing_of[str(c)] for c in data["case_ids"]])
-                pred = anatomical_labels(probs, data["roi"], spacing)
+                pred = apply_anatomy(anatomy, probs, data["roi"], spacing)
             units.append(Unit(fold=fold, seed=seed, case_ids=data["case_ids"].astype(str),
                               slices=data["slices"], pred=pred, truth=truth,
                               dice=dice_per_class(pred, truth), meta=meta))
@@ -998,8 +1005,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--configs", nargs="+", choices=config_names(),
                         default=None, metavar="CONFIG",
-                        help="entries of --list, or <entry>+lv (its units under the LV "
-                             "anatomy rule; no training of its own)")
+                        help="entries of --list, or <entry>+<rule> with a rule of "
+                             f"{', '.join(LABEL_RULES)} (its units fused and / or under an "
+                             "LV anatomy rule; no training of its own)")
     parser.add_argument("--folds", nargs="+", type=int, choices=sorted(FOLDS),
                         default=sorted(FOLDS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -1031,13 +1039,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         for name, method in REGISTRY.items():
             print(f"{name:<18} {method.description}")
         print("<entry>+lv         the entry's units labelled under the LV anatomy rule "
-              "(deepgmm.anatomy)")
+              "(deepgmm.anatomy); +lv-dice: the wall for the largest expected Dice "
+              "(deepgmm.decision); +fuse, +fuse+lv, +fuse+lv-dice: fused first")
         return
     if args.compare:
         unknown = [c for c in args.compare if c not in config_names()]
         if unknown:
             _fail(f"--compare: unknown configuration(s) {', '.join(unknown)}; expected some "
-                  f"of {', '.join(REGISTRY)} (or <entry>+lv)")
+                  f"of {', '.join(REGISTRY)} (or <entry>+<rule>)")
         found = {s.config: s for s in summaries_from_cache(args.cache, args.compare,
                                                             args.mu_seed, args.root)}
         missing = [c for c in args.compare if c not in found]

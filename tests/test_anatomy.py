@@ -150,7 +150,7 @@ def test_bad_arguments_are_refused():
         anatomical_labels(probs, roi[None], wall_sigma_mm=-1)
     with pytest.raises(InputError, match="spacing"):
         anatomical_labels(probs, roi[None], np.array([[0.0, 1.0]]))
-    with pytest.raises(InputError, match="anatomy must be one of lv, none"):
+    with pytest.raises(InputError, match="anatomy must be one of lv-dice, lv, none"):
         apply_anatomy("heart", probs, roi[None])
 
 

@@ -43,29 +43,32 @@ def _maps(out: Path, case: str) -> tuple[np.ndarray, np.ndarray]:
     return seg, prob
 
 
-def test_default_maps_follow_the_lv_rule_and_published_the_argmax(phantom_root, mu,
-                                                                  tmp_path):
-    # --fusion none: the same probabilities under both recipes, so only the rule differs
-    lv = _em(phantom_root, tmp_path / "lv", mu, "--fusion", "none")
-    published = _em(phantom_root, tmp_path / "pub", mu, "--recipe", "published")
-    assert lv["anatomy"] == lv["anatomy_own_maps"] == "lv"
-    assert published["anatomy"] == published["anatomy_own_maps"] == "none"
-    assert lv["class_order"] == published["class_order"] == "mu_data"
+def test_default_maps_follow_the_lv_dice_rule_and_published_the_argmax(phantom_root, mu,
+                                                                       tmp_path):
+    # --fusion none: the same probabilities under every rule, so only the rule differs
+    runs = {"lv-dice": _em(phantom_root, tmp_path / "lv-dice", mu, "--fusion", "none"),
+            "lv": _em(phantom_root, tmp_path / "lv", mu, "--fusion", "none", "--anatomy", "lv"),
+            "none": _em(phantom_root, tmp_path / "none", mu, "--recipe", "published")}
+    for rule, summary in runs.items():
+        assert summary["anatomy"] == summary["anatomy_own_maps"] == rule
+        assert summary["class_order"] == "mu_data"
     zooms = nib.load(str(tmp_path / "lv" / "101_seg.nii.gz")).header.get_zooms()[:2]
-    changed = 0
+    changed = dict.fromkeys(("lv-dice", "lv"), 0)
     for case in ("101", "102"):
-        seg_lv, prob_lv = _maps(tmp_path / "lv", case)
-        seg_pub, prob_pub = _maps(tmp_path / "pub", case)
-        np.testing.assert_array_equal(prob_lv, prob_pub)  # the probabilities as fitted
+        seg_pub, prob_pub = _maps(tmp_path / "none", case)
         inside = prob_pub.sum(axis=-1) > 0                 # (X, Y, Z) segmented pixels
         np.testing.assert_array_equal(seg_pub, np.where(
             inside, CLASS_CODES[prob_pub.argmax(axis=-1) + 1], 0))
-        for z in np.nonzero(inside.any(axis=(0, 1)))[0]:
-            expected = anatomical_labels(np.moveaxis(prob_lv[:, :, z], -1, 0)[None],
-                                         inside[None, :, :, z], np.array([zooms]))[0]
-            np.testing.assert_array_equal(seg_lv[:, :, z], CLASS_CODES[expected])
-            changed += int((seg_lv[:, :, z] != seg_pub[:, :, z]).sum())
-    assert changed > 0  # the rule did something on these slices
+        for rule, decision in (("lv-dice", "dice"), ("lv", "argmax")):
+            seg, prob = _maps(tmp_path / rule, case)
+            np.testing.assert_array_equal(prob, prob_pub)  # the probabilities as fitted
+            for z in np.nonzero(inside.any(axis=(0, 1)))[0]:
+                expected = anatomical_labels(np.moveaxis(prob[:, :, z], -1, 0)[None],
+                                             inside[None, :, :, z], np.array([zooms]),
+                                             wall_decision=decision)[0]
+                np.testing.assert_array_equal(seg[:, :, z], CLASS_CODES[expected])
+                changed[rule] += int((seg[:, :, z] != seg_pub[:, :, z]).sum())
+    assert changed["lv"] > 0 and changed["lv-dice"] > 0  # the rules did something
 
 
 def test_evaluate_rematches_under_the_runs_rule(phantom_root, mu, tmp_path):
@@ -73,7 +76,7 @@ def test_evaluate_rematches_under_the_runs_rule(phantom_root, mu, tmp_path):
     _run("em", phantom_root, "--out", out, "--model", "em-gmm", "--patients", "101", "102",
          "--crop", "64", "--matching", "hungarian", "--no-figures", "--no-progress")
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["anatomy"] == "lv"
+    assert summary["anatomy"] == "lv-dice"
     res = CliRunner().invoke(app, ["evaluate", str(phantom_root), "--out", str(out), "--matching",
                                    "hungarian"])
     assert res.exit_code == 0, res.output
@@ -93,7 +96,7 @@ def test_a_run_without_class_order_is_rematched_under_the_rule_it_asked_for(phan
     _run("em", phantom_root, "--out", tmp_path / "matched", "--matching", "hungarian", *common)
     _run("em", phantom_root, "--out", tmp_path / "clusters", "--matching", "none", *common)
     clusters = json.loads((tmp_path / "clusters" / "summary.json").read_text())
-    assert clusters["anatomy"] == "lv" and clusters["anatomy_own_maps"] == "none"
+    assert clusters["anatomy"] == "lv-dice" and clusters["anatomy_own_maps"] == "none"
     res = CliRunner().invoke(app, ["evaluate", str(phantom_root), "--out",
                                    str(tmp_path / "clusters"), "--matching", "hungarian"])
     assert res.exit_code == 0, res.output

@@ -396,7 +396,7 @@ def test_the_merge_computes_and_writes_nothing_twice(tiny_root: Path, serial_em:
         roi_source={k: summary[k] for k in ("roi", "roi_path", "roi_skipped")},
         run_options=record["resolved"], summary_extra={"failed_cases": []},
         anatomy=summary["anatomy"])
-    assert summary["anatomy"] == "lv"  # the default rule, recorded and applied alike
+    assert summary["anatomy"] == "lv-dice"  # the default rule, recorded and applied alike
     assert calls.count("hd95_per_class") == 1 and calls.count("save_nifti") == 12
     _same_outputs(out, fresh)
     sidecars = sorted(p.name for p in fresh.iterdir()

@@ -53,7 +53,7 @@ def test_predict_fuses_by_default_and_published_does_not(phantom_root, run, tmp_
             for d in ("default", "pub")}
     assert maps["default"]["<case>_prob.nii.gz"]["labels"] == (
         "fused with labelled class Gaussians")
-    assert maps["default"]["<case>_seg.nii.gz"]["labels"] == "anatomy rule lv"
+    assert maps["default"]["<case>_seg.nii.gz"]["labels"] == "anatomy rule lv-dice"
     assert maps["pub"]["<case>_prob.nii.gz"]["labels"] == "as fitted"
     assert maps["pub"]["<case>_seg.nii.gz"]["labels"] == "as fitted"
     report = (tmp_path / "default" / "report.html").read_text()

@@ -13,10 +13,14 @@ wall, and edema and scar lie in the wall (MyoPS labels papillary muscles as bloo
 2. everything else in the ROI is wall: blood not connected to the pool (e.g. bright scar in
    LGE separated from the cavity by healthy wall) is relabelled as its most likely wall
    class; scar labelled blood that touches the cavity stays blood;
-3. inside the wall, each pixel takes the wall class (myocardium, edema, scar) whose
-   probability is largest after Gaussian smoothing with ``wall_sigma_mm`` (the probability
-   maps restricted to the ROI, smoothed in plane, in millimetres so that grids of any
-   spacing are treated alike): isolated pixels follow their neighbourhood.
+3. inside the wall, the wall classes' (myocardium, edema, scar) probabilities are smoothed
+   with a Gaussian of ``wall_sigma_mm`` (the probability maps restricted to the ROI,
+   smoothed in plane, in millimetres so that grids of any spacing are treated alike), so
+   that isolated pixels follow their neighbourhood; rule ``lv`` gives each wall pixel its
+   most likely smoothed class, rule ``lv-dice`` labels the wall of each slice so that the
+   expected Dice of the three wall classes is largest (:mod:`deepgmm.decision`: edema and
+   scar, small and uncertain, get the pixels where they are nearly as likely as
+   myocardium).
 
 The probability maps themselves are not changed; the rule applies to the label map only, and
 only where the channels are the classes in order (μ_data fixed the order, or a matching rule
@@ -38,16 +42,23 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, Delaunay, QhullError
 
+from deepgmm.decision import expected_dice_labels
 from deepgmm.errors import InputError
 from deepgmm.roi.postprocess import largest_component_per_slice
 
-__all__ = ["ANATOMY_RULES", "DEFAULT_WALL_SIGMA_MM", "AnatomyRule", "anatomical_labels",
-           "apply_anatomy", "blood_pool", "convex_hull_mask"]
+__all__ = ["ANATOMY_RULES", "DEFAULT_WALL_SIGMA_MM", "WALL_DECISIONS", "AnatomyRule",
+           "anatomical_labels", "apply_anatomy", "blood_pool", "convex_hull_mask",
+           "is_anatomy_rule"]
 
-AnatomyRule = Literal["lv", "none"]
-ANATOMY_RULES: tuple[str, ...] = ("lv", "none")
-"""``lv``: :func:`anatomical_labels`; ``none``: the most likely class of each pixel (the
-published label map)."""
+AnatomyRule = Literal["lv-dice", "lv", "none"]
+ANATOMY_RULES: tuple[str, ...] = ("lv-dice", "lv", "none")
+"""``lv-dice``: :func:`anatomical_labels` with the wall labelled for the largest expected Dice;
+``lv``: :func:`anatomical_labels` with the most likely wall class; ``none``: the most likely
+class of each pixel (the published label map)."""
+
+WALL_DECISIONS: tuple[str, ...] = ("argmax", "dice")
+"""How the wall pixels get their class: the most likely smoothed class, or the labelling of
+largest expected Dice (:func:`deepgmm.decision.expected_dice_labels`)."""
 
 DEFAULT_WALL_SIGMA_MM = 2.0
 """Smoothing of the wall classes' probabilities: about a quarter of a healthy LV wall's
@@ -109,7 +120,8 @@ def _smoothed_wall(probs: np.ndarray, roi: np.ndarray, spacing: np.ndarray,
 
 
 def anatomical_labels(probs: np.ndarray, roi: np.ndarray, spacing: np.ndarray | None = None,
-                      *, wall_sigma_mm: float = DEFAULT_WALL_SIGMA_MM) -> np.ndarray:
+                      *, wall_sigma_mm: float = DEFAULT_WALL_SIGMA_MM,
+                      wall_decision: str = "argmax") -> np.ndarray:
     """The label map of class probabilities under the LV anatomy rule (module docstring).
 
     Args:
@@ -117,13 +129,15 @@ def anatomical_labels(probs: np.ndarray, roi: np.ndarray, spacing: np.ndarray | 
         roi: ``(B, H, W)`` bool.
         spacing: ``(B, 2)`` in-plane spacing in mm (None: 1 mm).
         wall_sigma_mm: Gaussian smoothing of the wall classes (0: none).
+        wall_decision: ``"argmax"`` (rule ``lv``) or ``"dice"`` (rule ``lv-dice``), see
+            :data:`WALL_DECISIONS`.
 
     Returns:
         ``(B, H, W)`` int64: 0 outside the ROI, 1 blood pool, 2-4 the wall classes.
 
     Raises:
-        InputError: not four classes, mismatched shapes, a negative or non-finite sigma, or
-            a non-positive spacing.
+        InputError: not four classes, mismatched shapes, a negative or non-finite sigma, a
+            non-positive spacing, or an unknown wall decision.
     """
     probs = np.asarray(probs, dtype=np.float32)
     roi = np.asarray(roi, dtype=bool)
@@ -133,6 +147,9 @@ def anatomical_labels(probs: np.ndarray, roi: np.ndarray, spacing: np.ndarray | 
     if roi.shape != (probs.shape[0], *probs.shape[2:]):
         raise InputError(f"roi shape {roi.shape} does not match probabilities "
                          f"{probs.shape}")
+    if wall_decision not in WALL_DECISIONS:
+        raise InputError(f"wall_decision must be one of {', '.join(WALL_DECISIONS)}, got "
+                         f"{wall_decision!r}", params=("wall_decision",))
     if not np.isfinite(wall_sigma_mm) or wall_sigma_mm < 0:
         raise InputError(f"wall_sigma_mm must be a finite number >= 0, got {wall_sigma_mm}",
                          params=("wall_sigma_mm",))
@@ -147,18 +164,32 @@ def anatomical_labels(probs: np.ndarray, roi: np.ndarray, spacing: np.ndarray | 
         raise InputError(f"spacing must be positive, got {spacing.tolist()}")
     labels = np.where(roi, np.argmax(probs, axis=1) + 1, 0)
     pool = blood_pool(labels, roi)
-    wall_class = np.argmax(_smoothed_wall(probs, roi, spacing, wall_sigma_mm), axis=1) + 2
+    smoothed = _smoothed_wall(probs, roi, spacing, wall_sigma_mm)
+    if wall_decision == "dice":
+        wall = roi & ~pool
+        total = smoothed.sum(axis=1, keepdims=True)
+        shares = np.where(total > 0, smoothed / np.maximum(total, 1e-30), 1.0 / 3.0)
+        wall_class = expected_dice_labels(shares, wall) + 2
+    else:
+        wall_class = np.argmax(smoothed, axis=1) + 2
     return np.where(pool, 1, np.where(roi, wall_class, 0)).astype(np.int64)
+
+
+def is_anatomy_rule(rule: str | None) -> bool:
+    """Whether ``rule`` is one of the LV anatomy rules (``lv``, ``lv-dice``), which need the
+    channels in class order."""
+    return rule in ("lv", "lv-dice")
 
 
 def apply_anatomy(rule: str, probs: np.ndarray, roi: np.ndarray,
                   spacing: np.ndarray | None = None) -> np.ndarray:
-    """The label map of ``(B, 4, H, W)`` class probabilities under ``rule`` (``"lv"`` or
-    ``"none"``: argmax + 1 inside the ROI, 0 outside); ``(B, H, W)`` int64."""
+    """The label map of ``(B, 4, H, W)`` class probabilities under ``rule`` (``"lv-dice"``,
+    ``"lv"`` or ``"none"``: argmax + 1 inside the ROI, 0 outside); ``(B, H, W)`` int64."""
     if rule not in ANATOMY_RULES:
         raise InputError(f"anatomy must be one of {', '.join(ANATOMY_RULES)}, got {rule!r}",
                          params=("anatomy",))
-    if rule == "lv":
-        return anatomical_labels(probs, roi, spacing)
+    if is_anatomy_rule(rule):
+        return anatomical_labels(probs, roi, spacing,
+                                 wall_decision="dice" if rule == "lv-dice" else "argmax")
     roi = np.asarray(roi, dtype=bool)
     return np.where(roi, np.argmax(np.asarray(probs), axis=1) + 1, 0).astype(np.int64)

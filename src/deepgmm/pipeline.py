@@ -156,11 +156,11 @@ def write_result(out: PathLike, volumes: Sequence[CaseVolume], batch: SliceBatch
                  class_identity: bool = False,
                  roi_source: Mapping[str, Any] | None = None, naming: str = "deepgmm",
                  run_options: Mapping[str, Any] | None = None,
-                 anatomy: str = "lv") -> dict[str, Any]:
+                 anatomy: str = "lv-dice") -> dict[str, Any]:
     """Write label/probability NIfTI maps, ``results.csv``, ``summary.json`` and PNGs
     (``class_identity``: μ_data fixed the class order; ``roi_source``: where the ROI came
     from; ``naming``: ``"deepgmm"`` or ``"bids"`` file names; ``run_options``: recorded in
-    ``run.json``; ``anatomy``: ``"lv"`` or ``"none"``, :mod:`deepgmm.anatomy`; see
+    ``run.json``; ``anatomy``: ``"lv-dice"``, ``"lv"`` or ``"none"``, :mod:`deepgmm.anatomy`; see
     :func:`deepgmm.report.outputs.write_segmentation`)."""
     from deepgmm.report.outputs import write_segmentation
 
@@ -227,7 +227,7 @@ def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
                     matching: str = "hungarian", roi: str | PathLike = "gt",
                     roi_run: PathLike | None = None, figures: bool = True,
                     progress: bool = True, naming: str = "deepgmm",
-                    init_run: PathLike | None = None, anatomy: str = "lv",
+                    init_run: PathLike | None = None, anatomy: str = "lv-dice",
                     fusion: str = "labelled", **options: Any) -> dict[str, Any]:
     """Segment the cases below ``root`` (MyoPS layout) and write the outputs to ``out``.
 
@@ -252,8 +252,10 @@ def segment_dataset(root: PathLike, out: PathLike, *, model: str = "deepsvg",
             from (:mod:`deepgmm.fit.warm`; same sequences, crop size, normalisation and
             network, no context channels).
         anatomy: how the label maps follow from the probabilities (:mod:`deepgmm.anatomy`):
-            ``"lv"`` (one convex blood pool, a smooth wall; where the class order is known)
-            or ``"none"`` (the most likely class, as published).
+            ``"lv-dice"`` (one convex blood pool, a smooth wall labelled for the largest
+            expected Dice; where the class order is known), ``"lv"`` (the same wall, each
+            pixel its most likely class) or ``"none"`` (the most likely class, as
+            published).
         fusion: ``"labelled"``: where μ_data fixes the class order and its file carries the
             labelled slices' class Gaussians (``deepgmm mu-data``), the probabilities are
             fused with them (:mod:`deepgmm.mixture.fusion`); ``"none"``: as fitted.
@@ -320,7 +322,7 @@ def segment_case(images: Mapping[str, PathLike], roi: str | PathLike, out: PathL
                  crop_size: int | tuple[int, int] = 160, normalisation: str = "crop",
                  mu_data: PathLike | np.ndarray | None = None, matching: str | None = None,
                  figures: bool = True, progress: bool = True, naming: str = "deepgmm",
-                 anatomy: str = "lv", fusion: str = "labelled",
+                 anatomy: str = "lv-dice", fusion: str = "labelled",
                  **options: Any) -> dict[str, Any]:
     """Segment one case of any co-registered sequences given explicitly.
 

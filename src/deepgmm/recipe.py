@@ -9,7 +9,7 @@ anatomy rule.
 ========================  =====================  ==========================
 option                    ``deepgmm``            ``published``
 ========================  =====================  ==========================
-``anatomy`` (label maps)  ``lv``                 ``none`` (argmax)
+``anatomy`` (label maps)  ``lv-dice``            ``none`` (argmax)
 ``fusion``                ``labelled``           ``none`` (as fitted)
 ``normalisation``         ``roi``                ``crop``
 (``train``)
@@ -47,7 +47,7 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    "deepgmm": Recipe(name="deepgmm", anatomy="lv", fusion="labelled", normalisation="roi"),
+    "deepgmm": Recipe(name="deepgmm", anatomy="lv-dice", fusion="labelled", normalisation="roi"),
     "published": Recipe(name="published", anatomy="none", fusion="none",
                         normalisation="crop"),
 }

@@ -261,6 +261,11 @@ def test_an_lv_name_relabels_the_entrys_units_under_the_anatomy_rule(tmp_path,
     np.testing.assert_array_equal(lv.pred, expected)
     assert (lv.pred != plain.pred).any()
     np.testing.assert_array_equal(lv.truth, plain.truth)
+    assert cvq.split_config("deepsvg+fuse+lv-dice") == ("deepsvg", "fuse+lv-dice")
+    lv_dice, = cvq.load_units(tmp_path, "qda+lv-dice")
+    np.testing.assert_array_equal(lv_dice.pred, anatomical_labels(
+        stored, roi, phantom_batch.spacing, wall_decision="dice"))
+    assert (lv_dice.pred != lv.pred).any()
 
 
 def test_report_on_an_empty_cache_is_a_clear_error(tmp_path, capsys) -> None:

@@ -89,7 +89,7 @@ class CaseJob:
     matching: str = "hungarian"
     figures: bool = True
     naming: str = "deepgmm"
-    anatomy: str = "lv"
+    anatomy: str = "lv-dice"
     fusion: str = "none"
     record: dict[str, Any] = field(default_factory=dict)
     threads: int = 1

@@ -67,7 +67,7 @@ def _copy_figures(case_dirs: Sequence[Path]):  # noqa: ANN202 - a before_commit 
 def merge_cases(out: Path, jobs: Sequence[CaseJob], *, matching: str, naming: str,
                 roi_source: Mapping[str, Any], run_options: Mapping[str, Any],
                 summary_extra: Mapping[str, Any] | None = None,
-                progress: bool = True, anatomy: str = "lv") -> dict[str, Any]:
+                progress: bool = True, anatomy: str = "lv-dice") -> dict[str, Any]:
     """Write ``out``'s merged outputs from the complete case folders of ``jobs``.
 
     Args:

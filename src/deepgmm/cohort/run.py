@@ -104,7 +104,7 @@ def remove_stale_temporaries(out: Path) -> None:
 def run_cohort(out: PathLike, jobs: Sequence[CaseJob], cluster: ClusterOptions, *,
                matching: str, naming: str, roi_source: Mapping[str, Any],
                run_options: Mapping[str, Any], progress: bool = True,
-               anatomy: str = "lv") -> CohortRun:
+               anatomy: str = "lv-dice") -> CohortRun:
     """Run ``jobs`` (resuming complete ones when asked) and merge the complete cases.
 
     Raises:
@@ -164,7 +164,7 @@ def segment_cohort(root: PathLike, out: PathLike, *, model: str = "deepsvg",
                    mu_data: PathLike | None = None, matching: str = "hungarian",
                    roi: str | PathLike = "gt", roi_run: PathLike | None = None,
                    figures: bool = True, progress: bool = True, naming: str = "deepgmm",
-                   cluster: ClusterOptions | None = None, anatomy: str = "lv",
+                   cluster: ClusterOptions | None = None, anatomy: str = "lv-dice",
                    fusion: str = "labelled", **options: Any) -> CohortRun:
     """:func:`deepgmm.pipeline.segment_dataset`, one case at a time (see the module).
 
@@ -217,7 +217,7 @@ def predict_cohort(runs: Sequence[PathLike], root: PathLike, out: PathLike, *,
                    roi: str | PathLike = "gt", roi_run: PathLike | None = None,
                    figures: bool = True, progress: bool = True, naming: str = "deepgmm",
                    options: Mapping[str, Any] | None = None,
-                   cluster: ClusterOptions | None = None, anatomy: str = "lv") -> CohortRun:
+                   cluster: ClusterOptions | None = None, anatomy: str = "lv-dice") -> CohortRun:
     """``deepgmm predict`` one case at a time: trained networks ``runs`` applied to the
     cases ``patients`` below ``root`` (slices cut as in training).
 
@@ -275,7 +275,7 @@ def segment_case_cohort(images: Mapping[str, PathLike], roi: PathLike, out: Path
                         mu_data: PathLike | None = None, matching: str | None = None,
                         figures: bool = True, progress: bool = True,
                         naming: str = "deepgmm", cluster: ClusterOptions | None = None,
-                        anatomy: str = "lv", fusion: str = "labelled",
+                        anatomy: str = "lv-dice", fusion: str = "labelled",
                         **options: Any) -> CohortRun:
     """:func:`deepgmm.pipeline.segment_case` as a per-case job (e.g. to run it on a GPU
     worker of a cluster with ``resources={"GPU": 1}``)."""

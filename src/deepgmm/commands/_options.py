@@ -13,14 +13,16 @@ if TYPE_CHECKING:
 
 # How label maps follow from the probabilities (deepgmm.anatomy, deepgmm.recipe).
 AnatomyOpt = Annotated[str | None, typer.Option(
-    "--anatomy", help="How label maps follow from the class probabilities: lv (one convex "
-    "blood pool inside a smooth wall: cavity pixels labelled as wall become blood, blood not "
-    "connected to the cavity becomes wall, the wall classes are smoothed over 2 mm) or none "
-    "(the most likely class). lv applies where the class order is known (fixed by μ_data, "
+    "--anatomy", help="How label maps follow from the class probabilities: lv-dice (one "
+    "convex blood pool inside a smooth wall: cavity pixels labelled as wall become blood, "
+    "blood not connected to the cavity becomes wall, the wall classes are smoothed over 2 mm "
+    "and each slice's wall is labelled for the largest expected Dice of myocardium, edema "
+    "and scar), lv (the same, each wall pixel its most likely class) or none (the most "
+    "likely class). lv-dice and lv apply where the class order is known (fixed by μ_data, "
     "or clusters assigned by a --matching rule); elsewhere the map is the most likely "
     "cluster. Default: the --recipe's.")]
 RecipeOpt = Annotated[str, typer.Option(
-    "--recipe", help="deepgmm (anatomy lv, fusion labelled; train: normalisation roi) or "
+    "--recipe", help="deepgmm (anatomy lv-dice, fusion labelled; train: normalisation roi) or "
     "published (the paper's method: anatomy none, fusion none; train: normalisation crop). "
     "Options given explicitly win.")]
 FusionOpt = Annotated[str | None, typer.Option(

@@ -170,10 +170,14 @@ def default_min_iter(min_iter: int | None, max_iter: int) -> int:
 
 
 def warn_rule_without_order(anatomy: str | None, ordered: bool, matching: str) -> None:
-    """Warn when ``--anatomy lv`` was asked for but cannot apply: no class order (no μ_data,
+    """Warn when ``--anatomy lv`` or ``lv-dice`` was asked for but cannot apply: no class
+    order (no μ_data,
     or lam 0) and no --matching rule, so the label maps are the most likely clusters."""
-    if anatomy == "lv" and not ordered and matching == "none":
-        warnings.warn("--anatomy lv applies where the class order is known (--mu-data, and "
+    from deepgmm.anatomy import is_anatomy_rule
+
+    if is_anatomy_rule(anatomy) and not ordered and matching == "none":
+        warnings.warn(f"--anatomy {anatomy} applies where the class order is known "
+                      "(--mu-data, and "
                       "--lam > 0 for deepg / deepsvg) or a --matching rule assigns the "
                       "clusters; here the label maps are each pixel's most likely cluster",
                       stacklevel=2)

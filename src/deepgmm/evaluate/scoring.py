@@ -11,9 +11,9 @@ the matched maps and the metrics computed here do.
   and the relabelled maps are scored.
 
 Label maps come from the probabilities under an anatomy rule (:mod:`deepgmm.anatomy`):
-``"none"`` is the most likely class of each pixel; ``"lv"`` imposes one convex blood pool
-and a smooth wall, and applies wherever the channels are the classes in order (the matched
-maps, and the own maps when μ_data fixed the class order).
+``"none"`` is the most likely class of each pixel; ``"lv"`` and ``"lv-dice"`` impose
+one convex blood pool and a smooth wall, and apply wherever the channels are the classes in
+order (the matched maps, and the own maps when μ_data fixed the class order).
 """
 
 from __future__ import annotations
@@ -102,8 +102,8 @@ def score_batch(resp: torch.Tensor | np.ndarray, roi: torch.Tensor | np.ndarray,
             ``"none"`` is then possible).
         spacing: ``(B, 2)`` in-plane spacing in mm for HD95 (None: 1 mm).
         matching: ``"hungarian"``, ``"greedy"`` or ``"none"``.
-        anatomy: ``"none"`` or ``"lv"`` (:mod:`deepgmm.anatomy`), for the matched labels and,
-            with ``class_identity``, the own labels.
+        anatomy: ``"none"``, ``"lv"`` or ``"lv-dice"`` (:mod:`deepgmm.anatomy`), for the
+            matched labels and, with ``class_identity``, the own labels.
         class_identity: the components are the classes in order (μ_data fixed it).
         metrics: the batch's ``(dice, hd95, assd)``, each ``(B, C)``, when they were
             computed before from the same responsibilities, truth, matching and anatomy

@@ -57,6 +57,7 @@ import torch
 from tqdm.auto import tqdm
 
 from deepgmm._atomic import atomic_dir
+from deepgmm.anatomy import is_anatomy_rule
 from deepgmm.errors import InputError
 from deepgmm.evaluate.matching import check_rule
 from deepgmm.evaluate.scoring import BatchScores, hard_labels, score_batch
@@ -126,7 +127,8 @@ def label_tables(class_identity: bool, matching: str,
         class_identity: whether the own components are the classes in order (μ_data).
         matching: the rule of the matched maps (``"none"``: no matched maps).
         names: the naming scheme of the maps.
-        anatomy: the rule the own label maps follow (``"lv"``: ``"anatomy rule lv"``;
+        anatomy: the rule the own label maps follow (``"lv"``: ``"anatomy rule lv"``,
+            ``"lv-dice"``: ``"anatomy rule lv-dice"``;
             ``"none"``: ``"as fitted"``, each pixel's most likely component).
         fused: the own probabilities were fused with the labelled class Gaussians
             (``"fused with labelled class Gaussians"``; else ``"as fitted"``).
@@ -142,8 +144,9 @@ def label_tables(class_identity: bool, matching: str,
     own_values = codes if class_identity else {"0": "background", **{
         str(i): name for i, name in enumerate(clusters, start=1)}}
     maps: dict[str, Any] = {
-        names.pattern(names.seg): {"labels": "anatomy rule lv" if anatomy == "lv"
-                                   else "as fitted", "values": own_values},
+        names.pattern(names.seg): {"labels": f"anatomy rule {anatomy}"
+                                   if is_anatomy_rule(anatomy) else "as fitted",
+                                   "values": own_values},
         names.pattern(names.prob): {"labels": "fused with labelled class Gaussians"
                                     if fused else "as fitted",
                                  "channels": list(CLASS_NAMES) if class_identity
@@ -314,8 +317,9 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
             method's options, a trained run's settings; ``precision`` and ``seed`` keys
             are recorded as such).
         anatomy: how label maps come from the probabilities (:mod:`deepgmm.anatomy`):
-            ``"none"`` (most likely class) or ``"lv"`` (one convex blood pool, a smooth
-            wall), for the matched maps and, with ``class_identity``, the own maps; the
+            ``"none"`` (most likely class), ``"lv"`` (one convex blood pool, a smooth
+            wall) or ``"lv-dice"`` (the same, the wall labelled for the largest expected
+            Dice), for the matched maps and, with ``class_identity``, the own maps; the
             probability maps are written as fitted. Recorded in ``summary.json``:
             ``anatomy`` (the rule asked for: the matched maps, and any re-matching by
             ``deepgmm evaluate``, follow it) and ``anatomy_own_maps`` (``"none"`` where the
