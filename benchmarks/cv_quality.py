@@ -942,7 +942,8 @@ def run_study(args: argparse.Namespace) -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     precision = resolve_precision(args.precision, args.device)
-    units = [(c, f, s) for c, f, s in plan(args.configs, args.folds, args.seeds, args.order)
+    units = [(c, f, s) for c, f, s in plan(args.configs, args.folds, args.seeds or [0],
+                                           args.order)
              if not is_cached(args.cache, unit_key(c, f, s, mu_seed_for(s, args.mu_seed)))]
     print(f"{len(units)} unit(s) to run, cache {args.cache}, networks in {precision}",
           flush=True)
@@ -990,10 +991,16 @@ def run_study(args: argparse.Namespace) -> None:
 
 
 def summaries_from_cache(cache: Path, configs: Sequence[str],
-                         mu_seed: int | None, root: Path | None = None) -> list[Summary]:
+                         mu_seed: int | None, root: Path | None = None,
+                         seeds: Sequence[int] | None = None) -> list[Summary]:
+    """One summary per configuration with cached units; ``seeds``: only those seeds' units
+    (None: every seed; a row then uses the seeds whose five folds are all cached)."""
     out = []
     for config in configs:
-        s = summarise(config, load_units(cache, config, mu_seed, root))
+        units = load_units(cache, config, mu_seed, root)
+        if seeds is not None:
+            units = [u for u in units if u.seed in set(seeds)]
+        s = summarise(config, units)
         if s is not None:
             out.append(s)
     return out
@@ -1010,7 +1017,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                              "LV anatomy rule; no training of its own)")
     parser.add_argument("--folds", nargs="+", type=int, choices=sorted(FOLDS),
                         default=sorted(FOLDS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--seeds", nargs="+", type=int, default=None,
+                        help="seeds to run (default: 0); with --report, --compare or "
+                             "--gap: only these seeds' units (default: every seed)")
     parser.add_argument("--mu-seed", type=int, default=None,
                         help=f"seed of every μ_data draw (default: {MU_SEED_OFFSET} + seed)")
     parser.add_argument("--order", choices=("seed-major", "config-major"), default="seed-major")
@@ -1048,7 +1057,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             _fail(f"--compare: unknown configuration(s) {', '.join(unknown)}; expected some "
                   f"of {', '.join(REGISTRY)} (or <entry>+<rule>)")
         found = {s.config: s for s in summaries_from_cache(args.cache, args.compare,
-                                                            args.mu_seed, args.root)}
+                                                            args.mu_seed, args.root,
+                                                            args.seeds)}
         missing = [c for c in args.compare if c not in found]
         if missing:
             _fail(f"--compare: nothing cached for {', '.join(missing)} in {args.cache}")
@@ -1063,7 +1073,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if unknown:
             _fail(f"--gap: unknown configuration(s) {', '.join(unknown)}")
         found = {s.config: s for s in summaries_from_cache(args.cache, args.gap,
-                                                            args.mu_seed, args.root)}
+                                                            args.mu_seed, args.root,
+                                                            args.seeds)}
         missing = [c for c in args.gap if c not in found]
         if missing:
             _fail(f"--gap: nothing cached for {', '.join(missing)} in {args.cache}")
@@ -1076,7 +1087,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not args.cache.is_dir():
             _fail(f"--cache {str(args.cache)!r} is not a folder")
         configs = args.configs or list(REGISTRY)
-        summaries = summaries_from_cache(args.cache, configs, args.mu_seed, args.root)
+        summaries = summaries_from_cache(args.cache, configs, args.mu_seed, args.root,
+                                         args.seeds)
         if not summaries:
             _fail(f"nothing cached in {str(args.cache)!r} for {', '.join(configs)}")
         print(report_tables(summaries, n_boot=args.n_boot))

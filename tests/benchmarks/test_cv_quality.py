@@ -238,6 +238,14 @@ def test_cache_round_trip_and_mu_seed_rule(tmp_path, phantom_batch) -> None:
     np.testing.assert_array_equal(units[0].truth, phantom_batch.labels.numpy())
     assert units[0].case_ids.tolist() == phantom_batch.case_ids
     assert [u.meta["train_seconds"] for u in cvq.load_units(tmp_path, "qda", 7)] == [1.0]
+    # --seeds picks the seeds of a report: seed 0 of fold 2 beside seed 1
+    cvq.save_unit(tmp_path, cvq.unit_key("qda", 2, 0, 42), phantom_batch, out,
+                  {"train_seconds": 3.0})
+    every, = cvq.summaries_from_cache(tmp_path, ["qda"], None)
+    assert every.seeds == [0, 1] and every.n_units == 2
+    only, = cvq.summaries_from_cache(tmp_path, ["qda"], None, seeds=[0])
+    assert only.seeds == [0] and only.n_units == 1 and only.train_seconds == 3.0
+    assert cvq.summaries_from_cache(tmp_path, ["qda"], None, seeds=[5]) == []
 
 
 def test_an_lv_name_relabels_the_entrys_units_under_the_anatomy_rule(tmp_path,
