@@ -118,7 +118,8 @@ def split_fold(patients: Sequence[str], fold: int,
 
 def predicted_volumes(batch: SliceBatch, probs: np.ndarray,
                       shapes: Mapping[str, tuple[int, int, int]],
-                      anatomy: str = "none") -> dict[str, np.ndarray]:
+                      anatomy: str = "none", predicted_roi: bool = False,
+                      ) -> dict[str, np.ndarray]:
     """Label volumes of the segmented slices, pasted back into each case's grid.
 
     Args:
@@ -128,6 +129,8 @@ def predicted_volumes(batch: SliceBatch, probs: np.ndarray,
             slice get an all-background volume).
         anatomy: ``"none"`` (most likely class), ``"lv"`` or ``"lv-dice"``
             (:mod:`deepgmm.anatomy`).
+        predicted_roi: the ROI is ``auto`` (the LV rules leave blood apart from the cavity
+            out of the LV).
 
     Returns:
         case id -> ``(X, Y, Z)`` uint8 class indices (0 outside the ROI and on slices not
@@ -136,7 +139,8 @@ def predicted_volumes(batch: SliceBatch, probs: np.ndarray,
     from deepgmm.anatomy import apply_anatomy
 
     roi = batch.roi.numpy()
-    labels = apply_anatomy(anatomy, np.asarray(probs), roi, batch.spacing).astype(np.uint8)
+    labels = apply_anatomy(anatomy, np.asarray(probs), roi, batch.spacing,
+                           predicted_roi=predicted_roi).astype(np.uint8)
     out = {case: np.zeros(shape, dtype=np.uint8) for case, shape in shapes.items()}
     for b, (case, z) in enumerate(zip(batch.case_ids, batch.slice_indices, strict=True)):
         if case in out:
@@ -429,7 +433,8 @@ def run_study(args: argparse.Namespace) -> None:
                     if "fuse" in steps:
                         probs = fuse(probs, batch, train, mu_seed)
                     anatomy = next((r for r in ("lv", "lv-dice") if r in steps), "none")
-                    pred = predicted_volumes(batch, probs, shapes, anatomy=anatomy)
+                    pred = predicted_volumes(batch, probs, shapes, anatomy=anatomy,
+                                             predicted_roi=roi == "auto")
                 scores = {c: case_scores(pred[c], volumes[c].labels) for c in test_ids}
             except Exception:  # one failed unit must not stop the study; it is not cached
                 failed.append(key)

@@ -67,6 +67,40 @@ def test_blood_outside_the_pool_becomes_its_most_likely_wall_class():
     assert (out[~stray] == truth[~stray]).all()
 
 
+
+def test_with_a_predicted_roi_blood_outside_the_pool_is_left_out_of_the_lv():
+    """A predicted ROI can take in the right ventricle's blood: it is not made scar."""
+    roi, truth = _ventricle()
+    labels = truth.copy()
+    stray = _disc(2, (32, 49))
+    labels[stray] = BLOOD
+    probs = _probs(labels)
+    probs[0, SCAR - 1][stray] = 0.08
+    probs[0, MYO - 1][stray] = 0.01
+    for rule in ("lv-dice", "lv"):
+        given = apply_anatomy(rule, probs, roi[None], None)[0]
+        predicted = apply_anatomy(rule, probs, roi[None], None, predicted_roi=True)[0]
+        assert (given[stray] >= MYO).all() and (predicted[stray] == 0).all(), rule
+    # lv: every other pixel as before (the smoothing still sees the whole ROI)
+    np.testing.assert_array_equal(predicted[~stray], given[~stray])
+    # scored through the evaluation step, as write_segmentation does with `--roi auto`
+    spacing = np.ones((1, 2))
+    scored = score_batch(probs, roi[None], truth[None], spacing, "none", anatomy="lv",
+                         class_identity=True, predicted_roi=True)
+    assert (scored.own_labels[0][stray] == 0).all()
+    # the argmax rule has no cavity, so nothing is left out
+    np.testing.assert_array_equal(
+        apply_anatomy("none", probs, roi[None], predicted_roi=True)[0][stray], BLOOD)
+
+
+def test_only_an_auto_roi_counts_as_predicted():
+    from deepgmm.report.outputs import is_predicted_roi
+
+    assert is_predicted_roi({"roi": "auto", "roi_path": "run"})
+    assert not any(is_predicted_roi(r) for r in (
+        {"roi": "gt"}, {"roi": "folder", "roi_path": "masks"}, {"roi": "given"}, None))
+
+
 def test_smoothing_removes_an_isolated_pixel_and_keeps_a_transmural_sector():
     roi, truth = _ventricle()
     labels = truth.copy()

@@ -12,7 +12,11 @@ wall, and edema and scar lie in the wall (MyoPS labels papillary muscles as bloo
    become blood;
 2. everything else in the ROI is wall: blood not connected to the pool (e.g. bright scar in
    LGE separated from the cavity by healthy wall) is relabelled as its most likely wall
-   class; scar labelled blood that touches the cavity stays blood;
+   class; scar labelled blood that touches the cavity stays blood. Where the ROI is a
+   prediction (``predicted_roi``: ``--roi auto``), blood apart from the cavity is more often
+   blood outside the LV that the predicted mask took in (right ventricle, atrium) than
+   scar, and bright in LGE it would become scar: those pixels are left out of the LV
+   (label 0) instead;
 3. inside the wall, the wall classes' (myocardium, edema, scar) probabilities are smoothed
    with a Gaussian of ``wall_sigma_mm`` (the probability maps restricted to the ROI,
    smoothed in plane, in millimetres so that grids of any spacing are treated alike), so
@@ -121,7 +125,8 @@ def _smoothed_wall(probs: np.ndarray, roi: np.ndarray, spacing: np.ndarray,
 
 def anatomical_labels(probs: np.ndarray, roi: np.ndarray, spacing: np.ndarray | None = None,
                       *, wall_sigma_mm: float = DEFAULT_WALL_SIGMA_MM,
-                      wall_decision: str = "argmax") -> np.ndarray:
+                      wall_decision: str = "argmax", predicted_roi: bool = False,
+                      ) -> np.ndarray:
     """The label map of class probabilities under the LV anatomy rule (module docstring).
 
     Args:
@@ -131,9 +136,12 @@ def anatomical_labels(probs: np.ndarray, roi: np.ndarray, spacing: np.ndarray | 
         wall_sigma_mm: Gaussian smoothing of the wall classes (0: none).
         wall_decision: ``"argmax"`` (rule ``lv``) or ``"dice"`` (rule ``lv-dice``), see
             :data:`WALL_DECISIONS`.
+        predicted_roi: the ROI is a prediction, not the ground truth's or a hand-made
+            mask: blood pixels apart from the cavity are left out (label 0), step 2.
 
     Returns:
-        ``(B, H, W)`` int64: 0 outside the ROI, 1 blood pool, 2-4 the wall classes.
+        ``(B, H, W)`` int64: 0 outside the ROI (and, with ``predicted_roi``, on blood apart
+        from the cavity), 1 blood pool, 2-4 the wall classes.
 
     Raises:
         InputError: not four classes, mismatched shapes, a negative or non-finite sigma, a
@@ -165,14 +173,16 @@ def anatomical_labels(probs: np.ndarray, roi: np.ndarray, spacing: np.ndarray | 
     labels = np.where(roi, np.argmax(probs, axis=1) + 1, 0)
     pool = blood_pool(labels, roi)
     smoothed = _smoothed_wall(probs, roi, spacing, wall_sigma_mm)
+    # a predicted ROI: blood apart from the cavity is left out of the LV (step 2)
+    lv = roi & ~((labels == 1) & ~pool) if predicted_roi else roi
     if wall_decision == "dice":
-        wall = roi & ~pool
+        wall = lv & ~pool
         total = smoothed.sum(axis=1, keepdims=True)
         shares = np.where(total > 0, smoothed / np.maximum(total, 1e-30), 1.0 / 3.0)
         wall_class = expected_dice_labels(shares, wall) + 2
     else:
         wall_class = np.argmax(smoothed, axis=1) + 2
-    return np.where(pool, 1, np.where(roi, wall_class, 0)).astype(np.int64)
+    return np.where(pool, 1, np.where(lv, wall_class, 0)).astype(np.int64)
 
 
 def is_anatomy_rule(rule: str | None) -> bool:
@@ -182,14 +192,17 @@ def is_anatomy_rule(rule: str | None) -> bool:
 
 
 def apply_anatomy(rule: str, probs: np.ndarray, roi: np.ndarray,
-                  spacing: np.ndarray | None = None) -> np.ndarray:
+                  spacing: np.ndarray | None = None, *,
+                  predicted_roi: bool = False) -> np.ndarray:
     """The label map of ``(B, 4, H, W)`` class probabilities under ``rule`` (``"lv-dice"``,
-    ``"lv"`` or ``"none"``: argmax + 1 inside the ROI, 0 outside); ``(B, H, W)`` int64."""
+    ``"lv"`` or ``"none"``: argmax + 1 inside the ROI, 0 outside); ``(B, H, W)`` int64.
+    ``predicted_roi``: as :func:`anatomical_labels`' (the LV rules only)."""
     if rule not in ANATOMY_RULES:
         raise InputError(f"anatomy must be one of {', '.join(ANATOMY_RULES)}, got {rule!r}",
                          params=("anatomy",))
     if is_anatomy_rule(rule):
         return anatomical_labels(probs, roi, spacing,
-                                 wall_decision="dice" if rule == "lv-dice" else "argmax")
+                                 wall_decision="dice" if rule == "lv-dice" else "argmax",
+                                 predicted_roi=predicted_roi)
     roi = np.asarray(roi, dtype=bool)
     return np.where(roi, np.argmax(np.asarray(probs), axis=1) + 1, 0).astype(np.int64)

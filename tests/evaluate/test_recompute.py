@@ -194,3 +194,34 @@ def test_new_layout_and_the_older_one_map_layout(tmp_path, synth):
     assert old["matching"] == "hungarian" and old["dice"] == dict.fromkeys(CLASSES, 1.0)
     assert evaluate_outputs(out, root, matching="greedy", write=False)["dice"] == dict.fromkeys(
         CLASSES, 1.0)
+
+
+def test_an_auto_roi_reaches_the_lv_rule_of_the_written_and_the_rematched_maps(
+        tmp_path, synth, monkeypatch):
+    """write_segmentation tells the anatomy rule when the ROI was predicted (``roi:
+    auto``), and evaluate's re-matching reads it back from summary.json."""
+    import deepgmm.anatomy as anatomy_module
+    from deepgmm.evaluate import recompute
+
+    seen: list[bool] = []
+    real = anatomy_module.anatomical_labels
+
+    def spy(*args, **kwargs):
+        seen.append(bool(kwargs.get("predicted_roi", False)))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(anatomy_module, "anatomical_labels", spy)
+    volumes = synth.default_cases()
+    root = synth.write_myops(tmp_path / "data", volumes)
+    batch = synth.hand_batch(volumes, synth.SLICES, synth.ORIGINS)
+    result, _ = synth.shuffled_onehot_result(batch.labels, seed=4)
+    for kind, expected in (("gt", False), ("auto", True)):
+        seen.clear()
+        out = tmp_path / kind
+        write_segmentation(out, volumes, batch, result, matching="hungarian", figures=False,
+                           progress=False, anatomy="lv", roi_source={"roi": kind})
+        assert seen and set(seen) == {expected}, kind
+        assert recompute.read_predicted_roi(out) is expected
+        seen.clear()
+        evaluate_outputs(out, root, matching="hungarian")
+        assert seen and set(seen) == {expected}, kind

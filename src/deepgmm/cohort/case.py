@@ -297,7 +297,7 @@ def segment_one_case(job: CaseJob) -> CaseOutcome:
         ``done``, or ``skipped`` when the case's ROI is empty.
     """
     from deepgmm.pipeline import prepare_slices
-    from deepgmm.report.outputs import score_slices, write_segmentation
+    from deepgmm.report.outputs import is_predicted_roi, score_slices, write_segmentation
 
     start = time.perf_counter()
     volume, roi_info = _load(job)
@@ -307,7 +307,8 @@ def segment_one_case(job: CaseJob) -> CaseOutcome:
                            normalisation=job.normalisation)
     result, class_identity = _segment(job, batch)
     scores = score_slices([volume], batch, result, job.matching, anatomy=job.anatomy,
-                          class_identity=class_identity)
+                          class_identity=class_identity,
+                          predicted_roi=is_predicted_roi(roi_info))
     metrics = None if scores.dice is None else (scores.dice, scores.hd95, scores.assd)
     stamp = manifest(job)
 

@@ -48,7 +48,9 @@ RoiOpt = Annotated[str, typer.Option(
     "--roi", help="Where the ROI (left ventricle) comes from: gt (the ground truth), auto "
     "(predicted by --roi-run; data without ground truth is segmented, not scored) or a "
     "folder of <case>_roi.nii.gz masks (from `deepgmm roi predict`). With auto or a folder, "
-    "--selection roi takes every slice with ROI.")]
+    "--selection roi takes every slice with ROI. With auto, the LV anatomy rules leave blood "
+    "apart from the cavity out of the LV (a predicted mask can take in the right "
+    "ventricle's).")]
 RoiRunOpt = Annotated[Path | None, typer.Option(
     "--roi-run", help="ROI run folder (from `deepgmm roi train`) for --roi auto.")]
 NormalisationOpt = Annotated[str, typer.Option(

@@ -112,6 +112,20 @@ def read_layout(out_dir: Path) -> tuple[bool, bool, MapNames]:
             names.pattern(names.seg_matched) in maps, names)
 
 
+def read_predicted_roi(out_dir: Path) -> bool:
+    """Whether an output folder's ROI was predicted (``summary.json`` ``roi`` is ``auto``),
+    for the LV rules (:func:`deepgmm.anatomy.anatomical_labels`' ``predicted_roi``)."""
+    import json
+
+    from deepgmm.report.outputs import is_predicted_roi
+
+    try:
+        summary = json.loads((out_dir / SUMMARY_JSON).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return is_predicted_roi(summary if isinstance(summary, dict) else None)
+
+
 def read_anatomy(out_dir: Path) -> str:
     """The anatomy rule (:mod:`deepgmm.anatomy`) an output folder's label maps were made
     with (``"none"`` for folders written before the rule existed)."""
@@ -144,7 +158,8 @@ def _decode(data: np.ndarray, clusters: bool, source: str) -> np.ndarray:
 
 def _rematch(prob_path: Path, seg_shape: tuple[int, ...], seg_affine: np.ndarray,
              z: np.ndarray, segmented: np.ndarray, truth: np.ndarray, rule: str, *,
-             anatomy: str = "none", spacing: np.ndarray | None = None) -> np.ndarray:
+             anatomy: str = "none", spacing: np.ndarray | None = None,
+             predicted_roi: bool = False) -> np.ndarray:
     """``(S, X, Y)`` class indices after assigning the clusters of the saved probability
     maps to the classes with ``rule``, inside ``segmented (S, X, Y)``, labelled under the
     ``anatomy`` rule (spacing ``(S, 2)`` mm) as the run's own matched maps were."""
@@ -175,13 +190,14 @@ def _rematch(prob_path: Path, seg_shape: tuple[int, ...], seg_affine: np.ndarray
     perm = match_clusters(resp, torch.from_numpy(truth), region, rule)
     from deepgmm.anatomy import apply_anatomy
 
-    return apply_anatomy(anatomy, apply_permutation(resp, perm).numpy(), segmented, spacing)
+    return apply_anatomy(anatomy, apply_permutation(resp, perm).numpy(), segmented, spacing,
+                         predicted_roi=predicted_roi)
 
 
 def _case_metrics(seg_path: Path, gd_path: Path, case: str, slices: Sequence[int],
                   matching: str | None = None, *, clusters: bool = False,
                   names: MapNames = NAMINGS["deepgmm"], anatomy: str = "none",
-                  ) -> tuple[np.ndarray, np.ndarray]:
+                  predicted_roi: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``(S, 4)`` Dice and HD95 of one case's segmented slices of the label map
     ``seg_path`` (cluster numbers when ``clusters``, else MyoPS codes), the clusters
     re-assigned from the own probability map with ``matching`` when given."""
@@ -214,7 +230,7 @@ def _case_metrics(seg_path: Path, gd_path: Path, case: str, slices: Sequence[int
     spacing = np.broadcast_to(np.asarray(gd.zooms[:2], dtype=np.float64), (len(z), 2))
     if matching is not None and matching != "none":
         pred = _rematch(prob_path, seg.shape, seg.affine, z, pred > 0, truth, matching,
-                        anatomy=anatomy, spacing=spacing)
+                        anatomy=anatomy, spacing=spacing, predicted_roi=predicted_roi)
     return dice_per_class(pred, truth), hd95_per_class(pred, truth, spacing)
 
 
@@ -275,6 +291,7 @@ def evaluate_outputs(out_dir: str | os.PathLike[str], root: str | os.PathLike[st
     slices, method, written_rule = read_results(out)
     clusters, has_matched, names = read_layout(out)
     anatomy = read_anatomy(out)
+    predicted = read_predicted_roi(out)
     if matching is not None:
         from deepgmm.evaluate.matching import check_rule
 
@@ -305,7 +322,7 @@ def evaluate_outputs(out_dir: str | os.PathLike[str], root: str | os.PathLike[st
                              f"against")
         dice, hd = _case_metrics(seg_path, gd_path, case, zs, matching,
                                  clusters=clusters and not use_matched, names=names,
-                                 anatomy=anatomy)
+                                 anatomy=anatomy, predicted_roi=predicted)
         dice_parts.append(dice)
         hd_parts.append(hd)
         case_col += [case] * len(zs)

@@ -92,7 +92,7 @@ def score_batch(resp: torch.Tensor | np.ndarray, roi: torch.Tensor | np.ndarray,
                 truth: torch.Tensor | np.ndarray | None, spacing: np.ndarray | None,
                 matching: str, *, anatomy: str = "none", class_identity: bool = False,
                 metrics: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-                ) -> BatchScores:
+                predicted_roi: bool = False) -> BatchScores:
     """Match (when asked) and score the responsibilities of a batch.
 
     Args:
@@ -110,6 +110,8 @@ def score_batch(resp: torch.Tensor | np.ndarray, roi: torch.Tensor | np.ndarray,
             rule (a per-case run's merge joins its cases' own; every metric is per slice);
             they are used as given instead of being computed again. Only the matching is
             redone.
+        predicted_roi: the ROI is a prediction (``--roi auto``): the LV rules leave blood
+            apart from the cavity out of the LV (:func:`deepgmm.anatomy.anatomical_labels`).
 
     Returns:
         :class:`BatchScores`.
@@ -130,12 +132,14 @@ def score_batch(resp: torch.Tensor | np.ndarray, roi: torch.Tensor | np.ndarray,
     perm = match_clusters(resp_np, truth_np, roi_np, matching)
     spacing_np = None if spacing is None else np.asarray(spacing, dtype=np.float64)
     own_rule = anatomy if class_identity and resp_np.shape[1] == 4 else "none"
-    own_labels = apply_anatomy(own_rule, resp_np, roi_np, spacing_np)
+    own_labels = apply_anatomy(own_rule, resp_np, roi_np, spacing_np,
+                               predicted_roi=predicted_roi)
     matched_probs = matched_labels = None
     scored = own_labels
     if matching != "none":
         matched_probs = hard_labels(apply_permutation(resp_np, perm), roi_np)[0]
-        matched_labels = apply_anatomy(anatomy, matched_probs, roi_np, spacing_np)
+        matched_labels = apply_anatomy(anatomy, matched_probs, roi_np, spacing_np,
+                                       predicted_roi=predicted_roi)
         scored = matched_labels
     dice = hd95 = assd = None
     if truth_np is not None and metrics is not None:

@@ -249,15 +249,23 @@ def _volume_maps(labels: np.ndarray, probs: np.ndarray, rows: Sequence[int],
     return seg, prob
 
 
+def is_predicted_roi(roi_source: Mapping[str, Any] | None) -> bool:
+    """Whether an ROI record (:meth:`deepgmm.roi.source.RoiSource.as_dict`, or the ``roi``
+    entry of ``summary.json``) is a network's prediction (``auto``) rather than the ground
+    truth's LV or a given mask."""
+    return isinstance(roi_source, Mapping) and roi_source.get("roi") == "auto"
+
+
 def score_slices(volumes: Sequence[CaseVolume], batch: SliceBatch,
                  result: SegmentationResult, matching: str, *,
                  metrics: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-                 anatomy: str = "none", class_identity: bool = False) -> BatchScores:
+                 anatomy: str = "none", class_identity: bool = False,
+                 predicted_roi: bool = False) -> BatchScores:
     """The evaluation :func:`write_segmentation` writes: ``result`` matched and scored
     against ``batch.labels`` with the slices' spacing (the volumes' zooms for a hand-made
     batch without one); ``metrics``, ``anatomy`` and ``class_identity`` as
     :func:`deepgmm.evaluate.scoring.score_batch`'s (``metrics`` ignored without ground
-    truth).
+    truth); ``predicted_roi``: the slices' ROI is a prediction (``--roi auto``).
 
     Raises:
         InputError: as :func:`write_segmentation` (inputs that do not belong together,
@@ -272,7 +280,8 @@ def score_slices(volumes: Sequence[CaseVolume], batch: SliceBatch,
     resp = _numpy(result.responsibilities).astype(np.float32, copy=False)
     return score_batch(resp, roi, truth, spacing, matching, anatomy=anatomy,
                        class_identity=class_identity,
-                       metrics=metrics if truth is not None else None)
+                       metrics=metrics if truth is not None else None,
+                       predicted_roi=predicted_roi)
 
 
 def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVolume],
@@ -366,7 +375,8 @@ def write_segmentation(out_dir: str | os.PathLike[str], volumes: Sequence[CaseVo
     resp = _numpy(result.responsibilities).astype(np.float32, copy=False)
     own_probs = hard_labels(resp, roi)[0]
     scores = score_slices(volumes, batch, result, matching, metrics=metrics, anatomy=anatomy,
-                          class_identity=class_identity)
+                          class_identity=class_identity,
+                          predicted_roi=is_predicted_roi(roi_info))
     own_labels = scores.own_labels
 
     nll = _numpy(result.nll).astype(np.float64).reshape(n_b)
