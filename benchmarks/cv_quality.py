@@ -1006,6 +1006,22 @@ def summaries_from_cache(cache: Path, configs: Sequence[str],
     return out
 
 
+def _named_summaries(args: argparse.Namespace, names: Sequence[str], flag: str,
+                     ) -> list[Summary]:
+    """The cached summaries of ``names`` in order (``--compare`` / ``--gap``); an unknown or
+    uncached name ends the run with one error line naming ``flag``."""
+    unknown = [c for c in names if c not in config_names()]
+    if unknown:
+        _fail(f"{flag}: unknown configuration(s) {', '.join(unknown)}; expected some of "
+              f"{', '.join(REGISTRY)} (or <entry>+<rule>)")
+    found = {s.config: s for s in summaries_from_cache(args.cache, names, args.mu_seed,
+                                                        args.root, args.seeds)}
+    missing = [c for c in names if c not in found]
+    if missing:
+        _fail(f"{flag}: nothing cached for {', '.join(missing)} in {args.cache}")
+    return [found[c] for c in names]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT)
@@ -1052,33 +1068,13 @@ def main(argv: Sequence[str] | None = None) -> None:
               "(deepgmm.decision); +fuse, +fuse+lv, +fuse+lv-dice: fused first")
         return
     if args.compare:
-        unknown = [c for c in args.compare if c not in config_names()]
-        if unknown:
-            _fail(f"--compare: unknown configuration(s) {', '.join(unknown)}; expected some "
-                  f"of {', '.join(REGISTRY)} (or <entry>+<rule>)")
-        found = {s.config: s for s in summaries_from_cache(args.cache, args.compare,
-                                                            args.mu_seed, args.root,
-                                                            args.seeds)}
-        missing = [c for c in args.compare if c not in found]
-        if missing:
-            _fail(f"--compare: nothing cached for {', '.join(missing)} in {args.cache}")
-        text = compare_table(found[args.compare[0]], found[args.compare[1]])
-        print(text)
+        a, b = _named_summaries(args, args.compare, "--compare")
+        print(compare_table(a, b))
         if args.markdown:
-            write_markdown(args.markdown, compare_table(
-                found[args.compare[0]], found[args.compare[1]], markdown=True))
+            write_markdown(args.markdown, compare_table(a, b, markdown=True))
         return
     if args.gap:
-        unknown = [c for c in args.gap if c not in config_names()]
-        if unknown:
-            _fail(f"--gap: unknown configuration(s) {', '.join(unknown)}")
-        found = {s.config: s for s in summaries_from_cache(args.cache, args.gap,
-                                                            args.mu_seed, args.root,
-                                                            args.seeds)}
-        missing = [c for c in args.gap if c not in found]
-        if missing:
-            _fail(f"--gap: nothing cached for {', '.join(missing)} in {args.cache}")
-        chosen = [found[c] for c in args.gap]
+        chosen = _named_summaries(args, args.gap, "--gap")
         print(gap_table(*chosen))
         if args.markdown:
             write_markdown(args.markdown, gap_table(*chosen, markdown=True))
