@@ -81,8 +81,15 @@ def dice_objective(probs: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> n
     """
     probs, mask = _checked(probs, mask)
     expected = np.where(mask[:, None], probs, 0.0).sum(axis=(2, 3))
-    dice, size = _class_dice(probs, np.asarray(labels), mask, expected)
-    return np.where(size > 0, dice, _absent_probability(probs, mask)).sum(axis=1)
+    return _objective(probs, np.asarray(labels), mask, expected,
+                      _absent_probability(probs, mask))
+
+
+def _objective(probs: np.ndarray, labels: np.ndarray, mask: np.ndarray,
+               expected: np.ndarray, absent: np.ndarray) -> np.ndarray:
+    """:func:`dice_objective` of checked inputs, the per-slice sums given."""
+    dice, size = _class_dice(probs, labels, mask, expected)
+    return np.where(size > 0, dice, absent).sum(axis=1)
 
 
 def _checked(probs: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -122,15 +129,16 @@ def expected_dice_labels(probs: np.ndarray, mask: np.ndarray) -> np.ndarray:
     allowed = np.ones((n_b, n_c), dtype=bool)
     labels = np.argmax(probs, axis=1)
     for _ in range(n_c):  # drop classes more likely absent than found, at most C rounds
-        labels = _ascend(probs, mask, expected, allowed, labels)
+        labels = _ascend(probs, mask, expected, absent, allowed, labels)
         dice, size = _class_dice(probs, labels, mask, expected)
         drop = allowed & (size > 0) & (absent >= dice) & (allowed.sum(axis=1) > 1)[:, None]
         if not drop.any():
             break
         trial_allowed = allowed & ~drop
-        trial = _ascend(probs, mask, expected, trial_allowed,
+        trial = _ascend(probs, mask, expected, absent, trial_allowed,
                         _best_allowed(probs, trial_allowed))
-        better = dice_objective(probs, trial, mask) > dice_objective(probs, labels, mask)
+        better = (_objective(probs, trial, mask, expected, absent)
+                  > _objective(probs, labels, mask, expected, absent))
         if not better.any():
             break
         labels = np.where(better[:, None, None], trial, labels)
@@ -143,8 +151,8 @@ def _best_allowed(probs: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     return np.argmax(np.where(allowed[:, :, None, None], probs, -np.inf), axis=1)
 
 
-def _ascend(probs: np.ndarray, mask: np.ndarray, expected: np.ndarray, allowed: np.ndarray,
-            labels: np.ndarray) -> np.ndarray:
+def _ascend(probs: np.ndarray, mask: np.ndarray, expected: np.ndarray, absent: np.ndarray,
+            allowed: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Coordinate ascent of :func:`dice_objective` from ``labels`` over the allowed classes.
 
     Each step proposes every pixel's class of largest linearised gain; moving all of them at
@@ -155,7 +163,7 @@ def _ascend(probs: np.ndarray, mask: np.ndarray, expected: np.ndarray, allowed: 
     """
     n_b = probs.shape[0]
     flat = labels.shape[1] * labels.shape[2]
-    score = dice_objective(probs, labels, mask)
+    score = _objective(probs, labels, mask, expected, absent)
     active = np.ones(n_b, dtype=bool)
     for _ in range(MAX_STEPS):
         dice, size = _class_dice(probs, labels, mask, expected)
@@ -179,7 +187,7 @@ def _ascend(probs: np.ndarray, mask: np.ndarray, expected: np.ndarray, allowed: 
             moved = (rank < np.ceil(share)[:, None]) & np.isfinite(improvement)
             trial = np.where(moved.reshape(labels.shape) & trying[:, None, None], proposal,
                              labels)
-            trial_score = dice_objective(probs, trial, mask)
+            trial_score = _objective(probs, trial, mask, expected, absent)
             up = trying & (trial_score > score + 1e-12)
             labels = np.where(up[:, None, None], trial, labels)
             score = np.where(up, trial_score, score)
